@@ -1,0 +1,107 @@
+"""Ready-made snnTorch networks used by the demo, the examples and the benchmarks.
+
+They follow the SpikeFit paper's neuron settings: ``Leaky(beta=0.5,
+threshold=1.0)`` with the arctan surrogate, subtract reset, direct encoding
+(the static input is fed at every step), and a non-spiking linear read-out
+whose outputs are averaged over time.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from torch import nn
+
+__all__ = ["conv_snn", "dense_snn", "vgg_snn", "recurrent_snn"]
+
+
+def _leaky(beta: float, threshold: float) -> nn.Module:
+    import snntorch as snn
+
+    return snn.Leaky(beta=beta, threshold=threshold, init_hidden=True)
+
+
+def conv_snn(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 8,
+    channels: Sequence[int] = (16, 32),
+    *,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+    batch_norm: bool = False,
+    bias: bool = True,
+) -> nn.Sequential:
+    """Conv -> [BN] -> Leaky -> AvgPool(2) blocks, then Flatten -> Linear read-out."""
+    layers: list[nn.Module] = []
+    c_in, size = in_channels, image_size
+    for c in channels:
+        layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=bias))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c))
+        layers += [_leaky(beta, threshold), nn.AvgPool2d(2)]
+        c_in, size = c, size // 2
+    layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def dense_snn(
+    in_features: int = 64,
+    num_classes: int = 10,
+    hidden: Sequence[int] = (128,),
+    *,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+    bias: bool = True,
+) -> nn.Sequential:
+    """Flatten -> (Linear -> Leaky) x len(hidden) -> Linear read-out."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    f = in_features
+    for h in hidden:
+        layers += [nn.Linear(f, h, bias=bias), _leaky(beta, threshold)]
+        f = h
+    layers.append(nn.Linear(f, num_classes, bias=bias))
+    return nn.Sequential(*layers)
+
+
+def vgg_snn(
+    cfg: Sequence[Union[int, str]] = (64, "A", 128, "A", 256, 256, "A"),
+    in_channels: int = 3,
+    image_size: int = 32,
+    num_classes: int = 10,
+    *,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+) -> nn.Sequential:
+    """VGG-style SNN: ``cfg`` ints are Conv3x3 -> BN -> Leaky, ``"A"`` is AvgPool(2)."""
+    layers: list[nn.Module] = []
+    c_in, size = in_channels, image_size
+    for item in cfg:
+        if item == "A":
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+        else:
+            layers += [nn.Conv2d(c_in, int(item), 3, padding=1, bias=False),
+                       nn.BatchNorm2d(int(item)), _leaky(beta, threshold)]
+            c_in = int(item)
+    layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def recurrent_snn(
+    in_features: int = 64,
+    hidden: int = 64,
+    num_classes: int = 10,
+    *,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+) -> nn.Sequential:
+    """Flatten -> Linear -> RLeaky (all-to-all recurrent Linear) -> Linear read-out."""
+    import snntorch as snn
+
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_features, hidden),
+        snn.RLeaky(beta=beta, threshold=threshold, linear_features=hidden, init_hidden=True),
+        nn.Linear(hidden, num_classes),
+    )

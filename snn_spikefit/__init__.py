@@ -1,0 +1,41 @@
+"""snn_spikefit: make spiking neural networks fit neuromorphic chips.
+
+Learnable codebooks on weights (CAT), structured pruning, deployment metrics,
+hardware checks and NIR export for snnTorch, Norse and NIR models.
+
+>>> import snn_spikefit as sf
+>>> sf.__version__ >= "0.1"
+True
+"""
+
+from __future__ import annotations
+
+from .adapter import Adapter, get_adapter, list_adapters, register_adapter
+from .codebook import CodebookWeight, FrozenCodebook
+from .errors import (
+    NotWrappedError,
+    SpikeFitError,
+    SpikeFitTypeError,
+    SpikeFitValueError,
+    UnsupportedLayerError,
+)
+from .runtime import reset, run
+from .table import Table
+from .train import accuracy, fit, predict
+from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # compression (CAT)
+    "wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "compressed_layers",
+    "is_wrapped", "CodebookWeight", "FrozenCodebook",
+    # running and training
+    "run", "reset", "fit", "accuracy", "predict",
+    # adapters
+    "Adapter", "register_adapter", "get_adapter", "list_adapters",
+    # results and errors
+    "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
+    "UnsupportedLayerError", "NotWrappedError",
+    "__version__",
+]

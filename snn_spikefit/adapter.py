@@ -1,0 +1,234 @@
+"""The framework boundary: what the core asks of snnTorch, Norse, or any other SNN library.
+
+An adapter answers only the questions that depend on the framework (which
+modules are spiking neurons, how to read their spikes and membrane potential,
+how to reset and run a model over time, how a neuron maps to NIR, how to shrink
+a neuron's per-channel parameters). Everything else lives once in the core.
+
+Adapters are found through the entry-point group ``snn_spikefit.adapters``
+(the built-in snnTorch and Norse adapters are registered there too, and are
+also found when the package runs from a source tree). A plugin that fails to
+load is skipped with a warning; it never breaks ``import snn_spikefit``.
+
+A third-party adapter subclasses :class:`Adapter` and is registered with
+:func:`register_adapter` or an entry point::
+
+    [project.entry-points."snn_spikefit.adapters"]
+    myframework = "my_package.spikefit_adapter:MyAdapter"
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import warnings
+from importlib.metadata import entry_points
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+
+__all__ = [
+    "Adapter",
+    "TorchAdapter",
+    "register_adapter",
+    "get_adapter",
+    "list_adapters",
+    "ENTRY_POINT_GROUP",
+    "stack_steps",
+]
+
+ENTRY_POINT_GROUP = "snn_spikefit.adapters"
+_BUILTIN = {
+    "snntorch": "snn_spikefit.adapters.snntorch:SnnTorchAdapter",
+    "norse": "snn_spikefit.adapters.norse:NorseAdapter",
+}
+
+
+class Adapter:
+    """Base class and protocol of a framework adapter.
+
+    Subclasses set :attr:`name` and :attr:`framework` (the import name of the
+    framework) and implement the methods below. Methods a framework cannot
+    support raise :class:`~snn_spikefit.errors.UnsupportedLayerError`.
+    """
+
+    name: str = "base"
+    framework: str | None = None  # module that must be importable for the adapter to work
+
+    # -- discovery -----------------------------------------------------------------------
+    def available(self) -> bool:
+        """The framework is installed."""
+        return self.framework is None or importlib.util.find_spec(self.framework) is not None
+
+    def is_neuron(self, module: nn.Module) -> bool:
+        """``module`` is a spiking neuron of this framework."""
+        raise NotImplementedError
+
+    def owns(self, model: nn.Module) -> bool:
+        """``model`` contains at least one neuron of this framework."""
+        return any(self.is_neuron(m) for m in model.modules())
+
+    def neurons(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """``(qualified name, module)`` of every spiking neuron, in definition order."""
+        return [(n, m) for n, m in model.named_modules() if self.is_neuron(m)]
+
+    # -- state and time -------------------------------------------------------------------
+    def reset(self, model: nn.Module) -> None:
+        """Clear every neuron's state (membrane, synaptic current, last spikes)."""
+        raise NotImplementedError
+
+    def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+        """Run ``model`` over time; return per-step outputs stacked time-major ``[T, B, ...]``.
+
+        ``num_steps`` given: ``x`` is static ``[B, ...]`` and is fed at every step.
+        ``num_steps`` is ``None``: ``x`` is time-major ``[T, B, ...]``.
+        The state has been reset by the caller.
+        """
+        raise NotImplementedError
+
+    def spikes(self, module: nn.Module, output: Any) -> Tensor:
+        """The spike tensor in what the neuron ``module`` returned for one step."""
+        raise NotImplementedError
+
+    def membrane(self, module: nn.Module, output: Any) -> Tensor | None:
+        """The membrane potential after the step (post-reset), if the neuron exposes it."""
+        return None
+
+    def pre_reset_membrane(self, module: nn.Module, inputs: tuple, output: Any) -> Tensor | None:
+        """The membrane potential before the reset of this step (for SCA), if known."""
+        return None
+
+    # -- NIR -------------------------------------------------------------------------------
+    def neuron_to_nir(self, module: nn.Module, dt: float) -> Any:
+        raise UnsupportedLayerError(f"adapter {self.name!r} cannot export {type(module).__name__} to NIR")
+
+    def neuron_from_nir(self, node: Any, dt: float) -> nn.Module:
+        raise UnsupportedLayerError(f"adapter {self.name!r} cannot import NIR node {type(node).__name__}")
+
+    # -- pruning --------------------------------------------------------------------------
+    def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
+        """Keep only the channels ``keep`` of the neuron's per-channel parameters."""
+        raise UnsupportedLayerError(
+            f"adapter {self.name!r} cannot prune channels of {type(module).__name__}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def stack_steps(outputs: Sequence[Any]) -> Any:
+    """Stack per-step outputs time-major: tensors -> ``[T, ...]``; tuples element-wise."""
+    if not outputs:
+        raise SpikeFitValueError("cannot stack zero timesteps (num_steps or x.shape[0] is 0)")
+    first = outputs[0]
+    if isinstance(first, Tensor):
+        return torch.stack(list(outputs))
+    if isinstance(first, (tuple, list)):
+        return tuple(stack_steps([o[i] for o in outputs]) for i in range(len(first)))
+    if first is None:
+        return None
+    raise SpikeFitTypeError(
+        f"a model step returned {type(first).__name__}; run() stacks tensors or tuples of tensors"
+    )
+
+
+def _step_inputs(x: Tensor, num_steps: int | None):
+    if num_steps is None:
+        return [x[t] for t in range(x.shape[0])]
+    return [x] * num_steps
+
+
+class TorchAdapter(Adapter):
+    """Plain PyTorch models with no spiking neurons (ANNs, baselines): stateless steps."""
+
+    name = "torch"
+    framework = None
+
+    def is_neuron(self, module: nn.Module) -> bool:
+        return False
+
+    def owns(self, model: nn.Module) -> bool:
+        return True
+
+    def reset(self, model: nn.Module) -> None:
+        return None
+
+    def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+        return stack_steps([model(xt) for xt in _step_inputs(x, num_steps)])
+
+
+_REGISTRY: dict[str, Adapter] = {}
+_DISCOVERED = False
+
+
+def register_adapter(adapter: Adapter, *, replace: bool = False) -> Adapter:
+    """Make ``adapter`` known to :func:`get_adapter` (tried before the fallback)."""
+    if not isinstance(adapter, Adapter):
+        raise SpikeFitTypeError(f"adapter must be an snn_spikefit.Adapter instance, got {type(adapter).__name__}")
+    if adapter.name in _REGISTRY and not replace:
+        raise SpikeFitValueError(
+            f"an adapter named {adapter.name!r} is already registered ({_REGISTRY[adapter.name]!r}); "
+            f"pass replace=True to replace it"
+        )
+    _REGISTRY[adapter.name] = adapter
+    return adapter
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    targets = dict(_BUILTIN)
+    try:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            targets.setdefault(ep.name, ep.value)
+    except Exception as exc:  # pragma: no cover - broken metadata
+        warnings.warn(f"snn_spikefit: could not read entry points {ENTRY_POINT_GROUP!r}: {exc}")
+    for name, target in targets.items():
+        if name in _REGISTRY:
+            continue
+        try:
+            cls = _load(target)
+            adapter = cls() if isinstance(cls, type) else cls
+            if adapter.available():
+                _REGISTRY.setdefault(name, adapter)
+        except Exception as exc:
+            warnings.warn(
+                f"snn_spikefit: adapter plugin {name!r} ({target}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def list_adapters() -> list[str]:
+    """Names of the adapters whose framework is installed."""
+    _discover()
+    return list(_REGISTRY)
+
+
+def get_adapter(model: nn.Module, name: str | None = None) -> Adapter:
+    """The adapter for ``model``: the named one, the first that owns it, or plain torch."""
+    _discover()
+    if name is not None:
+        if name == "torch":
+            return TorchAdapter()
+        if name not in _REGISTRY:
+            raise SpikeFitValueError(f"adapter={name!r} is not available; available: {list(_REGISTRY) + ['torch']}")
+        return _REGISTRY[name]
+    for adapter in _REGISTRY.values():
+        if adapter.owns(model):
+            return adapter
+    return TorchAdapter()

@@ -1,0 +1,308 @@
+"""Learnable codebook weights (Clusterization-Aware Training, CAT).
+
+:class:`CodebookWeight` is a ``torch.nn.utils.parametrize`` parametrization:
+the module keeps a full-precision latent weight ``W`` and a learnable codebook
+``C`` of ``m`` values per group (one group per layer, or one per output
+channel), and its effective weight is
+
+.. math::
+
+    k^*_i = \\arg\\min_k (w_i - c_k)^2, \\qquad
+    \\hat w_i = c_{k^*_i} + (w_i - \\mathrm{sg}(w_i))
+
+which equals ``c[k*]`` bit for bit while the gradient reaches ``W`` (straight
+through) and ``C`` (through the gather). With ``bits`` set, the codebook is
+replaced in the forward pass by ``s * round(C / s)`` with one scale per group,
+``s = max|C| / (2^(bits-1) - 1)``, so every weight is ``s * k`` with an integer
+``|k| <= 2^(bits-1) - 1``.
+
+The nearest-codeword search sorts the ``m`` codewords and bisects
+(``torch.searchsorted``): ``O(N log m)``. The result is cached until the latent
+weight or the codebook changes (their version counters) or until gradient has
+flowed back through it, so a model called once per timestep computes its
+quantized weights once per forward pass, not ``T`` times.
+
+:class:`FrozenCodebook` is the frozen form: integer codes, the codebook (and its
+integers and scale when ``bits`` is set) stored as buffers; the weight is decoded
+from them and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CodebookWeight", "FrozenCodebook", "quantize_codebook", "code_dtype"]
+
+
+def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Round a ``[G, m]`` codebook to ``bits``-bit signed integers, one scale per row.
+
+    Returns ``(values, ints, scale)`` with ``values == ints * scale[:, None]``
+    exactly (the same float product), ``|ints| <= 2^(bits-1) - 1``.
+
+    >>> v, k, s = quantize_codebook(torch.tensor([[-0.5, 0.1, 0.7]]), bits=4)
+    >>> k.tolist()
+    [[-5.0, 1.0, 7.0]]
+    >>> bool(torch.equal(v, k * s[:, None]))
+    True
+    """
+    qmax = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        amax = codebook.detach().abs().amax(dim=1)
+        scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+        ints = torch.clamp(torch.round(codebook.detach() / scale[:, None]), -qmax, qmax)
+    return ints * scale[:, None], ints, scale
+
+
+def code_dtype(m: int) -> torch.dtype:
+    """The smallest unsigned integer dtype that holds codes ``0 .. m-1``."""
+    if m <= 2**8:
+        return torch.uint8
+    if m <= 2**16:
+        return torch.uint16
+    if m <= 2**32:
+        return torch.uint32
+    return torch.int64
+
+
+class _VersionCache:
+    """Caches a derived tensor until its inputs change or gradient flows through it.
+
+    The key holds the identity and version counter of every input plus the
+    autograd mode. A result that carries a graph is dropped as soon as a
+    backward pass reaches it (its graph is freed then), so gradient
+    accumulation and truncated BPTT recompute as they must.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Any = None
+
+    @staticmethod
+    def make_key(*tensors: Tensor) -> tuple:
+        parts: list[Any] = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]
+        for t in tensors:
+            parts += [id(t), t._version, t.device, t.dtype]
+        return tuple(parts)
+
+    def get(self, key: tuple) -> Any:
+        return self.value if self.key == key else None
+
+    def put(self, key: tuple, value: Any, hook_on: Tensor | None = None) -> None:
+        self.key, self.value = key, value
+        if hook_on is not None and hook_on.requires_grad:
+            hook_on.register_hook(self._on_backward)
+
+    def _on_backward(self, grad: Tensor) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.key, self.value = None, None
+
+
+class CodebookWeight(nn.Module):
+    """Parametrization giving a weight at most ``m`` distinct values per group.
+
+    Args:
+        codebook: initial codebook, shape ``[groups, m]`` (one row per layer or per
+            output channel); becomes the learnable parameter ``codebook``.
+        bits: quantize the codebook to signed ``bits``-bit integers times one scale
+            per group, or ``None`` to keep it in floating point.
+        granularity: ``"layer"`` (one group) or ``"channel"`` (one per output channel).
+        reseed: in training mode, move codewords that no weight uses onto the
+            weight farthest from its codeword.
+
+    Use :func:`snn_spikefit.wrap` rather than registering this by hand.
+    """
+
+    def __init__(
+        self,
+        codebook: Tensor,
+        *,
+        bits: int | None = None,
+        granularity: str = "layer",
+        reseed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.codebook = nn.Parameter(codebook.detach().clone())
+        self.m = int(codebook.shape[1])
+        self.bits = bits
+        self.granularity = granularity
+        self.reseed = reseed
+        self.reseeded = 0  # codewords re-seeded so far (a diagnostic)
+        self._cache = _VersionCache()
+
+    @property
+    def groups(self) -> int:
+        return int(self.codebook.shape[0])
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, bits={self.bits}, granularity={self.granularity!r}, groups={self.groups}"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = _VersionCache()
+        return state
+
+    # -- the quantizer -----------------------------------------------------------------
+    def codebook_values(self) -> Tensor:
+        """The codebook as used in the forward pass (rounded when ``bits`` is set).
+
+        Equal in value to the quantized codebook; gradient passes straight to
+        ``self.codebook``.
+        """
+        if self.bits is None:
+            return self.codebook
+        values, _, _ = quantize_codebook(self.codebook, self.bits)
+        return values + (self.codebook - self.codebook.detach())
+
+    def assign(self, weight: Tensor, values: Tensor | None = None) -> Tensor:
+        """Index of the nearest codeword for every weight, shape ``[groups, n]``."""
+        if values is None:
+            values = self.codebook_values()
+        flat = weight.detach().reshape(self.groups, -1)
+        order_values, order = torch.sort(values.detach(), dim=1)
+        bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
+        pos = torch.searchsorted(bounds.contiguous(), flat.contiguous())
+        return torch.gather(order, 1, pos)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        values = self.codebook_values()
+        idx = self.assign(weight, values)
+        if self.training and self.reseed and self._reseed_dead(weight, values, idx):
+            key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+            values = self.codebook_values()
+            idx = self.assign(weight, values)
+        quantized = torch.gather(values, 1, idx).reshape(weight.shape)
+        out = quantized + (weight - weight.detach())
+        self._cache.put(key, out, hook_on=out)
+        return out
+
+    def right_inverse(self, weight: Tensor) -> Tensor:
+        # Assigning to module.weight sets the latent weight.
+        return weight
+
+    @torch.no_grad()
+    def _reseed_dead(self, weight: Tensor, values: Tensor, idx: Tensor) -> bool:
+        """Move unused codewords onto the worst-served weights; True if any moved."""
+        g, m = self.groups, self.m
+        offsets = torch.arange(g, device=idx.device)[:, None] * m
+        counts = torch.bincount((idx + offsets).flatten(), minlength=g * m).reshape(g, m)
+        if bool((counts > 0).all()):
+            return False
+        values = values.detach()
+        flat = weight.detach().reshape(g, -1)
+        error = (flat - torch.gather(values, 1, idx)).abs()
+        for _ in range(m):
+            dead = counts == 0
+            rows = dead.any(dim=1)
+            if not bool(rows.any()):
+                break
+            first_dead = dead.float().argmax(dim=1)
+            worst, far = error.max(dim=1)
+            rows &= worst > 0  # every weight already sits on a codeword: nothing to gain
+            if not bool(rows.any()):
+                break
+            r = rows.nonzero().flatten()
+            self.codebook[r, first_dead[r]] = flat[r, far[r]]
+            counts[r, first_dead[r]] = 1
+            error[r, far[r]] = -1.0
+            self.reseeded += int(r.numel())
+        return True
+
+    # -- views used by commitment loss, freeze and summaries --------------------------
+    def commitment(self, weight: Tensor) -> Tensor:
+        """Eq. 7: ``mean((w_q - sg(w))^2)``, gradient to the codebook only."""
+        values = self.codebook_values()
+        idx = self.assign(weight, values)
+        quantized = torch.gather(values, 1, idx)
+        return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
+
+    @torch.no_grad()
+    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
+        """Codes, codebook values and (with ``bits``) integers and scale."""
+        if self.bits is None:
+            values, ints, scale = self.codebook.detach().clone(), None, None
+        else:
+            values, ints, scale = quantize_codebook(self.codebook, self.bits)
+        codes = self.assign(weight, values).to(code_dtype(self.m))
+        return {"codes": codes, "values": values, "ints": ints, "scale": scale}
+
+
+class FrozenCodebook(nn.Module):
+    """Frozen codebook layer: the weight is ``values[codes]`` and nothing else.
+
+    Buffers: ``codes`` (``[groups, n]``, smallest unsigned dtype that fits ``m``),
+    ``values`` (``[groups, m]`` float), and when ``bits`` is set ``codebook_int``
+    (``[groups, m]``, ``int8``/``int16``) and ``scale`` (``[groups]``) with
+    ``values == codebook_int * scale``. Registered with ``unsafe=True``; the
+    latent weight is released.
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size,
+        codes: Tensor,
+        values: Tensor,
+        ints: Tensor | None,
+        scale: Tensor | None,
+        *,
+        m: int,
+        bits: int | None,
+        granularity: str,
+    ) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.m, self.bits, self.granularity = m, bits, granularity
+        self.register_buffer("codes", codes)
+        self.register_buffer("values", values)
+        if ints is not None:
+            dtype = torch.int8 if bits is not None and bits <= 8 else torch.int16
+            self.register_buffer("codebook_int", ints.to(dtype))
+            self.register_buffer("scale", scale)
+        else:
+            self.codebook_int = None
+            self.scale = None
+        self._cache = _VersionCache()
+
+    @property
+    def groups(self) -> int:
+        return int(self.values.shape[0])
+
+    def extra_repr(self) -> str:
+        return (
+            f"shape={tuple(self.shape)}, m={self.m}, bits={self.bits}, "
+            f"granularity={self.granularity!r}"
+        )
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = _VersionCache()
+        return state
+
+    def decode(self) -> Tensor:
+        """``scale * codebook_int[codes]`` (or ``values[codes]``), reshaped."""
+        return torch.gather(self.values, 1, self.codes.long()).reshape(self.shape)
+
+    def forward(self, _released: Tensor) -> Tensor:
+        key = _VersionCache.make_key(self.codes, self.values)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self.decode()
+            self._cache.put(key, cached)
+        return cached
+
+    def right_inverse(self, weight: Tensor) -> Tensor:
+        # The frozen layer owns no latent weight: keep an empty placeholder.
+        return weight.new_empty(0)
+
+    def index_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.m)))

@@ -1,0 +1,65 @@
+"""Run any supported SNN over time through one path.
+
+>>> import torch
+>>> from torch import nn
+>>> out = run(nn.Linear(3, 2), torch.ones(5, 3), num_steps=4)   # plain torch: stateless steps
+>>> tuple(out.shape)
+(4, 5, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from .adapter import get_adapter
+from .errors import SpikeFitTypeError, SpikeFitValueError
+
+__all__ = ["run", "reset", "check_input"]
+
+
+def check_input(x: Any, num_steps: int | None) -> None:
+    """Validate ``run``'s arguments (shared by every feature that runs models)."""
+    if not isinstance(x, Tensor):
+        raise SpikeFitTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if num_steps is not None:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise SpikeFitValueError(f"num_steps={num_steps!r} is not allowed; use a positive int, "
+                                     f"or None when x is time-major [T, B, ...]")
+    elif x.ndim < 2:
+        raise SpikeFitValueError(
+            f"x has shape {tuple(x.shape)}; with num_steps=None x must be time-major [T, B, ...] "
+            f"(pass num_steps=T to repeat a static [B, ...] input T times)"
+        )
+    if x.is_floating_point() and not bool(x.isfinite().all()):
+        raise SpikeFitValueError("x contains NaN or inf values; inputs must be finite")
+
+
+def reset(model: nn.Module) -> None:
+    """Clear the state of every spiking neuron in ``model``."""
+    get_adapter(model).reset(model)
+
+
+def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Any:
+    """Reset ``model``, run it over time and return per-step outputs time-major ``[T, B, ...]``.
+
+    Args:
+        model: an snnTorch, Norse or plain PyTorch model. For snnTorch, the time
+            loop may be outside ``forward`` (neurons with ``init_hidden=True``, or
+            stateful calls) or inside it (``forward`` loops and returns stacked
+            recordings): the adapter tells them apart by counting neuron calls.
+        x: static input ``[B, ...]`` repeated ``num_steps`` times (direct encoding),
+            or time-major ``[T, B, ...]`` with ``num_steps=None``.
+        num_steps: number of steps for a static input.
+
+    Returns:
+        A tensor ``[T, B, ...]``, or a tuple of them when each step returns a tuple
+        (for example ``(spikes, membrane)``).
+    """
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_input(x, num_steps)
+    adapter = get_adapter(model)
+    adapter.reset(model)
+    return adapter.run(model, x, num_steps)

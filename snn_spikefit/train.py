@@ -1,0 +1,100 @@
+"""A plain training loop for when you do not bring your own.
+
+:func:`fit` runs ``model`` through :func:`snn_spikefit.run` on each batch,
+averages its outputs over time into class scores (:func:`scores`), and minimises
+cross-entropy, plus ``beta * commitment_loss`` for wrapped models. Your own loop
+needs only the one extra term; this is what it looks like.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import SpikeFitValueError
+from .runtime import run
+from .wrap import commitment_loss, is_wrapped
+
+__all__ = ["fit", "scores", "accuracy", "predict"]
+
+
+def scores(output: Any) -> Tensor:
+    """Class scores ``[B, C]`` from ``run``'s output: the first tensor, averaged over time."""
+    first = output[0] if isinstance(output, tuple) else output
+    return first.float().mean(dim=0)
+
+
+def fit(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    epochs: int = 1,
+    num_steps: int | None = 4,
+    lr: float = 1e-3,
+    beta: float = 0.25,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
+    """Train ``model`` on ``(x, y)`` batches; returns the mean loss of each epoch.
+
+    Args:
+        num_steps: timesteps for static inputs; ``None`` if ``x`` is time-major.
+        beta: weight of the commitment loss (used only when the model is wrapped).
+        optimizer: defaults to Adam(lr) over all trainable parameters.
+        loss_fn: ``(scores, labels) -> loss``; default cross-entropy.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise SpikeFitValueError(f"epochs={epochs!r} is not allowed; use an int >= 0")
+    optimizer = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    wrapped = is_wrapped(model) and beta > 0
+    history = []
+    model.train()
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        bar = tqdm(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for x, y in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(scores(run(model, x, num_steps=num_steps)), y)
+            if wrapped:
+                loss = loss + beta * commitment_loss(model)
+            if not math.isfinite(loss.item()):
+                raise SpikeFitValueError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr={lr}")
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        if count == 0:
+            raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
+        history.append(total / count)
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = 4) -> tuple[Tensor, Tensor]:
+    """``(predicted, true)`` labels over all batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    try:
+        for x, y in data:
+            preds.append(scores(run(model, x, num_steps=num_steps)).argmax(dim=1))
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    if not preds:
+        raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
+    return torch.cat(preds), torch.cat(labels)
+
+
+def accuracy(model: nn.Module, data: Iterable, *, num_steps: int | None = 4) -> float:
+    """Top-1 accuracy in percent."""
+    pred, true = predict(model, data, num_steps=num_steps)
+    return 100.0 * float((pred == true).float().mean())

@@ -1,0 +1,389 @@
+"""Attach, train, freeze and strip learnable codebooks (CAT).
+
+>>> import torch
+>>> from torch import nn
+>>> import snn_spikefit as sf
+>>> net = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+>>> _ = sf.wrap(net, m=4, bits=4)
+>>> [int(l.weight.unique().numel()) <= 4 for l in (net[0], net[2])]
+[True, True]
+>>> loss = net(torch.randn(5, 16)).sum() + 0.25 * sf.commitment_loss(net)
+>>> loss.backward()
+>>> _ = sf.freeze(net)
+>>> net[0].parametrizations.weight[0].codes.dtype
+torch.uint8
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .codebook import CodebookWeight, FrozenCodebook
+from .errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
+from .init import INITS, init_codebook
+from .table import Table
+
+__all__ = [
+    "wrap",
+    "commitment_loss",
+    "freeze",
+    "strip",
+    "codebook_summary",
+    "compressed_layers",
+    "is_wrapped",
+    "COMPRESSIBLE_TYPES",
+    "GRANULARITIES",
+]
+
+#: Layer types whose ``weight`` :func:`wrap` compresses.
+COMPRESSIBLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+GRANULARITIES = ("layer", "channel")
+
+
+@dataclass(frozen=True)
+class CompressedLayer:
+    """One compressed weight: where it lives and its parametrization."""
+
+    name: str
+    module: nn.Module
+    quantizer: CodebookWeight | FrozenCodebook
+
+    @property
+    def frozen(self) -> bool:
+        return isinstance(self.quantizer, FrozenCodebook)
+
+
+def _quantizer_of(module: nn.Module) -> CodebookWeight | FrozenCodebook | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, (CodebookWeight, FrozenCodebook)):
+            return p
+    return None
+
+
+def compressed_layers(model: nn.Module) -> list[CompressedLayer]:
+    """Every layer of ``model`` whose weight carries a codebook (trainable or frozen)."""
+    out = []
+    for name, module in model.named_modules():
+        q = _quantizer_of(module)
+        if q is not None:
+            out.append(CompressedLayer(name, module, q))
+    return out
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    """True if any layer of ``model`` carries a codebook."""
+    return bool(compressed_layers(model))
+
+
+def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpikeFitTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in {low}..{high}"
+        raise SpikeFitValueError(f"{name}={value} is not allowed: {what} ({name} must be {allowed})")
+    return value
+
+
+def _as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    try:
+        pats = list(value)
+    except TypeError:
+        raise SpikeFitTypeError(
+            f"{name} must be a layer name, a glob pattern or a list of them, got {value!r}"
+        ) from None
+    for p in pats:
+        if not isinstance(p, str):
+            raise SpikeFitTypeError(f"{name} must contain layer names (str), got {p!r}")
+    return pats
+
+
+def _select_layers(
+    model: nn.Module, include: list[str] | None, exclude: list[str] | None
+) -> list[tuple[str, nn.Module]]:
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
+    names = [n for n, _ in candidates]
+    for arg, pats in (("include", include), ("exclude", exclude)):
+        for p in pats or []:
+            if not any(fnmatch.fnmatchcase(n, p) for n in names):
+                raise SpikeFitValueError(
+                    f"{arg}={p!r} matches no compressible layer; compressible layers "
+                    f"({', '.join(t.__name__ for t in COMPRESSIBLE_TYPES)}) are: {names}"
+                )
+    chosen = []
+    for n, m in candidates:
+        if include is not None and not any(fnmatch.fnmatchcase(n, p) for p in include):
+            continue
+        if exclude is not None and any(fnmatch.fnmatchcase(n, p) for p in exclude):
+            continue
+        chosen.append((n, m))
+    return chosen
+
+
+def wrap(
+    model: nn.Module,
+    m: int | None = None,
+    bits: int | None = None,
+    *,
+    granularity: str | None = None,
+    init: str = "kmeans",
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    reseed: bool = True,
+    hardware: str | None = None,
+) -> nn.Module:
+    """Give every compressible layer of ``model`` a learnable ``m``-value codebook.
+
+    Changes ``model`` in place (through ``torch.nn.utils.parametrize``) and
+    returns it. Layers keep their class; their latent weight and the new
+    ``codebook`` are ordinary parameters, so optimizers and checkpoints work.
+
+    Args:
+        model: any ``nn.Module``; its ``Linear``/``Conv1d``/``Conv2d``/``Conv3d``
+            layers are compressed (the ``weight``; biases stay as they are).
+        m: values per codebook, at least 2 (default 4, or the profile's).
+        bits: quantize the codebook to signed integers of this width (2..8) times
+            one scale per codebook; then ``m <= 2**bits - 1``. ``None`` keeps float.
+        granularity: ``"layer"`` (one codebook per layer) or ``"channel"`` (one per
+            output channel / neuron, as in TrueNorth's per-neuron weight tables).
+        init: codebook initialisation: ``"kmeans"`` (exact 1-D k-means of the
+            weights), ``"linear"`` (evenly spaced over the weight range) or
+            ``"quantile"`` (equal-count bins).
+        include, exclude: layer names or glob patterns (``"fc*"``), as in
+            ``model.named_modules()``; default all compressible layers.
+        reseed: re-seed codewords that no weight uses (training mode only).
+        hardware: name of a hardware profile; takes ``m``, ``bits`` and
+            ``granularity`` from it where not given.
+
+    Raises:
+        SpikeFitValueError / SpikeFitTypeError: bad arguments, a model with no
+            compressible layer, a model already wrapped, NaN/inf weights. The model
+            is left exactly as it was.
+    """
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if hardware is not None:
+        m, bits, granularity = _from_profile(hardware, m, bits, granularity)
+    m = 4 if m is None else m
+    granularity = "layer" if granularity is None else granularity
+    _check_int("m", m, 2, None, "a codebook needs at least 2 values")
+    if bits is not None:
+        _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
+        if m > 2**bits - 1:
+            raise SpikeFitValueError(
+                f"m={m} is not allowed with bits={bits}: a {bits}-bit signed codebook holds "
+                f"at most 2**bits - 1 = {2**bits - 1} distinct values (use m <= {2**bits - 1} "
+                f"or more bits)"
+            )
+    if granularity not in GRANULARITIES:
+        raise SpikeFitValueError(f"granularity={granularity!r} is not allowed; use one of {GRANULARITIES}")
+    if init not in INITS:
+        raise SpikeFitValueError(f"init={init!r} is not allowed; use one of {tuple(INITS)}")
+    if is_wrapped(model):
+        names = [c.name for c in compressed_layers(model)]
+        raise SpikeFitValueError(
+            f"model is already wrapped (layers with codebooks: {names}); wrap it once, or "
+            f"call snn_spikefit.strip(model) first"
+        )
+    layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
+    if not layers:
+        raise SpikeFitValueError(
+            f"model has no compressible layer to wrap (types "
+            f"{[t.__name__ for t in COMPRESSIBLE_TYPES]}, after include={include!r}, exclude={exclude!r})"
+        )
+
+    # Compute every codebook before touching the model, so a failure changes nothing.
+    plans = []
+    for name, module in layers:
+        weight = module.weight.detach()
+        bad = int((~torch.isfinite(weight)).sum())
+        if bad:
+            raise SpikeFitValueError(
+                f"layer {name!r} ({type(module).__name__}) has {bad} NaN/inf weights; "
+                f"all weights must be finite to build a codebook"
+            )
+        groups = weight.shape[0] if granularity == "channel" else 1
+        codebook = init_codebook(weight.reshape(groups, -1), m, init)
+        plans.append((name, module, codebook))
+
+    done: list[nn.Module] = []
+    try:
+        for name, module, codebook in plans:
+            q = CodebookWeight(codebook, bits=bits, granularity=granularity, reseed=reseed)
+            q.to(device=module.weight.device)
+            parametrize.register_parametrization(module, "weight", q)
+            done.append(module)
+    except Exception:
+        for module in done:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        raise
+    return model
+
+
+def _from_profile(hardware: str, m, bits, granularity):
+    from .hardware import get_profile  # local: profiles are optional until used
+
+    profile = get_profile(hardware)
+    return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
+
+
+def _remove_codebook(module: nn.Module, *, leave_parametrized: bool) -> None:
+    """``remove_parametrizations`` without breaking deep copies of ``module``.
+
+    PyTorch's deepcopy of a parametrized module shares the injected class with
+    the copy, and removal deletes the ``weight`` property from that class, which
+    breaks the copy. Give the module a private copy of its class first.
+    """
+    cls = module.__class__
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+
+
+def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
+    layers = compressed_layers(model)
+    if not layers:
+        raise NotWrappedError(f"{what} needs a model prepared by snn_spikefit.wrap(model, m=...); "
+                              f"{type(model).__name__} has no codebook layer")
+    return layers
+
+
+def commitment_loss(model: nn.Module) -> Tensor:
+    """Sum over layers of Eq. 7, ``mean((w_q - sg(w))^2)``: pulls codebooks to the weights.
+
+    Add it to your loss: ``loss = task_loss + beta * commitment_loss(model)``.
+    Frozen layers contribute nothing.
+    """
+    layers = _require_wrapped(model, "commitment_loss")
+    terms = []
+    for layer in layers:
+        if layer.frozen:
+            continue
+        latent = layer.module.parametrizations.weight.original
+        terms.append(layer.quantizer.commitment(latent))
+    if not terms:
+        p = next(model.parameters())
+        return torch.zeros((), device=p.device, dtype=p.dtype)
+    return torch.stack(terms).sum()
+
+
+@torch.no_grad()
+def freeze(model: nn.Module) -> nn.Module:
+    """Replace every trainable codebook by its frozen integer form, in place.
+
+    Each compressed layer then holds buffers ``codes`` (smallest unsigned dtype
+    that fits ``m``), ``values`` and, when ``bits`` was set, ``codebook_int`` and
+    ``scale``; its weight is exactly ``scale * codebook_int[codes]``. Outputs do
+    not change. Already frozen layers are left alone.
+    """
+    for layer in _require_wrapped(model, "freeze"):
+        if layer.frozen:
+            continue
+        module, q = layer.module, layer.quantizer
+        plist = module.parametrizations.weight
+        if len(plist) != 1:
+            raise SpikeFitValueError(
+                f"layer {layer.name!r} has {len(plist)} parametrizations on its weight; freeze "
+                f"supports the codebook alone (remove the others first)"
+            )
+        latent = plist.original
+        shape = latent.shape
+        state = q.frozen_state(latent)
+        frozen = FrozenCodebook(
+            shape, state["codes"], state["values"], state["ints"], state["scale"],
+            m=q.m, bits=q.bits, granularity=q.granularity,
+        )
+        _remove_codebook(module, leave_parametrized=False)
+        parametrize.register_parametrization(module, "weight", frozen, unsafe=True)
+        module.parametrizations.weight.original.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def strip(model: nn.Module) -> nn.Module:
+    """Turn every codebook layer back into a plain layer holding its quantized weight.
+
+    In place; returns ``model``. Outputs do not change; the weight keeps at most
+    ``m`` distinct values per codebook but is no longer tied to a codebook.
+    """
+    for layer in _require_wrapped(model, "strip"):
+        _remove_codebook(layer.module, leave_parametrized=True)
+        layer.module.weight.requires_grad_(True)
+    return model
+
+
+def _group_stats(weight: Tensor, groups: int) -> tuple[int, int]:
+    flat = weight.detach().reshape(groups, -1)
+    srt = flat.sort(dim=1).values
+    distinct = 1 + (srt[:, 1:] != srt[:, :-1]).sum(dim=1)
+    return int(distinct.max()), int(distinct.min())
+
+
+def codebook_summary(model: nn.Module) -> Table:
+    """Per compressed layer: M asked, effective M, bits, scale, integer codebook, weights.
+
+    ``m_effective`` is the largest number of distinct values a codebook of the
+    layer actually gives its weights (codewords that merge after rounding, or
+    that no weight uses, do not count). ``codebook`` shows the integers when
+    ``bits`` is set (first group), else the float values.
+    """
+    table = Table(
+        ["layer", "type", "granularity", "groups", "m", "m_effective", "bits", "scale",
+         "codebook", "weights", "size_bits", "fp32_bits"],
+        title="codebook summary",
+    )
+    for layer in _require_wrapped(model, "codebook_summary"):
+        q = layer.quantizer
+        weight = layer.module.weight
+        groups = q.groups
+        m_eff, _ = _group_stats(weight, groups)
+        if layer.frozen:
+            ints, scale, values = q.codebook_int, q.scale, q.values
+        else:
+            from .codebook import quantize_codebook
+
+            values = q.codebook.detach()
+            ints = scale = None
+            if q.bits is not None:
+                values, ints, scale = quantize_codebook(q.codebook, q.bits)
+        if ints is not None:
+            book = sorted(int(v) for v in ints[0].tolist())
+            scale_shown = float(scale[0]) if groups == 1 else f"{groups} scales"
+        else:
+            book = sorted(round(float(v), 5) for v in values[0].tolist())
+            scale_shown = None
+        n = weight.numel()
+        table.add_row([
+            layer.name, parametrize.type_before_parametrizations(layer.module).__name__, q.granularity, groups, q.m, m_eff,
+            q.bits, scale_shown, book, n, compressed_bits(n, groups, q.m, q.bits), 32 * n,
+        ])
+    return table
+
+
+def compressed_bits(n_weights: int, groups: int, m: int, bits: int | None) -> int:
+    """Storage of a codebook layer: index bits per weight + codebooks (+ fp32 scales).
+
+    >>> compressed_bits(1000, 1, 4, 4)   # 2 bits x 1000 + 4 x 4-bit codebook + 32-bit scale
+    2048
+    """
+    index = max(1, (m - 1).bit_length())
+    book = groups * m * (bits if bits is not None else 32)
+    scales = groups * 32 if bits is not None else 0
+    return n_weights * index + book + scales
+
+
+def iter_latent(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """Latent (full-precision) weights of trainable codebook layers, by layer name."""
+    for layer in compressed_layers(model):
+        if not layer.frozen:
+            yield layer.name, layer.module.parametrizations.weight.original

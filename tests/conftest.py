@@ -1,0 +1,16 @@
+import importlib.util
+
+import pytest
+import torch
+
+HAS_SNNTORCH = importlib.util.find_spec("snntorch") is not None
+HAS_NORSE = importlib.util.find_spec("norse") is not None
+
+needs_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="snntorch is not installed")
+needs_norse = pytest.mark.skipif(not HAS_NORSE, reason="norse is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

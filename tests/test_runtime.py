@@ -1,0 +1,119 @@
+"""run(): one path for every model, both snnTorch loop styles, input checks."""
+
+import pytest
+import torch
+from torch import nn
+
+import snn_spikefit as sf
+
+from conftest import needs_snntorch
+
+
+def test_plain_torch_model_static_and_time_major():
+    lin = nn.Linear(3, 2)
+    x = torch.rand(5, 3)
+    out = sf.run(lin, x, num_steps=4)
+    assert out.shape == (4, 5, 2) and torch.equal(out[2], lin(x))
+    seq = torch.rand(6, 5, 3)
+    out = sf.run(lin, seq)
+    assert out.shape == (6, 5, 2) and torch.equal(out[4], lin(seq[4]))
+
+
+@pytest.mark.parametrize(
+    "x,num_steps,match",
+    [
+        ("notatensor", 4, "x must be a torch.Tensor"),
+        (torch.rand(5, 3), 0, r"num_steps=0 is not allowed"),
+        (torch.rand(5, 3), 2.0, r"num_steps=2.0 is not allowed"),
+        (torch.rand(3), None, r"time-major \[T, B, \.\.\.\]"),
+        (torch.tensor([[float("nan"), 0, 0]]), 2, "NaN or inf"),
+    ],
+)
+def test_bad_input(x, num_steps, match):
+    with pytest.raises(sf.SpikeFitError, match=match):
+        sf.run(nn.Linear(3, 2), x, num_steps=num_steps)
+
+
+def _manual_leaky(cur, beta, thr):
+    """snnTorch Leaky (subtract reset, reset applied at the next step) by hand."""
+    mem = torch.zeros_like(cur[0])
+    spikes = []
+    for t in range(cur.shape[0]):
+        reset = (mem > thr).float()
+        mem = beta * mem + cur[t] - reset * thr
+        spikes.append((mem > thr).float())
+    return torch.stack(spikes)
+
+
+@needs_snntorch
+def test_snntorch_outside_loop_matches_manual_simulation():
+    import snntorch as snn
+
+    torch.manual_seed(1)
+    fc = nn.Linear(4, 3)
+    model = nn.Sequential(fc, snn.Leaky(beta=0.5, init_hidden=True))
+    x = torch.rand(6, 2, 4) * 3
+    out = sf.run(model, x)
+    assert torch.equal(out, _manual_leaky(fc(x), 0.5, 1.0))
+    again = sf.run(model, x)  # state is reset between runs
+    assert torch.equal(again, out)
+
+
+@needs_snntorch
+def test_snntorch_inside_loop_model():
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.lif = snn.Leaky(beta=0.5)
+
+        def forward(self, x, steps=5):
+            mem = self.lif.reset_mem()
+            spk_rec, mem_rec = [], []
+            for _ in range(steps):
+                spk, mem = self.lif(self.fc(x), mem)
+                spk_rec.append(spk)
+                mem_rec.append(mem)
+            return torch.stack(spk_rec), torch.stack(mem_rec)
+
+    net = Net()
+    x = torch.rand(2, 4) * 3
+    spk, mem = sf.run(net, x, num_steps=5)
+    assert spk.shape == (5, 2, 3) and mem.shape == (5, 2, 3)
+    assert torch.equal(spk, _manual_leaky(net.fc(x).expand(5, 2, 3), 0.5, 1.0))
+    with pytest.raises(sf.SpikeFitValueError, match="runs its own time loop.*returned 5 steps"):
+        sf.run(net, x, num_steps=3)
+
+
+@needs_snntorch
+def test_tuple_outputs_are_stacked():
+    import snntorch as snn
+
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    spk, mem = sf.run(model, torch.rand(2, 4), num_steps=7)
+    assert spk.shape == mem.shape == (7, 2, 3)
+
+
+@needs_snntorch
+def test_adapter_found_and_neurons_listed():
+    from snn_spikefit.adapters.snntorch_models import conv_snn
+
+    model = conv_snn(1, 10, 8, (4, 8))
+    adapter = sf.get_adapter(model)
+    assert adapter.name == "snntorch"
+    assert [n for n, _ in adapter.neurons(model)] == ["1", "4"]
+    assert "snntorch" in sf.list_adapters()
+    assert sf.get_adapter(nn.Linear(2, 2)).name == "torch"
+
+
+def test_broken_plugin_warns_not_raises(monkeypatch):
+    import snn_spikefit.adapter as ad
+
+    monkeypatch.setattr(ad, "_DISCOVERED", False)
+    monkeypatch.setattr(ad, "_REGISTRY", {})
+    monkeypatch.setitem(ad._BUILTIN, "broken", "no_such_module_xyz:Adapter")
+    with pytest.warns(RuntimeWarning, match="adapter plugin 'broken'.*failed to load"):
+        names = ad.list_adapters()
+    assert "broken" not in names
