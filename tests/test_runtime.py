@@ -117,3 +117,50 @@ def test_broken_plugin_warns_not_raises(monkeypatch):
     with pytest.warns(RuntimeWarning, match="adapter plugin 'broken'.*failed to load"):
         names = ad.list_adapters()
     assert "broken" not in names
+
+
+@needs_snntorch
+def test_trace_conv_snn_is_a_chain_with_shapes():
+    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.trace import trace
+
+    model = conv_snn(1, 10, 8, (4, 8))
+    g = trace(model, torch.rand(5, 1, 8, 8))
+    assert g.is_chain()
+    assert [n.name for n in g.nodes if n.is_neuron] == ["1", "4"]
+    assert g.node("3").in_shape == (1, 4, 4, 4) and g.node("3").out_shape == (1, 8, 4, 4)
+    assert g.node("6").out_shape == (1, 32) and g.output == "7"
+
+
+def test_trace_marks_functional_inputs():
+    from snn_spikefit.trace import trace
+
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.b(self.a(x) + x)
+
+    g = trace(Skip(), torch.rand(2, 3))
+    assert g.node("a").inputs == ["input"] and g.node("b").inputs == ["?"]
+    assert not g.is_chain()
+
+
+@needs_snntorch
+def test_recorder_collects_spikes_and_gradients():
+    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.trace import Recorder
+
+    model = dense_snn(4, 3, (6,))
+    x = torch.rand(2, 4) * 4
+    with Recorder(model, retain_grad=True, membrane=True) as rec:
+        out = sf.run(model, x, num_steps=5)
+    spk = rec.spikes["2"]
+    assert spk.shape == (5, 2, 6) and set(spk.unique().tolist()) <= {0.0, 1.0}
+    assert rec.membranes["2"].shape == (5, 2, 6)
+    out.sum().backward()
+    assert all(s.grad is not None for s in rec.steps["2"])
+    with pytest.raises(sf.SpikeFitValueError, match="no spiking neuron named"):
+        Recorder(model, names=["nope"])
