@@ -1,0 +1,254 @@
+"""Counting synaptic operations, neuron updates and firing rates the way NeuroBench does.
+
+Effective synaptic operations of a connection layer at one step: binarise its
+input (``x != 0``) and its weight (``w != 0``), drop the bias, re-run the layer
+on them and sum the output. Each term is one input that is active times one
+synapse that exists, so silent inputs, zero weights and pruned channels cost
+nothing. If every input value lies in ``{-1, 0, 1}`` (spikes) the operations are
+accumulates (ACs), otherwise multiply-accumulates (MACs, e.g. the layer that
+receives real-valued pixels). Dense operations: the same with all-ones input
+and weight. Counts are summed over steps and divided by the number of samples
+(NeuroBench ``SynapticOperations``: ``Effective_ACs``, ``Effective_MACs``, ``Dense``).
+
+Neuron updates: every spiking neuron updates its state once per step
+(clock-driven), so ``updates = neurons x steps`` per sample. Firing rate of a
+neuron layer: non-zero outputs / outputs; activation sparsity is
+``1 - sum(non-zero) / sum(outputs)`` over all neuron layers (NeuroBench's).
+
+>>> import torch
+>>> from torch import nn
+>>> fc = nn.Linear(3, 2, bias=False)
+>>> with torch.no_grad(): _ = fc.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.5, 0.0]]))
+>>> x = torch.tensor([[[1.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]])    # [T=2, B=1, 3] spikes
+>>> ops = count_ops(fc, x)
+>>> ops.acs, ops.macs, ops.dense      # step 1: 1 + 2, step 2: 1 + 0; dense 2 x 6
+(4.0, 0.0, 12.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .errors import SpikeFitTypeError, SpikeFitValueError
+from .table import Table
+from .trace import Recorder
+
+__all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
+           "register_op_rule", "connection_layers"]
+
+
+def _linear(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    return F.linear(x, w)
+
+
+def _conv(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    return module._conv_forward(x, w, None)
+
+
+#: How to re-run a connection layer on a binarised input and weight, keyed by layer type.
+#: ``fn(module, x, w) -> output`` without bias. Extend with :func:`register_op_rule`.
+OP_RULES: dict[type[nn.Module], Callable[[nn.Module, Tensor, Tensor], Tensor]] = {
+    nn.Linear: _linear,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
+}
+
+
+def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tensor, Tensor], Tensor]) -> None:
+    """Count operations of ``layer_type`` by ``fn(module, x, w)`` (the layer re-run with no bias)."""
+    if not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
+        raise SpikeFitTypeError(f"layer_type must be an nn.Module subclass, got {layer_type!r}")
+    if not callable(fn):
+        raise SpikeFitTypeError(f"fn must be callable (module, x, w) -> Tensor, got {fn!r}")
+    OP_RULES[layer_type] = fn
+
+
+def _rule(module: nn.Module):
+    cls = parametrize.type_before_parametrizations(module)
+    for t in cls.__mro__:
+        if t in OP_RULES:
+            return OP_RULES[t]
+    return None
+
+
+def connection_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every layer whose operations are counted (types in :data:`OP_RULES`)."""
+    return [(n, m) for n, m in model.named_modules()
+            if _rule(m) is not None and ".parametrizations" not in f".{n}"]
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    """Operations of one connection layer, per sample (summed over steps)."""
+
+    name: str
+    type: str
+    acs: float     # effective accumulates
+    macs: float    # effective multiply-accumulates
+    dense: float   # dense operations (all inputs and weights counted)
+
+
+@dataclass(frozen=True)
+class NeuronActivity:
+    """Activity of one spiking-neuron layer."""
+
+    name: str
+    neurons: int          # neurons of the layer (per sample)
+    updates: float        # neuron updates per sample (neurons x steps)
+    firing_rate: float    # non-zero outputs / outputs
+
+
+@dataclass(frozen=True)
+class OpCounts:
+    """What :func:`count_ops` / :class:`OpCounter` measured, per sample."""
+
+    samples: int
+    layers: tuple[LayerOps, ...]
+    neurons: tuple[NeuronActivity, ...]
+    activation_sparsity: float | None   # None when the model has no spiking neuron
+
+    @property
+    def acs(self) -> float:
+        return float(sum(layer.acs for layer in self.layers))
+
+    @property
+    def macs(self) -> float:
+        return float(sum(layer.macs for layer in self.layers))
+
+    @property
+    def effective(self) -> float:
+        return self.acs + self.macs
+
+    @property
+    def dense(self) -> float:
+        return float(sum(layer.dense for layer in self.layers))
+
+    @property
+    def neuron_updates(self) -> float:
+        return float(sum(n.updates for n in self.neurons))
+
+    @property
+    def firing_rates(self) -> dict[str, float]:
+        return {n.name: n.firing_rate for n in self.neurons}
+
+    def table(self) -> Table:
+        """Per layer: ACs, MACs, dense ops, and per neuron layer: updates and firing rate."""
+        t = Table(["layer", "type", "acs", "macs", "dense_ops", "neurons", "neuron_updates", "firing_rate"],
+                  title=f"operations per sample ({self.samples} samples)")
+        for layer in self.layers:
+            t.add_row([layer.name, layer.type, layer.acs, layer.macs, layer.dense, None, None, None])
+        for n in self.neurons:
+            t.add_row([n.name, "neuron", None, None, None, n.neurons, n.updates, n.firing_rate])
+        return t
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+
+class OpCounter:
+    """Count operations while a model runs: a context manager with hooks on connection layers and neurons.
+
+    >>> # with OpCounter(model) as counter:
+    >>> #     for x, y in data: sf.run(model, x, num_steps=4); counter.add_samples(len(y))
+    >>> # counter.result()  -> OpCounts
+
+    Weights are read once, at ``__enter__`` (the effective weight: the codebook
+    value of a wrapped or frozen layer). Do not change them while counting.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layers = connection_layers(model)
+        self.recorder = Recorder(model)
+        self.samples = 0
+        self._ops: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n, _ in self.layers}  # acs, macs, dense
+        self._spikes: dict[str, list[float]] = {n: [0.0, 0.0] for n in self.recorder.neurons}  # nonzero, total
+        self._neurons: dict[str, int] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "OpCounter":
+        with torch.no_grad():
+            for name, module in self.layers:
+                weight = module.weight.detach()
+                w_bin = (weight != 0).to(weight.dtype)
+                self._handles.append(module.register_forward_hook(
+                    self._hook(name, _rule(module), w_bin, torch.ones_like(weight))))
+        self.recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.recorder.__exit__(*exc)
+
+    def _hook(self, name: str, rule, w_bin: Tensor, w_ones: Tensor):
+        acc = self._ops[name]
+
+        def fn(module, args, output):
+            x = args[0].detach()
+            with torch.no_grad():
+                x_bin = (x != 0).to(w_bin.dtype)
+                spiking = not bool(((x != 0) & (x != 1) & (x != -1)).any())
+                effective = float(rule(module, x_bin, w_bin).sum(dtype=torch.float64))
+                dense = float(rule(module, torch.ones_like(x_bin), w_ones).sum(dtype=torch.float64))
+            acc[0 if spiking else 1] += effective
+            acc[2] += dense
+        return fn
+
+    def add_samples(self, n: int) -> None:
+        """Count ``n`` more samples (call once per batch, after running it); folds in the batch's spikes."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise SpikeFitValueError(f"n={n!r} is not allowed; use the batch size (an int >= 0)")
+        self.samples += n
+        for name, spk in self.recorder.spikes.items():
+            acc = self._spikes[name]
+            acc[0] += float(torch.count_nonzero(spk))
+            acc[1] += float(spk.numel())
+            if n and name not in self._neurons:
+                self._neurons[name] = int(spk[0].numel()) // n
+        self.recorder.clear()
+
+    def result(self) -> OpCounts:
+        """Operations per sample so far."""
+        if self.samples == 0:
+            raise SpikeFitValueError("no samples counted; run the model and call add_samples(batch_size) first")
+        per = 1.0 / self.samples
+        layers = tuple(
+            LayerOps(n, parametrize.type_before_parametrizations(m).__name__,
+                     self._ops[n][0] * per, self._ops[n][1] * per, self._ops[n][2] * per)
+            for n, m in self.layers)
+        neurons = tuple(
+            NeuronActivity(n, self._neurons.get(n, 0), total * per, nonzero / total if total else 0.0)
+            for n, (nonzero, total) in self._spikes.items())
+        spikes = sum(v[0] for v in self._spikes.values())
+        total = sum(v[1] for v in self._spikes.values())
+        return OpCounts(self.samples, layers, neurons, 1.0 - spikes / total if total else None)
+
+
+@torch.no_grad()
+def count_ops(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> OpCounts:
+    """Operations per sample of ``model`` on one batch ``x`` (run through :func:`snn_spikefit.run`).
+
+    Args:
+        model: an snnTorch, Norse or plain PyTorch model.
+        x: static ``[B, ...]`` input with ``num_steps``, or time-major ``[T, B, ...]``.
+        num_steps: steps for a static input.
+    """
+    from .runtime import check_input, run
+
+    check_input(x, num_steps)
+    batch = int(x.shape[0] if num_steps is not None else x.shape[1])
+    with OpCounter(model) as counter:
+        run(model, x, num_steps=num_steps)
+        counter.add_samples(batch)
+    return counter.result()
