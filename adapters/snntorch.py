@@ -121,3 +121,50 @@ class SnnTorchAdapter(Adapter):
         if getattr(module, "reset_delay", True):
             return self.membrane(module, output)
         return None
+
+    # -- pruning -------------------------------------------------------------------------------
+    def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
+        """Slice per-channel ``beta``/``threshold``/... (Parameter or buffer); clear stored state.
+
+        A tensor is per-channel when, aligned to the end of the activation, its
+        size along ``channel_dim`` is the channel count (``[C, 1, 1]`` for a conv
+        layer, ``[C]`` for a dense one); scalars and broadcast size-1 axes stay.
+        snnTorch keeps state (``mem``, ``syn``, ...) in non-persistent buffers:
+        they are emptied so the next step re-initialises them at the new size.
+        """
+        import torch
+
+        from snn_spikefit.errors import UnsupportedLayerError
+
+        owned = [n for n, p in module.named_parameters() if "." in n]
+        if owned:
+            raise UnsupportedLayerError(
+                f"cannot prune channels of {type(module).__name__}: it owns weights {owned} "
+                f"(recurrent connections); pass it in ignore=[...] to leave it unpruned"
+            )
+        if channel_dim >= 0:
+            raise UnsupportedLayerError(f"channel_dim={channel_dim} must be negative (counted from the end)")
+        state = set(module._non_persistent_buffers_set)
+        channels = None
+        plan = []
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor is None or name in state:
+                continue
+            if tensor.ndim >= -channel_dim and tensor.shape[channel_dim] > 1:
+                plan.append((name, tensor))
+                channels = channels or tensor.shape[channel_dim]
+                if tensor.shape[channel_dim] != channels:
+                    raise UnsupportedLayerError(
+                        f"{type(module).__name__}.{name} has shape {tuple(tensor.shape)}: its size along "
+                        f"channel_dim={channel_dim} does not match the other per-channel tensors ({channels})"
+                    )
+        for name, tensor in plan:
+            sliced = tensor.detach().index_select(tensor.ndim + channel_dim, keep.to(tensor.device)).clone()
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
+            else:
+                module._buffers[name] = sliced
+        for name in state:
+            buf = module._buffers.get(name)
+            if buf is not None:
+                module._buffers[name] = torch.zeros(0, dtype=buf.dtype, device=buf.device)

@@ -22,6 +22,9 @@ from .errors import (
 from .runtime import reset, run
 from .table import Table
 from .train import accuracy, fit, predict
+# pruning (FSC and the criteria it is compared with)
+from .importance import CRITERIA, register_criterion
+from .prune import PruneReport, prune
 from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
 
 __version__ = "0.1.0"
@@ -34,6 +37,8 @@ __all__ = [
     "run", "reset", "fit", "accuracy", "predict",
     # adapters
     "Adapter", "register_adapter", "get_adapter", "list_adapters",
+    # pruning
+    "prune", "PruneReport", "CRITERIA", "register_criterion",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
     "UnsupportedLayerError", "NotWrappedError",

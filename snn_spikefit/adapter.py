@@ -98,7 +98,11 @@ class Adapter:
         return None
 
     def pre_reset_membrane(self, module: nn.Module, inputs: tuple, output: Any) -> Tensor | None:
-        """The membrane potential before the reset of this step (for SCA), if known."""
+        """The membrane potential before the reset of this step (for SCA), if known.
+
+        Same shape as the step's spikes (``[B, C, ...]``); ``None`` when the
+        framework does not expose it (criteria that need it then refuse).
+        """
         return None
 
     # -- NIR -------------------------------------------------------------------------------
@@ -110,7 +114,18 @@ class Adapter:
 
     # -- pruning --------------------------------------------------------------------------
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
-        """Keep only the channels ``keep`` of the neuron's per-channel parameters."""
+        """Keep only the channels ``keep`` of the neuron's per-channel parameters, in place.
+
+        ``keep``: sorted ``int64`` indices of the channels that stay.
+        ``channel_dim``: the channel axis of one step's activation, counted from
+        the end (negative: ``-3`` for ``[B, C, H, W]``, ``-1`` for ``[B, C]``), so
+        a per-channel parameter broadcast against the activation (``[C, 1, 1]``
+        or ``[C]``) is sliced along the same axis. Parameters stay Parameters,
+        buffers stay buffers; scalar (shared) parameters are left as they are;
+        stored state (membrane, synaptic current) is cleared so it re-initialises
+        with the new shape. A neuron whose per-channel data cannot be sliced
+        (e.g. one owning recurrent weights) raises ``UnsupportedLayerError``.
+        """
         raise UnsupportedLayerError(
             f"adapter {self.name!r} cannot prune channels of {type(module).__name__}"
         )

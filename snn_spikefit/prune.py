@@ -1,0 +1,455 @@
+"""Structured pruning: remove whole channels of spiking layers by importance (FSC by default).
+
+:func:`prune` finds every spiking layer that can lose channels in the model's
+real data-flow graph (:func:`snn_spikefit.trace.trace`): the Conv/Linear that
+drives the neuron (through BatchNorm, pooling, Dropout), and the Conv/Linear
+that consumes its spikes (through pooling, Dropout, Identity, Flatten). It
+scores their channels on a few calibration batches (:mod:`snn_spikefit.importance`),
+then removes the lowest-scoring ones for real (:mod:`snn_spikefit.surgery`):
+the producing layer loses output channels, BatchNorm and the neuron's
+per-channel parameters follow (through the adapter), and the consuming layer
+loses input channels.
+
+>>> import pytest, torch
+>>> from torch import nn
+>>> import snn_spikefit as sf
+>>> snn = pytest.importorskip("snntorch")
+>>> net = nn.Sequential(nn.Linear(6, 8), snn.Leaky(beta=0.5, init_hidden=True), nn.Linear(8, 3))
+>>> data = [(torch.rand(4, 6) * 3, torch.tensor([0, 1, 2, 0]))]
+>>> report = sf.prune(net, data, 0.5, criterion="fsc", progress=False)
+>>> net[0].out_features, net[2].in_features, report.params_before, report.params_after
+(4, 4, 83, 43)
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .adapter import Adapter, get_adapter
+from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .importance import Criterion, LayerBatch, get_criterion
+from .runtime import run
+from .surgery import count_parameters, surgery_for
+from .table import Table
+from .trace import INPUT, UNKNOWN, Graph, Recorder, trace
+
+__all__ = ["prune", "PruneReport", "LayerPrune", "prunable_layers", "PrunableLayer"]
+
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True)
+class PrunableLayer:
+    """A spiking layer whose channels can be removed, and the modules that change with it."""
+
+    neuron: str                  # the spiking neuron
+    producer: str                # Conv/Linear whose output channels are the neuron's channels
+    between: tuple[str, ...]     # channel-wise modules from producer to neuron (BatchNorm, pools)
+    after: tuple[str, ...]       # modules from neuron to consumer (pools, Dropout, Flatten)
+    consumer: str                # Conv/Linear whose input channels follow
+    channels: int
+    channel_dim: int             # channel axis of one step's activation, from the end (negative)
+    after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
+
+
+@dataclass(frozen=True)
+class LayerPrune:
+    """One row of a :class:`PruneReport`."""
+
+    neuron: str
+    layer: str
+    channels_before: int
+    channels_after: int
+    params_before: int           # producer + modules up to and including the neuron
+    params_after: int
+    score_min: float             # scores of the last step, over the channels present then
+    score_mean: float
+    score_max: float
+    kept: tuple[int, ...]        # original indices of the channels that remain
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What :func:`prune` removed, per spiking layer; prints as a table."""
+
+    criterion: str
+    scope: str
+    amount: float
+    steps: int
+    layers: tuple[LayerPrune, ...]
+    params_before: int           # whole model (see snn_spikefit.surgery.count_parameters)
+    params_after: int
+    num_samples: int             # calibration samples per step (0 for data-free criteria)
+    scores: dict[str, Tensor] = field(default_factory=dict, repr=False)  # last step's scores per neuron
+
+    def table(self) -> Table:
+        t = Table(["neuron", "layer", "channels_before", "channels_after", "params_before", "params_after",
+                   "score_min", "score_mean", "score_max"],
+                  title=(f"prune: criterion={self.criterion}, scope={self.scope}, amount={self.amount}, "
+                         f"steps={self.steps}; model parameters {self.params_before} -> {self.params_after}"))
+        for r in self.layers:
+            t.add_row([r.neuron, r.layer, r.channels_before, r.channels_after, r.params_before, r.params_after,
+                       r.score_min, r.score_mean, r.score_max])
+        return t
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": self.criterion, "scope": self.scope, "amount": self.amount, "steps": self.steps,
+            "params_before": self.params_before, "params_after": self.params_after,
+            "num_samples": self.num_samples,
+            "layers": [dict(vars(r), kept=list(r.kept)) for r in self.layers],
+        }
+
+
+# -- finding the prunable layers ----------------------------------------------------------------
+
+def _walk(graph: Graph, start: str, direction: str) -> tuple[list[str], str | None]:
+    """From ``start`` follow single edges until a "layer" module; returns (path, layer or None at output)."""
+    path: list[str] = []
+    cur = start
+    while True:
+        if direction == "back":
+            ins = graph.producers(cur)
+            if len(ins) != 1 or ins[0] in (INPUT, UNKNOWN):
+                what = "the model input" if ins == [INPUT] else f"inputs {ins}"
+                raise _cannot(start, f"{cur!r} receives {what}, not the output of one Conv/Linear layer "
+                              f"('?' = a functional op in forward)")
+            nxt = graph.node(ins[0])
+            if len(graph.consumers(nxt.name)) != 1:
+                raise _cannot(start, f"the output of {nxt.name!r} also feeds {[c.name for c in graph.consumers(nxt.name)]}")
+        else:
+            outs = graph.consumers(cur)
+            if not outs:
+                if graph.output == cur:
+                    return path, None
+                raise _cannot(start, f"the output of {cur!r} is used by no module")
+            if len(outs) != 1 or graph.output == cur:
+                raise _cannot(start, f"the output of {cur!r} feeds {[o.name for o in outs]}"
+                              + (" and the model output" if graph.output == cur else ""))
+            nxt = outs[0]
+            if nxt.inputs != [cur]:
+                raise _cannot(start, f"{nxt.name!r} combines inputs {nxt.inputs} (e.g. a residual add)")
+        if nxt.is_neuron:
+            raise _cannot(start, f"it connects directly to spiking layer {nxt.name!r}")
+        s = surgery_for(nxt.module)
+        kind = type(nxt.module).__name__
+        if s is None or (s.role == "flatten" and direction == "back"):
+            raise _cannot(start, f"{nxt.name!r} ({kind}) is not a module channel pruning can pass through "
+                          f"(register one with snn_spikefit.surgery.register_surgery)")
+        problem = s.problem(nxt.module)
+        if problem:
+            raise _cannot(start, f"{nxt.name!r} ({kind}) has {problem}")
+        if s.role == "layer":
+            return path, nxt.name
+        path.append(nxt.name)
+        cur = nxt.name
+
+
+def _cannot(name: str, why: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"cannot prune spiking layer {name!r}: {why}; pass ignore=[{name!r}] to leave it unpruned"
+    )
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None) -> list[PrunableLayer]:
+    """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
+
+    ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
+    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
+    """
+    patterns = _ignore_patterns(model, ignore)
+    was_training = model.training
+    model.eval()  # tracing must not update BatchNorm statistics or codebooks
+    try:
+        graph = trace(model, sample)
+    finally:
+        model.train(was_training)
+    out = []
+    for node in graph.nodes:
+        if not node.is_neuron or _matches(node.name, patterns):
+            continue
+        after, consumer = _walk(graph, node.name, "forward")
+        if consumer is None:  # its spikes are the model's output
+            continue
+        between, producer = _walk(graph, node.name, "back")
+        if _matches(producer, patterns):
+            continue
+        shape = node.out_shape
+        if shape is None or len(shape) < 2:
+            raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
+        weight = graph.node(producer).module.weight
+        if weight.shape[0] != shape[1]:
+            raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
+        out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
+                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after)))
+    return out
+
+
+def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
+    if ignore is None:
+        return []
+    pats = [ignore] if isinstance(ignore, str) else list(ignore)
+    names = [n for n, _ in model.named_modules() if n]
+    for p in pats:
+        if not isinstance(p, str):
+            raise SpikeFitTypeError(f"ignore must contain layer names (str), got {p!r}")
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            raise SpikeFitValueError(f"ignore={p!r} matches no module of the model; modules: {names}")
+    return pats
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+
+def _default_loss(output: Any, y: Tensor) -> Tensor:
+    first = output[0] if isinstance(output, tuple) else output
+    return nn.functional.cross_entropy(first.sum(dim=0), y, reduction="sum")
+
+
+def _batches(data: Iterable, num_batches: int):
+    count = 0
+    for item in data:
+        if count >= num_batches:
+            break
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise SpikeFitTypeError(f"data must yield (x, y) pairs, got {type(item).__name__}")
+        count += 1
+        yield item
+
+
+def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
+           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool, desc: str
+           ) -> tuple[dict[str, Tensor], int]:
+    modules = dict(model.named_modules())
+    if not crit.needs_data:
+        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None)), 1)
+                for p in layers}, 0
+    adapter = get_adapter(model)
+    names = [p.neuron for p in layers]
+    totals: dict[str, Tensor] = {}
+    samples = 0
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
+    try:
+        with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
+            for x, y in tqdm(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
+                             disable=not progress):
+                rec.clear()
+                grads: dict[str, Tensor] = {}
+                if crit.needs_grad:
+                    with torch.enable_grad():
+                        x_in = x.detach().requires_grad_(True) if x.is_floating_point() else x
+                        loss = loss_fn(run(model, x_in, num_steps=num_steps), y)
+                        steps = [t for n in names for t in rec.steps[n]]
+                        if not loss.requires_grad:
+                            raise SpikeFitValueError(
+                                f"criterion {type(crit).__name__} needs dL/dspikes but the loss does not depend "
+                                f"on the spikes differentiably (loss_fn returned a tensor without gradient)")
+                        got = torch.autograd.grad(loss, steps, allow_unused=True)
+                    i = 0
+                    for n in names:
+                        k = len(rec.steps[n])
+                        grads[n] = torch.stack([torch.zeros_like(s) if g is None else g
+                                                for s, g in zip(rec.steps[n], got[i:i + k])])
+                        i += k
+                else:
+                    with torch.no_grad():
+                        run(model, x, num_steps=num_steps)
+                spikes, pre = rec.spikes, rec.pre_reset_membranes
+                for p in layers:
+                    s = spikes[p.neuron].detach()
+                    batch = LayerBatch(p.neuron, modules[p.producer], s, grads.get(p.neuron),
+                                       pre.get(p.neuron))
+                    value = crit(batch).detach().double()
+                    totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
+                samples += int(s.shape[1])
+    finally:
+        model.train(was_training)
+        adapter.reset(model)
+    if samples == 0:
+        raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
+    return {n: crit.finish(t, samples).float() for n, t in totals.items()}, samples
+
+
+# -- choosing and removing channels -------------------------------------------------------------------
+
+def _removed_by(total: int, amount: float, step: int, steps: int) -> int:
+    """Channels removed after ``step`` of ``steps``: geometric schedule, floor(total * amount) at the end."""
+    fraction = 1.0 - (1.0 - amount) ** (step / steps)
+    return min(total - 1, int(math.floor(total * fraction + 1e-9)))
+
+
+def _choose(layers, scores, counts, originals, amount, scope, step, steps) -> dict[str, Tensor]:
+    """Sorted indices (current numbering) of the channels each layer keeps."""
+    keep: dict[str, Tensor] = {}
+    if scope == "layer":
+        for p in layers:
+            n = counts[p.neuron]
+            drop = _removed_by(originals[p.neuron], amount, step, steps) - (originals[p.neuron] - n)
+            order = torch.sort(scores[p.neuron], stable=True).indices
+            keep[p.neuron] = order[max(drop, 0):].sort().values
+        return keep
+    # global: each layer's scores divided by their mean, so layers of different scale compare
+    normed = []
+    for p in layers:
+        s = scores[p.neuron].double()
+        s = s / s.mean() if s.mean() > 0 else s
+        s = s.clone()
+        s[torch.argmax(s)] = math.inf  # every layer keeps at least one channel
+        normed.append(s)
+    flat = torch.cat(normed)
+    total0 = sum(originals.values())
+    drop = _removed_by(total0, amount, step, steps) - (total0 - sum(counts.values()))
+    drop = max(0, min(drop, flat.numel() - len(layers)))
+    removed = torch.zeros(flat.numel(), dtype=torch.bool)
+    removed[torch.sort(flat, stable=True).indices[:drop]] = True
+    start = 0
+    for p in layers:
+        n = counts[p.neuron]
+        keep[p.neuron] = (~removed[start:start + n]).nonzero().flatten()
+        start += n
+    return keep
+
+
+def _apply(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
+    modules = dict(model.named_modules())
+    surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
+    for name in layer.between:
+        surgery_for(modules[name]).out(modules[name], keep)
+    adapter.prune_neuron(modules[layer.neuron], keep, layer.channel_dim)
+    index = keep
+    for name, in_shape in zip(layer.after, layer.after_shapes):
+        s = surgery_for(modules[name])
+        if s.role == "flatten":
+            index = s.map_keep(modules[name], index, in_shape)
+        else:
+            s.out(modules[name], index)
+    surgery_for(modules[layer.consumer]).inp(modules[layer.consumer], index)
+
+
+def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
+    modules = dict(model.named_modules())
+    return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
+
+
+def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data):
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
+        raise SpikeFitValueError(f"amount={amount!r} is not allowed; use the fraction of channels to remove, "
+                                 f"a number in [0, 1)")
+    if scope not in SCOPES:
+        raise SpikeFitValueError(f"scope={scope!r} is not allowed; use one of {SCOPES}")
+    for name, value in (("steps", steps), ("num_batches", num_batches)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpikeFitValueError(f"{name}={value!r} is not allowed; use an int >= 1")
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
+        raise SpikeFitValueError(f"num_steps={num_steps!r} is not allowed; use an int >= 1, or None for "
+                                 f"time-major x [T, B, ...]")
+    for name, fn in (("loss_fn", loss_fn), ("finetune", finetune)):
+        if fn is not None and not callable(fn):
+            raise SpikeFitTypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+    if steps > 1 and iter(data) is data:
+        raise SpikeFitTypeError("data is a one-shot iterator but steps > 1 re-reads it; pass a DataLoader or a list")
+
+
+def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: str | Criterion | Callable = "fsc",
+          scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
+          num_steps: int | None = 4, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
+          finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:
+    """Remove the least important ``amount`` of the channels of every prunable spiking layer, in place.
+
+    Args:
+        model: snnTorch, Norse or plain PyTorch model (changed in place).
+        data: re-iterable ``(x, y)`` batches (``x`` static ``[B, ...]`` with ``num_steps``, or time-major
+            ``[T, B, ...]`` with ``num_steps=None``), run through :func:`snn_spikefit.run`.
+        amount: fraction of channels to remove, in ``[0, 1)``: ``floor(amount * C)`` per layer
+            (``scope="layer"``) or of all prunable channels (``scope="global"``, where each layer's scores
+            are divided by their mean before ranking). Every layer keeps at least one channel.
+        criterion: ``"fsc"``, ``"svs"``, ``"sca"``, ``"taylor"``, ``"l1"``, ``"random"`` (see
+            :mod:`snn_spikefit.importance`), a ``Criterion``, or a callable ``fn(LayerBatch) -> Tensor[C]``.
+        steps: prune in this many rounds, re-scoring each time; after round ``k`` a fraction
+            ``1 - (1 - amount)^(k/steps)`` is gone (each round removes the same share of what is left).
+        ignore: neuron or layer names / glob patterns to leave unpruned.
+        num_batches: calibration batches per round (one forward + one backward each for gradient criteria).
+        loss_fn: ``(run output [T, B, ...], y) -> loss``; default cross-entropy (summed over the batch) of the
+            time-summed output.
+        finetune: called as ``finetune(model)`` between rounds (not after the last).
+        progress: tqdm progress bars.
+
+    Returns:
+        A :class:`PruneReport` (prints as a table).
+
+    The model's parameters are replaced by smaller ones: create a new optimizer after pruning. BatchNorm
+    statistics, codebooks and gradients (``.grad``) are not touched while scoring (eval mode,
+    ``torch.autograd.grad``). The model's output layer keeps its outputs.
+
+    Raises:
+        SpikeFitValueError / SpikeFitTypeError: bad arguments, unknown criterion, empty data.
+        UnsupportedLayerError: a spiking layer that cannot be pruned (not in ``ignore``); nothing is changed.
+    """
+    _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data)
+    crit = get_criterion(criterion)
+    crit_name = criterion if isinstance(criterion, str) else type(crit).__name__
+    loss_fn = loss_fn or _default_loss
+    first = next(iter(data), None)
+    if first is None:
+        raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
+    if not isinstance(first, (tuple, list)) or len(first) != 2:
+        raise SpikeFitTypeError(f"data must yield (x, y) pairs, got {type(first).__name__}")
+    sample = first[0] if num_steps is not None else first[0][0]
+    adapter = get_adapter(model)
+    params_before = count_parameters(model)
+
+    layers = prunable_layers(model, sample, ignore=ignore)
+    if not layers:
+        raise SpikeFitValueError("model has no spiking layer that can be pruned (the output layer never is)")
+    originals = {p.neuron: p.channels for p in layers}
+    kept = {p.neuron: torch.arange(p.channels) for p in layers}
+    group_before = {p.neuron: _group_params(model, p) for p in layers}
+    first_layers = {p.neuron: p for p in layers}
+    scores: dict[str, Tensor] = {}
+    samples = 0
+    for step in range(1, steps + 1):
+        if step > 1:
+            layers = prunable_layers(model, sample, ignore=ignore)
+        desc = f"scoring {crit_name}" + (f" {step}/{steps}" if steps > 1 else "")
+        scores, samples = _score(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
+                                 loss_fn=loss_fn, progress=progress, desc=desc)
+        counts = {p.neuron: p.channels for p in layers}
+        keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
+        todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
+        modules = dict(model.named_modules())
+        for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes
+            adapter.prune_neuron(copy.deepcopy(modules[p.neuron]), keep[p.neuron], p.channel_dim)
+        for p in todo:
+            _apply(model, adapter, p, keep[p.neuron])
+            kept[p.neuron] = kept[p.neuron][keep[p.neuron]]
+        adapter.reset(model)
+        if finetune is not None and step < steps:
+            finetune(model)
+
+    rows = []
+    for neuron, before in originals.items():
+        s = scores.get(neuron, torch.zeros(1))
+        p = first_layers[neuron]
+        rows.append(LayerPrune(neuron, p.producer, before, int(kept[neuron].numel()), group_before[neuron],
+                               _group_params(model, p), float(s.min()), float(s.mean()), float(s.max()),
+                               tuple(int(i) for i in kept[neuron])))
+    return PruneReport(crit_name, scope, float(amount), steps, tuple(rows), params_before,
+                       count_parameters(model), samples, dict(scores))
+

@@ -1,0 +1,222 @@
+"""Channel surgery: physically remove channels from layers, keyed by module type.
+
+:data:`SURGERY` maps a module type to a :class:`Surgery` saying what the module
+does to channels:
+
+* ``"layer"`` (``Conv1d``/``Conv2d``/``Linear``): has output channels
+  (``out``: slice weight rows and bias) and input channels (``inp``: slice
+  weight columns).
+* ``"channelwise"`` (``BatchNorm1d``/``2d``, pooling, ``Dropout``, ``Identity``):
+  keeps the channel layout; ``out`` slices its per-channel state (BN affine
+  parameters and running statistics; nothing for pools).
+* ``"flatten"`` (``Flatten``): ``map_keep`` turns kept channel indices into kept
+  feature indices (channel ``c`` of ``[C, H, W]`` owns features
+  ``c*H*W .. (c+1)*H*W - 1``).
+
+Modules keep their identity: parameters are replaced in place by smaller ones,
+and ``in_channels``/``out_channels``/``in_features``/``out_features``/
+``num_features`` are updated. Layers carrying a codebook (:func:`snn_spikefit.wrap`)
+keep it: the latent weight is sliced, per-channel codebooks lose the rows of
+removed channels, a layer codebook stays as it is; frozen layers slice their
+integer ``codes`` (and per-channel ``values``/``codebook_int``/``scale``) and
+update their ``shape``. So every codebook invariant (at most ``m`` values per
+group) still holds after surgery.
+
+Register your own module type with :func:`register_surgery`.
+
+>>> import torch
+>>> from torch import nn
+>>> conv = nn.Conv2d(3, 4, 3)
+>>> surgery_for(conv).out(conv, torch.tensor([0, 2]))
+>>> conv.out_channels, tuple(conv.weight.shape), tuple(conv.bias.shape)
+(2, (2, 3, 3, 3), (2,))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .codebook import CodebookWeight, FrozenCodebook
+from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+
+__all__ = ["Surgery", "SURGERY", "register_surgery", "surgery_for", "slice_weight", "count_parameters"]
+
+ROLES = ("layer", "channelwise", "flatten")
+
+
+@dataclass(frozen=True)
+class Surgery:
+    """What channel removal does to one module type."""
+
+    role: str  # "layer", "channelwise" or "flatten"
+    out: Callable[[nn.Module, Tensor], None] | None = None  # keep these output (or, channelwise, all) channels
+    inp: Callable[[nn.Module, Tensor], None] | None = None  # layer: keep these input channels
+    map_keep: Callable[[nn.Module, Tensor, tuple], Tensor] | None = None  # flatten: channel -> feature indices
+    check: Callable[[nn.Module], str | None] | None = None  # why this module cannot be pruned, or None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise SpikeFitValueError(f"Surgery role={self.role!r} is not allowed; use one of {ROLES}")
+
+    def problem(self, module: nn.Module) -> str | None:
+        return self.check(module) if self.check is not None else None
+
+
+def _replace_param(module: nn.Module, name: str, dim: int, keep: Tensor) -> None:
+    p = getattr(module, name, None)
+    if p is None:
+        return
+    if name in module._buffers:
+        module._buffers[name] = p.index_select(dim, keep.to(p.device)).clone()
+        return
+    new = nn.Parameter(p.detach().index_select(dim, keep.to(p.device)).clone(), requires_grad=p.requires_grad)
+    setattr(module, name, new)
+
+
+def slice_weight(module: nn.Module, dim: int, keep: Tensor) -> None:
+    """Keep the indices ``keep`` of ``module.weight`` along ``dim`` (plain, wrapped or frozen)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        _replace_param(module, "weight", dim, keep)
+        return
+    plist = module.parametrizations.weight
+    q = plist[0]
+    if len(plist) != 1 or not isinstance(q, (CodebookWeight, FrozenCodebook)):
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} has parametrizations {[type(p).__name__ for p in plist]} on its "
+            f"weight; channel surgery supports plain weights and snn_spikefit codebooks only"
+        )
+    if isinstance(q, CodebookWeight):
+        latent = plist.original
+        keep_d = keep.to(latent.device)
+        plist.original = nn.Parameter(latent.detach().index_select(dim, keep_d).clone(),
+                                      requires_grad=latent.requires_grad)
+        if dim == 0 and q.granularity == "channel":
+            q.codebook = nn.Parameter(q.codebook.detach().index_select(0, keep_d).clone(),
+                                      requires_grad=q.codebook.requires_grad)
+    else:
+        keep_d = keep.to(q.codes.device)
+        codes = q.codes.reshape(q.shape).index_select(dim, keep_d)
+        shape = codes.shape
+        q.codes = codes.reshape(q.groups if q.granularity == "layer" else shape[0], -1).clone()
+        if dim == 0 and q.granularity == "channel":
+            q.values = q.values.index_select(0, keep_d).clone()
+            if q.codebook_int is not None:
+                q.codebook_int = q.codebook_int.index_select(0, keep_d).clone()
+                q.scale = q.scale.index_select(0, keep_d).clone()
+        q.shape = torch.Size(shape)
+    q._cache.clear()
+
+
+def _conv_check(module: nn.Module) -> str | None:
+    if module.groups != 1:
+        return f"groups={module.groups} (grouped/depthwise convolutions are not supported; groups must be 1)"
+    return None
+
+
+def _conv_out(module: nn.Module, keep: Tensor) -> None:
+    slice_weight(module, 0, keep)
+    _replace_param(module, "bias", 0, keep)
+    module.out_channels = int(keep.numel())
+
+
+def _conv_in(module: nn.Module, keep: Tensor) -> None:
+    slice_weight(module, 1, keep)
+    module.in_channels = int(keep.numel())
+
+
+def _linear_out(module: nn.Module, keep: Tensor) -> None:
+    slice_weight(module, 0, keep)
+    _replace_param(module, "bias", 0, keep)
+    module.out_features = int(keep.numel())
+
+
+def _linear_in(module: nn.Module, keep: Tensor) -> None:
+    slice_weight(module, 1, keep)
+    module.in_features = int(keep.numel())
+
+
+def _batchnorm(module: nn.Module, keep: Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _replace_param(module, name, 0, keep)
+    module.num_features = int(keep.numel())
+
+
+def _nothing(module: nn.Module, keep: Tensor) -> None:
+    return None
+
+
+def _flatten_check(module: nn.Module) -> str | None:
+    if module.start_dim != 1 or module.end_dim != -1:
+        return (f"Flatten(start_dim={module.start_dim}, end_dim={module.end_dim}); only "
+                f"Flatten(start_dim=1, end_dim=-1) maps channels to features")
+    return None
+
+
+def _flatten_map(module: nn.Module, keep: Tensor, in_shape: tuple) -> Tensor:
+    per_channel = 1
+    for s in in_shape[2:]:
+        per_channel *= int(s)
+    offsets = torch.arange(per_channel, device=keep.device)
+    return (keep[:, None] * per_channel + offsets).reshape(-1)
+
+
+_LAYER_CONV = Surgery("layer", out=_conv_out, inp=_conv_in, check=_conv_check)
+_CHANNELWISE = Surgery("channelwise", out=_nothing)
+
+SURGERY: dict[type, Surgery] = {
+    nn.Conv1d: _LAYER_CONV,
+    nn.Conv2d: _LAYER_CONV,
+    nn.Linear: Surgery("layer", out=_linear_out, inp=_linear_in),
+    nn.BatchNorm1d: Surgery("channelwise", out=_batchnorm),
+    nn.BatchNorm2d: Surgery("channelwise", out=_batchnorm),
+    nn.Flatten: Surgery("flatten", map_keep=_flatten_map, check=_flatten_check),
+    **{t: _CHANNELWISE for t in (
+        nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+    )},
+}
+
+
+def register_surgery(module_type: type, surgery: Surgery, *, replace: bool = False) -> Surgery:
+    """Teach channel pruning a new module type (looked up through the type's MRO)."""
+    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+        raise SpikeFitTypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    if not isinstance(surgery, Surgery):
+        raise SpikeFitTypeError(f"surgery must be a snn_spikefit.surgery.Surgery, got {type(surgery).__name__}")
+    if module_type in SURGERY and not replace:
+        raise SpikeFitValueError(f"surgery for {module_type.__name__} is already registered; pass replace=True")
+    SURGERY[module_type] = surgery
+    return surgery
+
+
+def surgery_for(module: nn.Module) -> Surgery | None:
+    """The surgery registered for ``module``'s type (its class before parametrization), or None."""
+    for cls in parametrize.type_before_parametrizations(module).__mro__:
+        if cls in SURGERY:
+            return SURGERY[cls]
+        if cls is nn.Module:
+            break
+    return None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of effective parameter values: weights as the layer uses them, biases, BN, neuron parameters.
+
+    A codebook layer counts its weight's elements once (not its latent weight
+    plus codebook); a frozen layer counts its weight too.
+    """
+    total = 0
+    for module in model.modules():
+        if isinstance(module, parametrize.ParametrizationList) or isinstance(module, (CodebookWeight, FrozenCodebook)):
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            total += p.numel()
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations.keys():
+                total += getattr(module, name).numel()
+    return total
