@@ -116,7 +116,9 @@ def test_wrapped_layer_counts_its_effective_weight():
     fc = nn.Linear(16, 4, bias=False)
     with torch.no_grad():
         fc.weight[:, :8] = 0.0
-    sf.wrap(fc, m=3)               # k-means keeps the 32 zeros as one exact codeword
+    sf.wrap(fc, m=3)
+    with torch.no_grad():          # a codebook with an exact zero: the zeros stay zero
+        fc.parametrizations.weight[0].codebook.copy_(torch.tensor([[-0.2, 0.0, 0.2]]))
     zeros = int((fc.weight == 0).sum())
     assert zeros >= 32
     ops = count_ops(fc, torch.full((1, 16), 0.5), num_steps=1)
