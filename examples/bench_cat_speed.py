@@ -79,6 +79,7 @@ def rss_bytes() -> int:
 
 def child(config: str, batch: int, num_steps: int, threads: int, steps: int) -> None:
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
     model = build(config)
     x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     before = rss_bytes()
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=15, help="timed steps per configuration")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--keep-denormals", action="store_true",
+                    help="do not flush denormal floats to zero (they can slow either model several-fold on CPU)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -103,6 +106,7 @@ def main() -> None:
         return
     reps = 5 if args.quick else args.reps
     torch.set_num_threads(args.threads)
+    flushed = torch.set_flush_denormal(not args.keep_denormals)
     configs = ["fp32", "m=4", "m=256"]
     x, y = torch.rand(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
     steps = {c: step_fn(build(c), x, y, args.num_steps) for c in configs}
@@ -122,7 +126,7 @@ def main() -> None:
                              capture_output=True, text=True, check=True)
         mem[c] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"VGG-style conv SNN, 3x32x32, T={args.num_steps}, batch {args.batch}, {args.threads} threads, "
-          f"{reps} interleaved steps each")
+          f"{reps} interleaved steps each, denormals flushed: {flushed and not args.keep_denormals}")
     print(f"{'config':8} {'step s':>8} {'time ratio':>11} {'saved MB':>9} {'saved ratio':>12} "
           f"{'RSS growth MB':>14} {'RSS ratio':>10} {'peak RSS ratio':>15}")
     for c in configs:

@@ -44,8 +44,8 @@ def run_demo(
     train_loader = make_loader(train, 64, shuffle=True, seed=seed)
     test_loader = make_loader(test, 256)
 
-    fp32 = conv_snn(in_channels=1, num_classes=10, image_size=8, channels=(16, 32))
-    fit(fp32, train_loader, epochs=epochs, num_steps=num_steps, lr=2e-3, progress=progress, desc="FP32")
+    fp32 = conv_snn(in_channels=1, num_classes=10, image_size=8, channels=(16, 32), batch_norm=True)
+    fit(fp32, train_loader, epochs=epochs, num_steps=num_steps, lr=5e-3, progress=progress, desc="FP32")
     acc_fp32 = accuracy(fp32, test_loader, num_steps=num_steps)
 
     cat = wrap(copy.deepcopy(fp32), m=m, bits=bits, granularity=granularity)

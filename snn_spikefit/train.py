@@ -68,7 +68,7 @@ def fit(
                 raise SpikeFitValueError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr={lr}")
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(y)
+            total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
         if count == 0:
