@@ -168,3 +168,19 @@ class SnnTorchAdapter(Adapter):
             buf = module._buffers.get(name)
             if buf is not None:
                 module._buffers[name] = torch.zeros(0, dtype=buf.dtype, device=buf.device)
+
+    # -- hardware ------------------------------------------------------------------------------
+    def neuron_model(self, module: nn.Module) -> str:
+        """``"IF"`` for Leaky/RLeaky with ``beta == 1``, ``"LIF"`` for leaky ones (and
+        Lapicque), ``"CUBA-LIF"`` for Synaptic/RSynaptic, else ``"other:<ClassName>"``."""
+        import torch
+
+        snn = _snntorch()
+        if isinstance(module, (snn.Synaptic, snn.RSynaptic)):
+            return "CUBA-LIF"
+        if isinstance(module, (snn.Leaky, snn.RLeaky, snn.Lapicque)):
+            beta = getattr(module, "beta", None)
+            if beta is not None and bool((torch.as_tensor(beta) == 1).all()):
+                return "IF"
+            return "LIF"
+        return f"other:{type(module).__name__}"

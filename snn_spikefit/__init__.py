@@ -26,6 +26,11 @@ from .train import accuracy, fit, predict
 from .importance import CRITERIA, register_criterion
 from .prune import PruneReport, prune
 from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+# deployment metrics, hardware profiles and checks
+from .check import CheckReport, ConstraintViolationError, Violation, check
+from .hardware import HardwareProfile, get_profile, list_profiles, register_profile
+from .metrics import DeployReport, evaluate
+from .ops import OpCounts, count_ops
 
 __version__ = "0.1.0"
 
@@ -39,6 +44,9 @@ __all__ = [
     "Adapter", "register_adapter", "get_adapter", "list_adapters",
     # pruning
     "prune", "PruneReport", "CRITERIA", "register_criterion",
+    # deployment metrics, hardware profiles and checks
+    "evaluate", "DeployReport", "count_ops", "OpCounts", "check", "CheckReport", "Violation",
+    "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
     "UnsupportedLayerError", "NotWrappedError",

@@ -130,6 +130,15 @@ class Adapter:
             f"adapter {self.name!r} cannot prune channels of {type(module).__name__}"
         )
 
+    # -- hardware -------------------------------------------------------------------------
+    def neuron_model(self, module: nn.Module) -> str:
+        """The neuron model of ``module`` for hardware checks (``snn_spikefit.check``).
+
+        One of ``"IF"`` (no leak), ``"LIF"``, ``"CUBA-LIF"`` (current-based, with a
+        synaptic-current decay), ``"AdEx"``, or ``"other:<ClassName>"``.
+        """
+        return f"other:{type(module).__name__}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 

@@ -1,0 +1,299 @@
+"""Deployment metrics: accuracy, macro-F1, latency, operations, energy, size and DeployRatio.
+
+.. math::
+
+    DR_x = \\frac{Perf_x}{L \\cdot E \\cdot S}, \\quad x \\in \\{acc, f1\\}
+
+with ``Perf`` = accuracy/100 or macro-F1/100, ``L`` the mean wall-clock seconds
+per input, ``E`` the energy per inference in mJ under a hardware profile
+(``E_MAC * MACs + E_AC * ACs [+ E_neuron * neuron updates]``, operations counted
+as in NeuroBench, see :mod:`snn_spikefit.ops`) and ``S = P * b / 8e6`` MB. DR has
+units: compare it only under one profile, one machine and one T, and read it
+with its components (the report prints them side by side).
+
+>>> import torch
+>>> from torch import nn
+>>> from torch.utils.data import TensorDataset, DataLoader
+>>> net = nn.Sequential(nn.Linear(4, 3))
+>>> data = DataLoader(TensorDataset(torch.rand(8, 4), torch.arange(8) % 3), batch_size=4)
+>>> r = evaluate(net, data, num_steps=2, progress=False)
+>>> r.macs, r.size_mb       # 2 steps x 12 synapses per sample; (12 + 3) x 32 bits
+(24.0, 6e-05)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import SpikeFitTypeError, SpikeFitValueError
+from .hardware import HardwareProfile, as_profile
+from .ops import LayerOps, NeuronActivity, OpCounter
+from .runtime import run
+from .table import Table
+from .train import scores
+from .wrap import compressed_bits, compressed_layers
+
+__all__ = ["evaluate", "DeployReport", "model_size_bits", "macro_f1", "deploy_ratio"]
+
+
+def macro_f1(pred: Tensor, target: Tensor) -> float:
+    """Macro-averaged F1 in [0, 1] over the classes present in ``target`` or ``pred`` (as scikit-learn).
+
+    >>> macro_f1(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]))
+    0.7777777777777777
+    """
+    n = int(max(int(pred.max()), int(target.max()))) + 1
+    tp = torch.bincount(target[pred == target], minlength=n).double()
+    n_pred = torch.bincount(pred, minlength=n).double()
+    n_true = torch.bincount(target, minlength=n).double()
+    denom = n_pred + n_true
+    present = denom > 0
+    f1 = torch.where(present, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+    return float(f1[present].mean())
+
+
+def model_size_bits(model: nn.Module) -> tuple[int, int]:
+    """``(parameters P, storage bits)``: codebook layers at their real bits, every other parameter as stored.
+
+    A codebook layer's weight costs :func:`snn_spikefit.wrap.compressed_bits`
+    (index bits per weight + the codebook + its scales); every other parameter
+    (biases, plain layers, BatchNorm affine, learnable neuron constants) costs
+    its dtype's width (32 for float32). Buffers (BatchNorm running statistics,
+    neuron state and constants) are not parameters and are not counted.
+    """
+    params, bits = 0, 0
+    skip: set[int] = set()
+    for layer in compressed_layers(model):
+        q = layer.quantizer
+        n = int(layer.module.weight.numel())
+        params += n
+        bits += compressed_bits(n, q.groups, q.m, q.bits)
+        skip.update(id(p) for p in layer.module.parametrizations.weight.parameters())
+        skip.add(id(layer.module.parametrizations.weight.original))
+    for p in model.parameters():
+        if id(p) in skip:
+            continue
+        params += p.numel()
+        bits += p.numel() * p.element_size() * 8
+    return params, bits
+
+
+def deploy_ratio(perf_pct: float, latency_s: float, energy_mj: float | None, size_mb: float) -> float | None:
+    """``(perf/100) / (L * E * S)``; ``None`` when the energy is unknown or a factor is zero."""
+    if energy_mj is None or latency_s <= 0 or energy_mj <= 0 or size_mb <= 0:
+        return None
+    return (perf_pct / 100.0) / (latency_s * energy_mj * size_mb)
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    """Everything :func:`evaluate` measured. Operation counts and energy are per inference (one sample)."""
+
+    profile: str
+    samples: int
+    num_steps: int | None
+    accuracy: float            # percent
+    f1: float                  # macro-F1, percent
+    latency_s: float           # mean wall-clock seconds per input (warm-up excluded)
+    acs: float                 # effective accumulates per inference
+    macs: float                # effective multiply-accumulates per inference
+    dense_ops: float           # dense synaptic operations per inference
+    neuron_updates: float      # neuron updates per inference
+    energy_mj: float | None    # None: the profile does not price an operation the model needs
+    energy_note: str
+    parameters: int
+    bits_per_weight: float     # storage bits / parameters
+    size_mb: float             # P * b / 8e6
+    dr_acc: float | None
+    dr_f1: float | None
+    activation_sparsity: float | None
+    layers: tuple[LayerOps, ...]
+    neurons: tuple[NeuronActivity, ...]
+
+    @property
+    def effective_ops(self) -> float:
+        return self.acs + self.macs
+
+    @property
+    def firing_rates(self) -> dict[str, float]:
+        return {n.name: n.firing_rate for n in self.neurons}
+
+    def table(self) -> Table:
+        """DR next to each of its components."""
+        t = Table(["metric", "value", "unit"], title=f"deployment report (profile {self.profile}, "
+                  f"{self.samples} samples, T={self.num_steps if self.num_steps is not None else 'from data'})")
+        rows = [
+            ("DR_acc", self.dr_acc, "1/(s*mJ*MB)"), ("DR_f1", self.dr_f1, "1/(s*mJ*MB)"),
+            ("accuracy", self.accuracy, "%"), ("macro_f1", self.f1, "%"),
+            ("latency", self.latency_s, "s/input"), ("energy", self.energy_mj, "mJ/inference"),
+            ("size", self.size_mb, "MB"), ("parameters", self.parameters, ""),
+            ("bits_per_weight", self.bits_per_weight, "bits"), ("effective_acs", self.acs, "ops/inference"),
+            ("effective_macs", self.macs, "ops/inference"), ("dense_ops", self.dense_ops, "ops/inference"),
+            ("neuron_updates", self.neuron_updates, "updates/inference"),
+            ("activation_sparsity", self.activation_sparsity, ""),
+        ]
+        for r in rows:
+            t.add_row(list(r))
+        return t
+
+    def layer_table(self) -> Table:
+        t = Table(["layer", "type", "acs", "macs", "dense_ops", "neurons", "neuron_updates", "firing_rate"],
+                  title="per layer, per inference")
+        for layer in self.layers:
+            t.add_row([layer.name, layer.type, layer.acs, layer.macs, layer.dense, None, None, None])
+        for n in self.neurons:
+            t.add_row([n.name, "neuron", None, None, None, n.neurons, n.updates, n.firing_rate])
+        return t
+
+    def __str__(self) -> str:
+        text = f"{self.table()}\n\n{self.layer_table()}"
+        return f"{text}\n\nenergy: {self.energy_note}" if self.energy_note else text
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = [asdict(layer) for layer in self.layers]
+        out["neurons"] = [asdict(n) for n in self.neurons]
+        return out
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The metric table (DR and its components) as CSV."""
+        return self.table().to_csv(path)
+
+
+def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float) -> tuple[float | None, str]:
+    missing = []
+    if acs > 0 and profile.e_ac_pj is None:
+        missing.append(f"{acs:.4g} ACs but no E_AC")
+    if macs > 0 and profile.e_mac_pj is None:
+        missing.append(f"{macs:.4g} MACs but no E_MAC")
+    if missing:
+        return None, f"unavailable under {profile.name}: {', '.join(missing)} published for this chip"
+    pj = (profile.e_ac_pj or 0.0) * acs + (profile.e_mac_pj or 0.0) * macs
+    note = f"E_AC={profile.e_ac_pj} pJ x ACs + E_MAC={profile.e_mac_pj} pJ x MACs"
+    if profile.e_neuron_pj is not None:
+        pj += profile.e_neuron_pj * updates
+        note += f" + E_neuron={profile.e_neuron_pj} pJ x neuron updates"
+    else:
+        note += " (neuron updates not priced by this profile)"
+    uncertain = [f for f in ("e_ac_pj", "e_mac_pj", "e_neuron_pj") if f in profile.uncertain]
+    if uncertain:
+        note += f"; uncertain constants: {uncertain}"
+    return pj * 1e-9, note
+
+
+def _batches(data: Iterable) -> Iterable[tuple[Tensor, Tensor]]:
+    for i, batch in enumerate(data):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise SpikeFitTypeError(f"data must yield (x, y) pairs; batch {i} is {type(batch).__name__}")
+        yield batch[0], batch[1]
+
+
+def _predict(model, x, y, num_steps, forward_fn, index: int) -> Tensor:
+    out = forward_fn(model, x) if forward_fn is not None else scores(run(model, x, num_steps=num_steps))
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != y.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise SpikeFitValueError(
+            f"batch {index}: model output gives class scores of shape {shape}, labels have shape "
+            f"{tuple(y.shape)}; evaluate needs scores [B, classes] with B == len(y) (pass forward_fn="
+            f"lambda model, x: <scores [B, C]> for other outputs)")
+    if y.ndim != 1 or y.is_floating_point() or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= out.shape[1])):
+        raise SpikeFitValueError(
+            f"batch {index}: labels must be class indices in 0..{out.shape[1] - 1} (the model has "
+            f"{out.shape[1]} outputs), got labels of dtype {y.dtype} in "
+            f"{(int(y.min()), int(y.max())) if y.numel() else ()}")
+    return out.argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    profile: str | HardwareProfile = "generic-45nm",
+    num_steps: int | None = None,
+    forward_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
+    warmup: int = 1,
+    progress: bool = True,
+) -> DeployReport:
+    """Measure what a model costs to deploy on ``profile`` and how well it does on ``data``.
+
+    Args:
+        model: an snnTorch, Norse or plain PyTorch classifier (put in eval mode for
+            the measurement; its modes are restored afterwards).
+        data: an iterable of ``(x, y)`` batches (a DataLoader); ``y`` class indices.
+        profile: a profile name (see :func:`snn_spikefit.list_profiles`) or a
+            :class:`~snn_spikefit.hardware.HardwareProfile`.
+        num_steps: steps for static inputs; ``None`` when ``x`` is time-major.
+        forward_fn: ``(model, x) -> scores [B, classes]``; default: run over time,
+            average the output over steps.
+        warmup: untimed runs of the first batch before timing (not counted).
+        progress: show tqdm bars.
+
+    Two passes over ``data``: one timed without hooks (accuracy, F1, latency),
+    one with counting hooks (operations, neuron updates, firing rates).
+    """
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise SpikeFitValueError(f"warmup={warmup!r} is not allowed; use an int >= 0")
+    if forward_fn is not None and not callable(forward_fn):
+        raise SpikeFitTypeError(f"forward_fn must be callable (model, x) -> scores, got {forward_fn!r}")
+    prof = as_profile(profile)
+    try:
+        one_shot = iter(data) is data
+    except TypeError:
+        raise SpikeFitTypeError(f"data must be an iterable of (x, y) batches, got {type(data).__name__}") from None
+    if one_shot:  # a one-shot iterator: keep its batches for the second pass
+        data = list(data)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        preds, labels, seconds = [], [], 0.0
+        for i, (x, y) in enumerate(tqdm(_batches(data), desc="evaluate", leave=False, disable=not progress)):
+            if i == 0:
+                for _ in range(warmup):
+                    _predict(model, x, y, num_steps, forward_fn, i)
+            start = time.perf_counter()
+            pred = _predict(model, x, y, num_steps, forward_fn, i)
+            seconds += time.perf_counter() - start
+            preds.append(pred)
+            labels.append(y)
+        if not labels or sum(len(y) for y in labels) == 0:
+            raise SpikeFitValueError("data yielded no samples; pass a non-empty iterable of (x, y) batches")
+        with OpCounter(model) as counter:
+            for i, (x, y) in enumerate(tqdm(_batches(data), desc="count ops", leave=False, disable=not progress)):
+                _predict(model, x, y, num_steps, forward_fn, i)
+                counter.add_samples(int(y.shape[0]))
+        ops = counter.result()
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+    pred, target = torch.cat(preds), torch.cat(labels)
+    samples = int(target.numel())
+    accuracy = 100.0 * float((pred == target).double().mean())
+    f1 = 100.0 * macro_f1(pred, target)
+    latency = seconds / samples
+    energy, note = _energy(prof, ops.acs, ops.macs, ops.neuron_updates)
+    params, bits = model_size_bits(model)
+    size = bits / 8e6
+    return DeployReport(
+        profile=prof.name, samples=samples, num_steps=num_steps, accuracy=accuracy, f1=f1, latency_s=latency,
+        acs=ops.acs, macs=ops.macs, dense_ops=ops.dense, neuron_updates=ops.neuron_updates, energy_mj=energy,
+        energy_note=note, parameters=params, bits_per_weight=bits / params if params else 0.0, size_mb=size,
+        dr_acc=deploy_ratio(accuracy, latency, energy, size), dr_f1=deploy_ratio(f1, latency, energy, size),
+        activation_sparsity=ops.activation_sparsity, layers=ops.layers, neurons=ops.neurons,
+    )

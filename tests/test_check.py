@@ -1,0 +1,136 @@
+"""check(): a model compressed for a chip passes; each kind of violation names its rule and layer."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import snn_spikefit as sf
+from snn_spikefit.check import ConstraintViolationError
+from snn_spikefit.hardware import HardwareProfile
+
+from conftest import needs_snntorch
+
+
+def _rules(report):
+    return {(v.rule, v.layer) for v in report.violations}
+
+
+@needs_snntorch
+def test_model_compressed_for_truenorth_passes():
+    from snn_spikefit.adapters.snntorch_models import dense_snn
+
+    net = dense_snn(64, 10, (128,))
+    sf.wrap(net, hardware="truenorth")
+    sf.freeze(net)
+    report = sf.check(net, "truenorth")
+    assert report.ok and report.violations == ()
+    report.raise_if_failed()
+    assert "OK" in str(report)
+
+
+def test_distinct_weights_per_neuron_and_bits_and_fan_in():
+    net = nn.Sequential(nn.Linear(300, 10))
+    report = sf.check(net, "truenorth")
+    assert _rules(report) == {("distinct_weights_per_neuron", "0"), ("weight_bits", "0"), ("fan_in", "0")}
+    v = {v.rule: v for v in report.violations}
+    assert v["fan_in"].limit == 256 and v["fan_in"].actual == 300 and v["fan_in"].severity == "error"
+    assert "wrap(model, m=4, granularity='channel')" in v["distinct_weights_per_neuron"].hint
+    assert "layer 0 has 300 distinct weights per neuron" in v["distinct_weights_per_neuron"].hint
+
+
+def test_float_codebook_breaks_only_weight_bits():
+    net = nn.Sequential(nn.Linear(20, 10))
+    sf.wrap(net, m=4, granularity="channel")     # bits=None: float codebook
+    sf.freeze(net)
+    assert _rules(sf.check(net, "truenorth")) == {("weight_bits", "0")}
+
+
+def test_zero_weights_are_no_synapses_for_fan_in():
+    net = nn.Sequential(nn.Linear(300, 4))
+    assert ("fan_in", "0") in _rules(sf.check(net, "truenorth"))
+    with torch.no_grad():
+        net[0].weight[:, 200:] = 0.0
+    assert ("fan_in", "0") not in _rules(sf.check(net, "truenorth"))
+
+
+def test_distinct_weights_per_layer():
+    net = nn.Sequential(nn.Linear(10, 8))
+    sf.wrap(net, m=4, granularity="channel")     # up to 32 values per layer
+    report = sf.check(net, "dynap-se2")
+    v = [v for v in report.violations if v.rule == "distinct_weights_per_layer"]
+    assert len(v) == 1 and v[0].layer == "0" and v[0].limit == 16 and v[0].actual > 16
+    assert "granularity='layer'" in v[0].hint and "strip(model)" in v[0].hint
+
+
+def test_conv_on_dense_only_chip_and_kernel_size():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    report = sf.check(net, "truenorth", torch.rand(1, 1, 8, 8))
+    assert ("layer_type", "0") in _rules(report) and ("layer_type", "2") not in _rules(report)
+    big = nn.Sequential(nn.Conv2d(1, 2, 17))
+    assert ("kernel_size", "0") in _rules(sf.check(big, "speck", torch.rand(1, 1, 20, 20)))
+
+
+def test_neurons_cores_synapses_and_inputs():
+    chip = HardwareProfile("tiny", neurons_per_core=4, cores=2, max_neurons=5, max_synapses=10, max_inputs=3)
+    report = sf.check(nn.Sequential(nn.Linear(4, 6)), chip)
+    v = {v.rule: v for v in report.violations}
+    assert set(v) == {"neurons", "synapses", "inputs"}
+    assert (v["neurons"].actual, v["synapses"].actual, v["inputs"].actual) == (6, 24, 4)
+    three = sf.check(nn.Sequential(nn.Linear(3, 10)), HardwareProfile("t", neurons_per_core=4, cores=2))
+    assert [(v.rule, v.layer, v.limit, v.actual) for v in three.violations] == [("cores", "(model)", 2, 3)]
+    one_core = HardwareProfile("one", neurons_per_core=8, layer_fits_one_core=True)
+    assert _rules(sf.check(nn.Sequential(nn.Linear(3, 10)), one_core)) == {("neurons_per_core", "0")}
+    assert _rules(sf.check(nn.Sequential(nn.Linear(64, 10)), "xylo")) >= {("inputs", "(input)")}
+
+
+def test_conv_neurons_need_a_sample():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))
+    chip = HardwareProfile("c", max_neurons=100, conv=True)
+    without = sf.check(net, chip)
+    assert without.ok and ("neurons", "0", "conv output size needs sample=<an input batch>") in without.skipped
+    with_sample = sf.check(net, chip, torch.rand(2, 1, 8, 8))
+    assert [(v.rule, v.actual) for v in with_sample.violations] == [("neurons", 4 * 8 * 8)]
+
+
+@needs_snntorch
+def test_neuron_model():
+    import snntorch as snn
+
+    lif = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True))
+    report = sf.check(lif, "speck")
+    v = [v for v in report.violations if v.rule == "neuron_model"]
+    assert [(x.layer, x.actual, x.limit) for x in v] == [("1", "LIF", ["IF"])]
+    assert "beta=1" in v[0].hint
+    iaf = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=1.0, init_hidden=True))
+    assert all(v.rule != "neuron_model" for v in sf.check(iaf, "speck").violations)
+
+
+def test_uncertain_limit_is_a_warning():
+    report = sf.check(nn.Sequential(nn.Linear(4, 3)), "loihi2")     # weight_bits 8 is uncertain
+    assert [(v.rule, v.severity) for v in report.violations] == [("weight_bits", "warning")]
+    assert report.ok and "(uncertain)" in str(report.violations[0].limit)
+
+
+def test_raise_if_failed_lists_violations_and_model_is_unchanged(tmp_path):
+    net = nn.Sequential(nn.Linear(300, 10), nn.MaxPool1d(2))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    report = sf.check(net, "truenorth")
+    with pytest.raises(ConstraintViolationError, match=r"does not fit truenorth \(3 violations\)(.|\n)*fan_in: layer 0"):
+        report.raise_if_failed()
+    assert isinstance(ConstraintViolationError("x"), sf.SpikeFitError)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert any(s[0] == "layer_type" and s[1] == "1" for s in report.skipped)   # MaxPool1d not checked
+    d = json.loads(report.to_json(tmp_path / "c.json"))
+    assert d["ok"] is False and len(d["violations"]) == 3
+    assert report.to_csv().splitlines()[0] == "rule,layer,limit,actual,severity,hint"
+
+
+def test_bad_arguments():
+    with pytest.raises(sf.SpikeFitValueError, match="known profiles"):
+        sf.check(nn.Linear(2, 2), "nochip")
+    with pytest.raises(sf.SpikeFitTypeError, match="model must be a torch.nn.Module"):
+        sf.check("net", "truenorth")
+    with pytest.raises(sf.SpikeFitTypeError, match="sample must be a torch.Tensor"):
+        sf.check(nn.Linear(2, 2), "truenorth", sample=[1, 2])
