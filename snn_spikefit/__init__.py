@@ -26,6 +26,9 @@ from .train import accuracy, fit, predict
 from .importance import CRITERIA, register_criterion
 from .prune import PruneReport, prune
 from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+# NIR export and import
+from .nir_export import export_nir
+from .nir_import import import_nir
 # deployment metrics, hardware profiles and checks
 from .check import CheckReport, ConstraintViolationError, Violation, check
 from .hardware import HardwareProfile, get_profile, list_profiles, register_profile
@@ -47,6 +50,8 @@ __all__ = [
     # deployment metrics, hardware profiles and checks
     "evaluate", "DeployReport", "count_ops", "OpCounts", "check", "CheckReport", "Violation",
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
+    # NIR export and import
+    "export_nir", "import_nir",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
     "UnsupportedLayerError", "NotWrappedError",

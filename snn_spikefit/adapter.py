@@ -106,10 +106,22 @@ class Adapter:
         return None
 
     # -- NIR -------------------------------------------------------------------------------
-    def neuron_to_nir(self, module: nn.Module, dt: float) -> Any:
+    def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        """The NIR node (``LIF``, ``CubaLIF``, ``LI``, ``IF``, ...) of neuron ``module``.
+
+        ``dt``: the graph's step; ``shape``: one sample's neuron shape (no batch),
+        to which parameters are broadcast. Dynamics NIR cannot express are put
+        in ``node.metadata["spikefit.reset_mechanism"]`` (the exporter warns);
+        conventions in :mod:`snn_spikefit.nir_common`.
+        """
         raise UnsupportedLayerError(f"adapter {self.name!r} cannot export {type(module).__name__} to NIR")
 
-    def neuron_from_nir(self, node: Any, dt: float) -> nn.Module:
+    def neuron_from_nir(self, node: Any, *, dt: float) -> list[nn.Module]:
+        """Modules that run the NIR neuron ``node`` exactly, in order (e.g. ``[Gain, neuron]``).
+
+        Honours ``spikefit.*`` metadata; refuses (``UnsupportedLayerError``) what
+        the framework cannot run exactly.
+        """
         raise UnsupportedLayerError(f"adapter {self.name!r} cannot import NIR node {type(node).__name__}")
 
     # -- pruning --------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""Norse adapter: neurons, running over time, NIR mapping, per-channel pruning.
+
+Installed as ``snn_spikefit.adapters.norse``; Norse is imported lazily.
+
+Norse neurons are stateless modules: a cell is called ``cell(x, state)`` and
+returns ``(output, new_state)``. A Norse model is therefore run by handing the
+state back in: :meth:`NorseAdapter.run` calls ``model(x_t, state)`` once per
+step and keeps the returned ``state`` (``norse.torch.SequentialState``, a single
+cell, or any module with that ``forward(x, state) -> (out, state)`` contract),
+starting from ``state=None`` (the cells' own initial state). Resetting is
+therefore a no-op: every ``run`` starts fresh.
+
+NIR mapping (one NIR Euler step of ``dt`` is one Norse step; ``c = cell.dt``):
+
+* ``LIFBoxCell`` <-> ``LIF``: ``tau = dt / (c * tau_mem_inv)``, ``r = 1``;
+  ``reset_subtract`` is kept as ``spikefit.reset_mechanism="subtract_immediate"``.
+* ``LIFCell`` <-> ``CubaLIF``: ``tau_syn = dt / (c * tau_syn_inv)``,
+  ``tau_mem = dt / (c * tau_mem_inv)``, ``w_in = 1``, ``r = tau_syn / dt`` (Norse adds
+  the input to the current as a jump; NIR integrates it with ``dt / tau_syn``).
+* ``LIBoxCell`` <-> ``LI``, ``LICell`` <-> ``CubaLI``, ``IAFCell`` <-> ``IF`` (``r = 1 / dt``).
+
+On import, an ``r`` (or ``w_in``) the cell cannot hold becomes a
+:class:`~snn_spikefit.nir_common.Gain` in front of the cell. Norse cannot run
+snnTorch's subtract reset (threshold subtracted after the leak) and refuses it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import Tensor, nn
+
+from snn_spikefit.adapter import Adapter, _step_inputs, stack_steps
+from snn_spikefit.errors import SpikeFitTypeError, UnsupportedLayerError
+
+__all__ = ["NorseAdapter"]
+
+
+def _norse():
+    import norse.torch as norse
+
+    return norse
+
+
+def _f64(value: Any):
+    import numpy as np
+
+    return value.detach().cpu().double().numpy() if isinstance(value, Tensor) else np.asarray(value, np.float64)
+
+
+class NorseAdapter(Adapter):
+    """Adapter for Norse (``norse.torch`` cells, run through ``SequentialState``)."""
+
+    name = "norse"
+    framework = "norse"
+
+    def is_neuron(self, module: nn.Module) -> bool:
+        from norse.torch.module.snn import SNNCell, SNNRecurrentCell
+
+        return isinstance(module, (SNNCell, SNNRecurrentCell))
+
+    # -- state and time ------------------------------------------------------------------
+    def reset(self, model: nn.Module) -> None:
+        return None  # state lives outside the modules; run() starts from state=None
+
+    def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+        params = list(inspect.signature(model.forward).parameters)
+        if len(params) < 2:
+            raise SpikeFitTypeError(
+                f"{type(model).__name__}.forward{tuple(params)} takes no state; a Norse model must be called "
+                f"as model(x, state) -> (output, state), e.g. norse.torch.SequentialState(...)")
+        state, outputs = None, []
+        for xt in _step_inputs(x, num_steps):
+            out, state = model(xt, state)
+            outputs.append(out)
+        return stack_steps(outputs)
+
+    # -- reading a step ------------------------------------------------------------------
+    def spikes(self, module: nn.Module, output: Any) -> Tensor:
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    def membrane(self, module: nn.Module, output: Any) -> Tensor | None:
+        if isinstance(output, (tuple, list)) and len(output) == 2:
+            return getattr(output[1], "v", None)
+        return None
+
+    # -- NIR -----------------------------------------------------------------------------
+    def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        import nir
+        import numpy as np
+
+        from snn_spikefit.nir_common import RESET_KEY, broadcast_param
+        from norse.torch.functional.reset import reset_subtract, reset_value
+
+        norse = _norse()
+        kind, p, c = type(module).__name__, module.p, float(module.dt)
+        P = lambda v, n: broadcast_param(v, shape, f"{kind}.p.{n}")  # noqa: E731
+        if isinstance(module, norse.LIFBoxCell):
+            meta = {}
+            if p.reset_method is reset_subtract:
+                meta[RESET_KEY] = "subtract_immediate"
+            elif p.reset_method is not reset_value:
+                raise UnsupportedLayerError(f"Norse {kind} with reset_method={p.reset_method!r} has no NIR form")
+            return nir.LIF(tau=dt / (c * P(p.tau_mem_inv, "tau_mem_inv")), r=np.ones(shape),
+                           v_leak=P(p.v_leak, "v_leak"), v_threshold=P(p.v_th, "v_th"),
+                           v_reset=P(p.v_reset, "v_reset"), metadata=meta)
+        if isinstance(module, (norse.LIFCell, norse.LICell)):
+            tau_syn = dt / (c * P(p.tau_syn_inv, "tau_syn_inv"))
+            common = dict(tau_syn=tau_syn, tau_mem=dt / (c * P(p.tau_mem_inv, "tau_mem_inv")),
+                          r=tau_syn / dt, v_leak=P(p.v_leak, "v_leak"), w_in=np.ones(shape))
+            if isinstance(module, norse.LICell):
+                return nir.CubaLI(**common)
+            return nir.CubaLIF(v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"), **common)
+        if isinstance(module, norse.LIBoxCell):
+            return nir.LI(tau=dt / (c * P(p.tau_mem_inv, "tau_mem_inv")), r=np.ones(shape),
+                          v_leak=P(p.v_leak, "v_leak"))
+        if isinstance(module, norse.IAFCell):
+            return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"))
+        raise UnsupportedLayerError(
+            f"Norse {kind} cannot be exported to NIR; supported: LIFBoxCell (LIF), LIFCell (CubaLIF), "
+            f"LIBoxCell (LI), LICell (CubaLI), IAFCell (IF); recurrent cells are not supported")
+
+    def neuron_from_nir(self, node: Any, *, dt: float) -> list[nn.Module]:
+        import nir
+
+        from snn_spikefit.nir_common import RESET_KEY, Gain, compact_param
+        from norse.torch.functional.reset import reset_subtract, reset_value
+
+        norse = _norse()
+        kind = type(node).__name__
+        reset = str(node.metadata.get(RESET_KEY, "value"))
+        if reset not in ("value", "subtract_immediate") or (reset != "value" and not isinstance(node, nir.LIF)):
+            raise UnsupportedLayerError(
+                f"NIR {kind} with {RESET_KEY}={reset!r} cannot run exactly in Norse (Norse resets to v_reset, "
+                f"or subtracts the threshold before the leak in LIFBoxCell); import it with framework='snntorch'")
+        T = compact_param
+        inv = lambda tau: T(1.0 / _f64(tau))  # noqa: E731
+        if isinstance(node, nir.LIF):
+            method = reset_subtract if reset == "subtract_immediate" else reset_value
+            cell = norse.LIFBoxCell(norse.LIFBoxParameters(
+                tau_mem_inv=inv(node.tau), v_leak=T(node.v_leak), v_th=T(node.v_threshold),
+                v_reset=T(node.v_reset), reset_method=method), dt=dt)
+            gain = _f64(node.r)
+        elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+            extra = {} if isinstance(node, nir.CubaLI) else dict(v_th=T(node.v_threshold), v_reset=T(node.v_reset))
+            params = dict(tau_syn_inv=inv(node.tau_syn), tau_mem_inv=inv(node.tau_mem), v_leak=T(node.v_leak))
+            if isinstance(node, nir.CubaLI):
+                cell = norse.LICell(norse.LIParameters(**params), dt=dt)
+            else:
+                cell = norse.LIFCell(norse.LIFParameters(**params, **extra), dt=dt)
+            gain = _f64(node.r) * dt * _f64(node.w_in) / _f64(node.tau_syn)
+        elif isinstance(node, nir.LI):
+            cell = norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=inv(node.tau), v_leak=T(node.v_leak)), dt=dt)
+            gain = _f64(node.r)
+        elif isinstance(node, nir.IF):
+            cell = norse.IAFCell(norse.IAFParameters(v_th=T(node.v_threshold), v_reset=T(node.v_reset)), dt=dt)
+            gain = dt * _f64(node.r)
+        else:
+            raise UnsupportedLayerError(f"NIR {kind} has no Norse neuron; supported: LIF, CubaLIF, LI, CubaLI, IF")
+        g = T(gain)
+        return [cell] if bool((g == 1.0).all()) else [Gain(g), cell]
+
+    # -- pruning -------------------------------------------------------------------------
+    def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
+        """Slice every per-channel tensor of the cell's parameters ``p`` (a NamedTuple).
+
+        A parameter of ``ndim`` dimensions broadcast against the activation is cut
+        along axis ``ndim + channel_dim`` (``channel_dim`` is negative, see
+        :meth:`Adapter.prune_neuron`); scalars and size-1 axes are shared and kept.
+        """
+        if not self.is_neuron(module):
+            raise UnsupportedLayerError(f"{type(module).__name__} is not a Norse neuron")
+        if hasattr(module, "input_weights") or hasattr(module, "recurrent_weights"):
+            raise UnsupportedLayerError(
+                f"Norse {type(module).__name__} owns recurrent weights; pruning its channels is not supported")
+        p = module.p
+        fields = {}
+        for name in p._fields:
+            v = getattr(p, name)
+            if isinstance(v, Tensor) and v.ndim >= -channel_dim and v.shape[v.ndim + channel_dim] > 1:
+                v = v.index_select(v.ndim + channel_dim, keep.to(v.device)).clone()
+            fields[name] = v
+        module.p = type(p)(**fields)

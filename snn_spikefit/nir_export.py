@@ -1,0 +1,145 @@
+"""Export an snnTorch or Norse model to NIR, compression facts included.
+
+>>> import torch, snn_spikefit as sf
+>>> from torch import nn
+>>> g = sf.export_nir(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(1, 2, 2), dt=1e-3)
+>>> sorted(g.nodes), g.edges
+(['0', '1', 'input', 'output'], [('input', '0'), ('0', '1'), ('1', 'output')])
+>>> g.metadata["producer"], g.metadata["spikefit.dt"]
+('snn_spikefit', 0.001)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .nir_common import DT_KEY, PRODUCER, RESET_KEY, layer_for_module
+from .trace import INPUT, UNKNOWN, trace
+from .wrap import compressed_layers
+
+__all__ = ["export_nir", "codebook_metadata", "DEFAULT_DT"]
+
+DEFAULT_DT = 1e-3
+
+
+def codebook_metadata(layer) -> dict[str, Any]:
+    """``spikefit.*`` node metadata of one :class:`~snn_spikefit.wrap.CompressedLayer`.
+
+    A trainable layer is described by what :func:`~snn_spikefit.freeze` would store.
+    """
+    q = layer.quantizer
+    if layer.frozen:
+        codes, values, ints, scale = q.codes, q.values, q.codebook_int, q.scale
+    else:
+        state = q.frozen_state(layer.module.parametrizations.weight.original)
+        codes, values, ints, scale = state["codes"], state["values"], state["ints"], state["scale"]
+    meta: dict[str, Any] = {
+        "spikefit.codes": codes.cpu().numpy().copy(),
+        "spikefit.codebook": values.detach().cpu().numpy().astype(np.float32),
+        "spikefit.m": int(q.m),
+        "spikefit.granularity": str(q.granularity),
+    }
+    if ints is not None:  # NIR metadata has no "None": absent keys mean a float codebook
+        meta["spikefit.codebook_int"] = ints.cpu().numpy().astype(np.int16 if ints.abs().max() > 127 else np.int8)
+        meta["spikefit.scale"] = scale.detach().cpu().numpy().astype(np.float32)
+        meta["spikefit.bits"] = int(q.bits)
+    return meta
+
+
+def _neuron_dt(model: nn.Module) -> float | None:
+    dts = {float(m.dt) for m in model.modules() if hasattr(m, "dt") and isinstance(getattr(m, "dt"), (int, float))}
+    return dts.pop() if len(dts) == 1 else None
+
+
+def _check_dt(dt: Any) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
+        raise SpikeFitValueError(f"dt={dt!r} is not allowed; use a positive finite number of seconds")
+    return float(dt)
+
+
+@torch.no_grad()
+def export_nir(
+    model: nn.Module,
+    sample: Tensor,
+    path: str | os.PathLike | None = None,
+    *,
+    dt: float | None = None,
+) -> nir.NIRGraph:
+    """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
+
+    Args:
+        model: an snnTorch or Norse model (or plain torch) made of ``Linear``,
+            ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``LPPool2d(1)`` (sum pool),
+            ``Flatten`` and the adapters' neurons; wrapped (codebook) layers export
+            their quantized weight plus ``spikefit.*`` node metadata (integer codes,
+            codebook, integer codebook, scale, bits, m, granularity).
+        sample: one input batch ``[B, ...]`` (only its first sample is used).
+        path: write the graph with ``nir.write`` here.
+        dt: the step in seconds that neuron time constants refer to. Default:
+            the Norse cells' ``dt`` when they agree, else ``1e-3``.
+
+    Raises:
+        UnsupportedLayerError: a layer with no NIR form (named, with the
+            alternative), or an input computed by a functional op in ``forward``.
+
+    Warns when a neuron's reset cannot be expressed in NIR itself (it is kept
+    in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
+    """
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(sample, Tensor) or sample.ndim < 2:
+        raise SpikeFitValueError(
+            f"sample must be a batch tensor [B, ...], got "
+            f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
+    dt = _check_dt(_neuron_dt(model) or DEFAULT_DT if dt is None else dt)
+    graph = trace(model, sample)
+    adapter = graph.adapter
+    codebooks = {id(layer.module): layer for layer in compressed_layers(model)}
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
+    edges: list[tuple[str, str]] = []
+    names = {INPUT: "input"}
+    for n in graph.nodes:
+        label = n.name or type(n.module).__name__
+        if UNKNOWN in n.inputs or len(n.inputs) != 1:
+            raise UnsupportedLayerError(
+                f"layer {label!r} ({type(n.module).__name__}) gets its input from a functional op in forward "
+                f"(e.g. torch.flatten, x + y); NIR export needs module-to-module data flow: use modules "
+                f"(nn.Flatten, ...) in an nn.Sequential/SequentialState")
+        key = n.name.replace(".", "_") or "layer"
+        in_shape, out_shape = tuple(n.in_shape[1:]), tuple(n.out_shape[1:])
+        if n.is_neuron:
+            node = adapter.neuron_to_nir(n.module, dt=dt, shape=out_shape)
+            reset = node.metadata.get(RESET_KEY)
+            if reset is not None:
+                warnings.warn(
+                    f"layer {label!r} ({type(n.module).__name__}) resets by {reset!r}, which NIR's "
+                    f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
+                    f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
+                    UserWarning, stacklevel=3)  # past torch.no_grad's wrapper
+        else:
+            node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
+            if id(n.module) in codebooks:
+                node.metadata.update(codebook_metadata(codebooks[id(n.module)]))
+        nodes[key] = node
+        names[n.name] = key
+        edges.append((names[n.inputs[0]], key))
+    if graph.output is None:
+        raise SpikeFitValueError(f"{type(model).__name__} has no layer to export")
+    out_shape = graph.node(graph.output).out_shape[1:]
+    nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
+    edges.append((names[graph.output], "output"))
+    from . import __version__
+
+    meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
+    result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+    if path is not None:
+        nir.write(path, result)
+    return result

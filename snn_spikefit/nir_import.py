@@ -1,0 +1,233 @@
+"""Import a NIR graph (object or ``.nir`` file) as a runnable snnTorch or Norse model.
+
+Chain graphs (``Input -> node -> ... -> Output``) become an ``nn.Sequential``
+(snnTorch, neurons with ``init_hidden=True``) or a ``norse.torch.SequentialState``
+(Norse); both run with :func:`snn_spikefit.run`. Layers that carry our
+``spikefit.*`` codebook metadata come back frozen with exactly the stored
+integers, as :func:`~snn_spikefit.freeze` leaves them.
+
+>>> import torch, snn_spikefit as sf
+>>> from torch import nn
+>>> g = sf.export_nir(nn.Sequential(nn.Linear(4, 2)), torch.rand(1, 4), dt=1e-3)
+>>> net = sf.import_nir(g, "snntorch")
+>>> type(net[0]).__name__, tuple(net[0].weight.shape)
+('Linear', (2, 4))
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .adapter import get_adapter
+from .codebook import FrozenCodebook
+from .errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .nir_common import DT_KEY, layer_for_node, supported_layers
+from .nir_export import DEFAULT_DT, _check_dt
+
+__all__ = ["import_nir", "read_nir", "FRAMEWORKS"]
+
+FRAMEWORKS = ("snntorch", "norse")
+
+
+def read_nir(graph_or_path: Any) -> nir.NIRGraph:
+    """A ``nir.NIRGraph`` from a graph or a file written by ``nir.write``, with clear errors."""
+    if isinstance(graph_or_path, nir.NIRGraph):
+        return graph_or_path
+    if not isinstance(graph_or_path, (str, os.PathLike)):
+        raise SpikeFitTypeError(
+            f"graph_or_path must be a nir.NIRGraph or a path to a .nir file, got {type(graph_or_path).__name__}")
+    path = Path(graph_or_path)
+    if not path.is_file():
+        raise SpikeFitValueError(f"NIR file {str(path)!r} does not exist")
+    try:
+        graph = nir.read(path, type_check=False)
+    except Exception as exc:  # h5py / nir raise OSError, KeyError, ValueError, AssertionError ...
+        raise SpikeFitValueError(
+            f"{str(path)!r} is not a readable NIR file (an HDF5 file written by nir.write): "
+            f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise SpikeFitValueError(f"{str(path)!r} holds a single NIR {type(graph).__name__}, not a NIRGraph")
+    return graph
+
+
+def _chain(graph: nir.NIRGraph) -> list[str]:
+    """Node names from Input to Output, checking the edges; refuses non-chain graphs."""
+    nodes = graph.nodes
+    for a, b in graph.edges:
+        for end in (a, b):
+            if end not in nodes:
+                raise SpikeFitValueError(
+                    f"edge ({a!r}, {b!r}) refers to node {end!r}, which does not exist in the graph; "
+                    f"nodes: {sorted(nodes)}")
+    inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
+    outputs = [k for k, n in nodes.items() if isinstance(n, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UnsupportedLayerError(
+            f"the graph has inputs {inputs} and outputs {outputs}; import_nir supports one Input and one Output")
+    succ: dict[str, list[str]] = {k: [] for k in nodes}
+    pred: dict[str, list[str]] = {k: [] for k in nodes}
+    for a, b in graph.edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    order, cur = [], inputs[0]
+    while cur != outputs[0]:
+        if not succ[cur]:
+            raise SpikeFitValueError(
+                f"node {cur!r} has no outgoing edge: the path from Input {inputs[0]!r} never reaches "
+                f"Output {outputs[0]!r} (missing node or edge)")
+        if len(succ[cur]) != 1 or len(pred[succ[cur][0]]) != 1:
+            raise UnsupportedLayerError(
+                f"node {cur!r} feeds {succ[cur]} (their inputs: {[pred[s] for s in succ[cur]]}); "
+                f"import_nir supports chain graphs, where each node feeds exactly one node")
+        cur = succ[cur][0]
+        if cur in order:
+            raise UnsupportedLayerError(f"the graph has a cycle through node {cur!r}; recurrent graphs are not supported")
+        order.append(cur)
+    unused = sorted(set(nodes) - set(order) - {inputs[0]})
+    if unused:
+        raise UnsupportedLayerError(f"nodes {unused} are not on the path from Input to Output; only chains are supported")
+    return order[:-1]
+
+
+def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
+    """Register a frozen codebook rebuilt from the node's ``spikefit.*`` metadata."""
+    try:
+        codes = torch.from_numpy(np.array(meta["spikefit.codes"]))
+        values = torch.from_numpy(np.array(meta["spikefit.codebook"], dtype=np.float32))
+        m, granularity = int(meta["spikefit.m"]), str(meta["spikefit.granularity"])
+        bits = int(meta["spikefit.bits"]) if "spikefit.bits" in meta else None
+        ints = torch.from_numpy(np.array(meta["spikefit.codebook_int"])) if bits is not None else None
+        scale = torch.from_numpy(np.array(meta["spikefit.scale"], dtype=np.float32)) if bits is not None else None
+    except KeyError as exc:
+        raise SpikeFitValueError(f"node {name!r}: codebook metadata lacks {exc.args[0]!r}") from None
+    weight = module.weight.detach()
+    ok = (codes.ndim == 2 and values.ndim == 2 and codes.shape[0] == values.shape[0] == (1 if granularity == "layer"
+          else weight.shape[0]) and codes.numel() == weight.numel() and int(codes.max()) < values.shape[1])
+    frozen = FrozenCodebook(weight.shape, codes, values, ints, scale, m=m, bits=bits, granularity=granularity) if ok else None
+    if frozen is None or not torch.equal(frozen.decode(), weight):
+        raise SpikeFitValueError(
+            f"node {name!r}: its spikefit.* codebook metadata (codes {tuple(codes.shape)}, codebook "
+            f"{tuple(values.shape)}) does not reproduce its weight {tuple(weight.shape)} exactly; the file is "
+            f"inconsistent (drop the spikefit.* keys to import the plain weights)")
+    parametrize.register_parametrization(module, "weight", frozen, unsafe=True)
+    module.parametrizations.weight.original.requires_grad_(False)
+
+
+def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
+    if isinstance(node, nir.NIRGraph):
+        raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
+    layer = layer_for_node(name, node)
+    if layer is not None:
+        try:
+            module = layer.from_nir(node)
+        except SpikeFitError:
+            raise
+        except Exception as exc:
+            raise SpikeFitValueError(f"node {name!r} ({type(node).__name__}) is malformed: {exc}") from None
+        if "spikefit.codes" in node.metadata:
+            _restore_codebook(name, module, node.metadata)
+        return [module]
+    try:
+        return adapter.neuron_from_nir(node, dt=dt)
+    except UnsupportedLayerError as exc:
+        if "has no" in str(exc):
+            raise UnsupportedLayerError(
+                f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: {_node_types()}"
+            ) from None
+        raise UnsupportedLayerError(f"node {name!r}: {exc}") from None
+
+
+def _node_types() -> str:
+    return f"NIR nodes for layers {supported_layers()}; neurons LIF, CubaLIF, IF (+ LI, CubaLI in Norse)"
+
+
+def _declared(shape_dict: Any) -> tuple[int, ...] | None:
+    if not isinstance(shape_dict, dict):
+        return None
+    shape = next(iter(shape_dict.values()), None)
+    return None if shape is None else tuple(int(s) for s in np.atleast_1d(shape))
+
+
+@torch.no_grad()
+def _check_shapes(graph: nir.NIRGraph, order: list[str], built: dict[str, list[nn.Module]], adapter) -> None:
+    """Run one zero sample through the modules, comparing with the declared NIR shapes."""
+    inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
+    shape = _declared(inp.input_type)
+    if shape is None:
+        return
+    x = torch.zeros(1, *shape)
+    for name in order:
+        node = graph.nodes[name]
+        want = _declared(node.input_type)
+        if want is not None and tuple(x.shape[1:]) != want:
+            raise SpikeFitValueError(
+                f"shape mismatch at node {name!r} ({type(node).__name__}): it expects input {want}, "
+                f"its predecessor gives {tuple(x.shape[1:])}")
+        for module in built[name]:
+            try:
+                out = module(x)
+            except RuntimeError as exc:
+                raise SpikeFitValueError(
+                    f"shape mismatch at node {name!r} ({type(node).__name__}): input {tuple(x.shape[1:])} "
+                    f"does not fit: {str(exc).splitlines()[0]}") from None
+            x = adapter.spikes(module, out) if adapter.is_neuron(module) else out
+            if adapter.is_neuron(module):
+                adapter.reset(module)
+    out = next(n for n in graph.nodes.values() if isinstance(n, nir.Output))
+    want = _declared(out.output_type)
+    if want is not None and tuple(x.shape[1:]) != want:
+        raise SpikeFitValueError(f"shape mismatch at the Output node: it declares {want}, the graph gives "
+                                 f"{tuple(x.shape[1:])}")
+
+
+def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | None = None) -> nn.Module:
+    """A runnable ``framework`` model of a NIR graph (object or file path).
+
+    Args:
+        graph_or_path: a ``nir.NIRGraph`` or the path of a file written by ``nir.write``.
+        framework: ``"snntorch"`` (returns ``nn.Sequential``) or ``"norse"``
+            (returns ``norse.torch.SequentialState``).
+        dt: the step in seconds the neurons are discretised with. Default: the
+            graph's ``spikefit.dt`` metadata, else ``1e-3`` (with a warning).
+
+    Raises:
+        SpikeFitValueError: unreadable or non-NIR files, edges to missing nodes,
+            shape mismatches, inconsistent codebook metadata.
+        UnsupportedLayerError: node types or dynamics the framework cannot run
+            exactly (named), non-chain graphs.
+    """
+    if framework not in FRAMEWORKS:
+        raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {FRAMEWORKS}")
+    adapter = get_adapter(nn.Module(), name=framework)
+    graph = read_nir(graph_or_path)
+    if dt is None:
+        if DT_KEY in graph.metadata:
+            dt = float(graph.metadata[DT_KEY])
+        else:
+            dt = DEFAULT_DT
+            warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
+                          f"dt={DEFAULT_DT} (pass dt=... to choose)", UserWarning, stacklevel=2)
+    dt = _check_dt(dt)
+    order = _chain(graph)
+    built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
+    _check_shapes(graph, order, built, adapter)
+    if framework == "norse":
+        from norse.torch import SequentialState
+
+        return SequentialState(*[m for name in order for m in built[name]])
+    items: list[tuple[str, nn.Module]] = []
+    for name in order:
+        key = name.replace(".", "_")
+        mods = built[name]
+        items += [(f"{key}_gain", mods[0]), (key, mods[1])] if len(mods) == 2 else [(key, mods[0])]
+    return nn.Sequential(OrderedDict(items))
