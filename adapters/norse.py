@@ -161,6 +161,21 @@ class NorseAdapter(Adapter):
         g = T(gain)
         return [cell] if bool((g == 1.0).all()) else [Gain(g), cell]
 
+    # -- hardware ------------------------------------------------------------------------
+    def neuron_model(self, module: nn.Module) -> str:
+        """``"LIF"`` (LIFBoxCell), ``"CUBA-LIF"`` (LIFCell, LIFRecurrentCell), ``"IF"`` (IAFCell),
+        ``"AdEx"`` (LIFAdEx cells), else ``"other:<ClassName>"``."""
+        norse = _norse()
+        if isinstance(module, norse.LIFBoxCell):
+            return "LIF"
+        if isinstance(module, (norse.LIFCell, norse.LIFRecurrentCell)):
+            return "CUBA-LIF"
+        if isinstance(module, norse.IAFCell):
+            return "IF"
+        if isinstance(module, (norse.LIFAdExCell, norse.LIFAdExRecurrentCell)):
+            return "AdEx"
+        return f"other:{type(module).__name__}"
+
     # -- pruning -------------------------------------------------------------------------
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
         """Slice every per-channel tensor of the cell's parameters ``p`` (a NamedTuple).

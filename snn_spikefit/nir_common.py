@@ -95,9 +95,9 @@ def _bias(module: nn.Module, out: int) -> np.ndarray:
 
 def _set_params(module: nn.Module, weight: np.ndarray, bias: np.ndarray | None) -> nn.Module:
     with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(np.asarray(weight, dtype=np.float32)))
+        module.weight.copy_(torch.from_numpy(np.array(weight, dtype=np.float32)))
         if bias is not None:
-            module.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32)))
+            module.bias.copy_(torch.from_numpy(np.array(bias, dtype=np.float32)))
     return module
 
 
