@@ -21,7 +21,7 @@ from .errors import (
 )
 from .runtime import reset, run
 from .table import Table
-from .train import accuracy, fit, predict
+from .train import accuracy, fit, predict, recalibrate_bn
 # pruning (FSC and the criteria it is compared with)
 from .importance import CRITERIA, register_criterion
 from .prune import PruneReport, prune
@@ -42,7 +42,7 @@ __all__ = [
     "wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "compressed_layers",
     "is_wrapped", "CodebookWeight", "FrozenCodebook",
     # running and training
-    "run", "reset", "fit", "accuracy", "predict",
+    "run", "reset", "fit", "accuracy", "predict", "recalibrate_bn",
     # adapters
     "Adapter", "register_adapter", "get_adapter", "list_adapters",
     # pruning

@@ -124,7 +124,12 @@ def load_dataset(name: str, **kwargs) -> tuple[TensorDataset, TensorDataset]:
     return DATASETS[name](**kwargs)
 
 
-def make_loader(dataset, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader with a seeded shuffle (same order for the same seed)."""
+def make_loader(dataset, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle (same order for the same seed).
+
+    Use ``drop_last=True`` for training with BatchNorm: a tiny last batch skews
+    the running statistics.
+    """
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)

@@ -41,7 +41,7 @@ def run_demo(
     start = time.perf_counter()
     torch.manual_seed(seed)
     train, test = digits(seed=seed)
-    train_loader = make_loader(train, 64, shuffle=True, seed=seed)
+    train_loader = make_loader(train, 64, shuffle=True, seed=seed, drop_last=True)
     test_loader = make_loader(test, 256)
 
     fp32 = conv_snn(in_channels=1, num_classes=10, image_size=8, channels=(16, 32), batch_norm=True)

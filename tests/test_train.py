@@ -1,0 +1,51 @@
+"""fit / predict / recalibrate_bn."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import snn_spikefit as sf
+from snn_spikefit.data import digits, make_loader
+
+from conftest import needs_snntorch
+
+
+def test_recalibrate_bn_sets_cumulative_batch_statistics():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[1].running_mean.fill_(100.0)
+    data = [(torch.randn(8, 4) * 2 + 1, torch.zeros(8)) for _ in range(3)]
+    used = sf.recalibrate_bn(model, data, num_steps=2, progress=False)
+    assert used == 3
+    feats = torch.cat([model[0](x) for x, _ in data])
+    assert torch.allclose(model[1].running_mean, feats.mean(0), atol=1e-5)
+    assert model[1].momentum == 0.1 and model.training
+
+
+def test_recalibrate_bn_empty_data():
+    with pytest.raises(sf.SpikeFitValueError, match="no batch"):
+        sf.recalibrate_bn(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), [], progress=False)
+
+
+@needs_snntorch
+def test_fit_learns_digits_and_model_can_be_copied():
+    from snn_spikefit.adapters.snntorch_models import dense_snn
+
+    train, test = digits()
+    model = sf.wrap(dense_snn(64, 10, (32,)), m=4, bits=4)
+    loader = make_loader(train, 64, shuffle=True, drop_last=True)
+    before = sf.accuracy(model, make_loader(test, 256), num_steps=2)
+    losses = sf.fit(model, loader, epochs=3, num_steps=2, lr=5e-3, progress=False)
+    assert losses[-1] < losses[0]
+    after = sf.accuracy(model, make_loader(test, 256), num_steps=2)
+    assert after > max(before, 50.0)
+    copy.deepcopy(model)  # no state attached to a freed graph is left behind
+
+
+def test_fit_rejects_bad_epochs_and_empty_data():
+    with pytest.raises(sf.SpikeFitValueError, match="epochs=-1"):
+        sf.fit(nn.Linear(2, 2), [], epochs=-1)
+    with pytest.raises(sf.SpikeFitValueError, match="no batch"):
+        sf.fit(nn.Linear(2, 2), [], epochs=1, progress=False)
