@@ -24,7 +24,6 @@ loses input channels.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -33,31 +32,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .adapter import Adapter, get_adapter
-from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .adapter import get_adapter
+from .errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
 from .runtime import run
-from .surgery import count_parameters, surgery_for
+from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
 from .table import Table
-from .trace import INPUT, UNKNOWN, Graph, Recorder, trace
+from .trace import Recorder
 
-__all__ = ["prune", "PruneReport", "LayerPrune", "prunable_layers", "PrunableLayer"]
+__all__ = ["prune", "PruneReport", "LayerPrune"]
 
 SCOPES = ("layer", "global")
-
-
-@dataclass(frozen=True)
-class PrunableLayer:
-    """A spiking layer whose channels can be removed, and the modules that change with it."""
-
-    neuron: str                  # the spiking neuron
-    producer: str                # Conv/Linear whose output channels are the neuron's channels
-    between: tuple[str, ...]     # channel-wise modules from producer to neuron (BatchNorm, pools)
-    after: tuple[str, ...]       # modules from neuron to consumer (pools, Dropout, Flatten)
-    consumer: str                # Conv/Linear whose input channels follow
-    channels: int
-    channel_dim: int             # channel axis of one step's activation, from the end (negative)
-    after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
 
 
 @dataclass(frozen=True)
@@ -110,107 +95,6 @@ class PruneReport:
             "num_samples": self.num_samples,
             "layers": [dict(vars(r), kept=list(r.kept)) for r in self.layers],
         }
-
-
-# -- finding the prunable layers ----------------------------------------------------------------
-
-def _walk(graph: Graph, start: str, direction: str) -> tuple[list[str], str | None]:
-    """From ``start`` follow single edges until a "layer" module; returns (path, layer or None at output)."""
-    path: list[str] = []
-    cur = start
-    while True:
-        if direction == "back":
-            ins = graph.producers(cur)
-            if len(ins) != 1 or ins[0] in (INPUT, UNKNOWN):
-                what = "the model input" if ins == [INPUT] else f"inputs {ins}"
-                raise _cannot(start, f"{cur!r} receives {what}, not the output of one Conv/Linear layer "
-                              f"('?' = a functional op in forward)")
-            nxt = graph.node(ins[0])
-            if len(graph.consumers(nxt.name)) != 1:
-                raise _cannot(start, f"the output of {nxt.name!r} also feeds {[c.name for c in graph.consumers(nxt.name)]}")
-        else:
-            outs = graph.consumers(cur)
-            if not outs:
-                if graph.output == cur:
-                    return path, None
-                raise _cannot(start, f"the output of {cur!r} is used by no module")
-            if len(outs) != 1 or graph.output == cur:
-                raise _cannot(start, f"the output of {cur!r} feeds {[o.name for o in outs]}"
-                              + (" and the model output" if graph.output == cur else ""))
-            nxt = outs[0]
-            if nxt.inputs != [cur]:
-                raise _cannot(start, f"{nxt.name!r} combines inputs {nxt.inputs} (e.g. a residual add)")
-        if nxt.is_neuron:
-            raise _cannot(start, f"it connects directly to spiking layer {nxt.name!r}")
-        s = surgery_for(nxt.module)
-        kind = type(nxt.module).__name__
-        if s is None or (s.role == "flatten" and direction == "back"):
-            raise _cannot(start, f"{nxt.name!r} ({kind}) is not a module channel pruning can pass through "
-                          f"(register one with snn_spikefit.surgery.register_surgery)")
-        problem = s.problem(nxt.module)
-        if problem:
-            raise _cannot(start, f"{nxt.name!r} ({kind}) has {problem}")
-        if s.role == "layer":
-            return path, nxt.name
-        path.append(nxt.name)
-        cur = nxt.name
-
-
-def _cannot(name: str, why: str) -> UnsupportedLayerError:
-    return UnsupportedLayerError(
-        f"cannot prune spiking layer {name!r}: {why}; pass ignore=[{name!r}] to leave it unpruned"
-    )
-
-
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None) -> list[PrunableLayer]:
-    """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
-
-    ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
-    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
-    """
-    patterns = _ignore_patterns(model, ignore)
-    was_training = model.training
-    model.eval()  # tracing must not update BatchNorm statistics or codebooks
-    try:
-        graph = trace(model, sample)
-    finally:
-        model.train(was_training)
-    out = []
-    for node in graph.nodes:
-        if not node.is_neuron or _matches(node.name, patterns):
-            continue
-        after, consumer = _walk(graph, node.name, "forward")
-        if consumer is None:  # its spikes are the model's output
-            continue
-        between, producer = _walk(graph, node.name, "back")
-        if _matches(producer, patterns):
-            continue
-        shape = node.out_shape
-        if shape is None or len(shape) < 2:
-            raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
-        weight = graph.node(producer).module.weight
-        if weight.shape[0] != shape[1]:
-            raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
-        out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
-                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after)))
-    return out
-
-
-def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
-    if ignore is None:
-        return []
-    pats = [ignore] if isinstance(ignore, str) else list(ignore)
-    names = [n for n, _ in model.named_modules() if n]
-    for p in pats:
-        if not isinstance(p, str):
-            raise SpikeFitTypeError(f"ignore must contain layer names (str), got {p!r}")
-        if not any(fnmatch.fnmatchcase(n, p) for n in names):
-            raise SpikeFitValueError(f"ignore={p!r} matches no module of the model; modules: {names}")
-    return pats
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -325,22 +209,6 @@ def _choose(layers, scores, counts, originals, amount, scope, step, steps) -> di
     return keep
 
 
-def _apply(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
-    modules = dict(model.named_modules())
-    surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
-    for name in layer.between:
-        surgery_for(modules[name]).out(modules[name], keep)
-    adapter.prune_neuron(modules[layer.neuron], keep, layer.channel_dim)
-    index = keep
-    for name, in_shape in zip(layer.after, layer.after_shapes):
-        s = surgery_for(modules[name])
-        if s.role == "flatten":
-            index = s.map_keep(modules[name], index, in_shape)
-        else:
-            s.out(modules[name], index)
-    surgery_for(modules[layer.consumer]).inp(modules[layer.consumer], index)
-
-
 def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
     modules = dict(model.named_modules())
     return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
@@ -437,7 +305,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
         for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes
             adapter.prune_neuron(copy.deepcopy(modules[p.neuron]), keep[p.neuron], p.channel_dim)
         for p in todo:
-            _apply(model, adapter, p, keep[p.neuron])
+            remove_channels(model, adapter, p, keep[p.neuron])
             kept[p.neuron] = kept[p.neuron][keep[p.neuron]]
         adapter.reset(model)
         if finetune is not None and step < steps:

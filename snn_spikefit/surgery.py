@@ -24,6 +24,12 @@ group) still holds after surgery.
 
 Register your own module type with :func:`register_surgery`.
 
+:func:`prunable_layers` finds, in the traced data-flow graph, each spiking
+layer's path producer -> (BatchNorm, pools) -> neuron -> (pools, Dropout,
+Flatten) -> consumer, and refuses anything else on it (a functional op, a
+branch, a residual add, an unknown module) naming the layer;
+:func:`remove_channels` applies the surgery along one such path.
+
 >>> import torch
 >>> from torch import nn
 >>> conv = nn.Conv2d(3, 4, 3)
@@ -34,17 +40,23 @@ Register your own module type with :func:`register_surgery`.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .adapter import Adapter
 from .codebook import CodebookWeight, FrozenCodebook
 from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .trace import INPUT, UNKNOWN, Graph, trace
 
-__all__ = ["Surgery", "SURGERY", "register_surgery", "surgery_for", "slice_weight", "count_parameters"]
+__all__ = [
+    "Surgery", "SURGERY", "register_surgery", "surgery_for", "slice_weight", "count_parameters",
+    "PrunableLayer", "prunable_layers", "remove_channels",
+]
 
 ROLES = ("layer", "channelwise", "flatten")
 
@@ -220,3 +232,137 @@ def count_parameters(model: nn.Module) -> int:
             for name in module.parametrizations.keys():
                 total += getattr(module, name).numel()
     return total
+
+
+# -- which modules a spiking layer's channels run through ------------------------------------------
+
+@dataclass(frozen=True)
+class PrunableLayer:
+    """A spiking layer whose channels can be removed, and the modules that change with it."""
+
+    neuron: str                  # the spiking neuron
+    producer: str                # Conv/Linear whose output channels are the neuron's channels
+    between: tuple[str, ...]     # channel-wise modules from producer to neuron (BatchNorm, pools)
+    after: tuple[str, ...]       # modules from neuron to consumer (pools, Dropout, Flatten)
+    consumer: str                # Conv/Linear whose input channels follow
+    channels: int
+    channel_dim: int             # channel axis of one step's activation, from the end (negative)
+    after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
+
+
+
+def _walk(graph: Graph, start: str, direction: str) -> tuple[list[str], str | None]:
+    """From ``start`` follow single edges until a "layer" module; returns (path, layer or None at output)."""
+    path: list[str] = []
+    cur = start
+    while True:
+        if direction == "back":
+            ins = graph.producers(cur)
+            if len(ins) != 1 or ins[0] in (INPUT, UNKNOWN):
+                what = "the model input" if ins == [INPUT] else f"inputs {ins}"
+                raise _cannot(start, f"{cur!r} receives {what}, not the output of one Conv/Linear layer "
+                              f"('?' = a functional op in forward)")
+            nxt = graph.node(ins[0])
+            if len(graph.consumers(nxt.name)) != 1:
+                raise _cannot(start, f"the output of {nxt.name!r} also feeds {[c.name for c in graph.consumers(nxt.name)]}")
+        else:
+            outs = graph.consumers(cur)
+            if not outs:
+                if graph.output == cur:
+                    return path, None
+                raise _cannot(start, f"the output of {cur!r} is used by no module")
+            if len(outs) != 1 or graph.output == cur:
+                raise _cannot(start, f"the output of {cur!r} feeds {[o.name for o in outs]}"
+                              + (" and the model output" if graph.output == cur else ""))
+            nxt = outs[0]
+            if nxt.inputs != [cur]:
+                raise _cannot(start, f"{nxt.name!r} combines inputs {nxt.inputs} (e.g. a residual add)")
+        if nxt.is_neuron:
+            raise _cannot(start, f"it connects directly to spiking layer {nxt.name!r}")
+        s = surgery_for(nxt.module)
+        kind = type(nxt.module).__name__
+        if s is None or (s.role == "flatten" and direction == "back"):
+            raise _cannot(start, f"{nxt.name!r} ({kind}) is not a module channel pruning can pass through "
+                          f"(register one with snn_spikefit.surgery.register_surgery)")
+        problem = s.problem(nxt.module)
+        if problem:
+            raise _cannot(start, f"{nxt.name!r} ({kind}) has {problem}")
+        if s.role == "layer":
+            return path, nxt.name
+        path.append(nxt.name)
+        cur = nxt.name
+
+
+def _cannot(name: str, why: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"cannot prune spiking layer {name!r}: {why}; pass ignore=[{name!r}] to leave it unpruned"
+    )
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None) -> list[PrunableLayer]:
+    """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
+
+    ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
+    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
+    """
+    patterns = _ignore_patterns(model, ignore)
+    was_training = model.training
+    model.eval()  # tracing must not update BatchNorm statistics or codebooks
+    try:
+        graph = trace(model, sample)
+    finally:
+        model.train(was_training)
+    out = []
+    for node in graph.nodes:
+        if not node.is_neuron or _matches(node.name, patterns):
+            continue
+        after, consumer = _walk(graph, node.name, "forward")
+        if consumer is None:  # its spikes are the model's output
+            continue
+        between, producer = _walk(graph, node.name, "back")
+        if _matches(producer, patterns):
+            continue
+        shape = node.out_shape
+        if shape is None or len(shape) < 2:
+            raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
+        weight = graph.node(producer).module.weight
+        if weight.shape[0] != shape[1]:
+            raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
+        out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
+                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after)))
+    return out
+
+
+def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
+    if ignore is None:
+        return []
+    pats = [ignore] if isinstance(ignore, str) else list(ignore)
+    names = [n for n, _ in model.named_modules() if n]
+    for p in pats:
+        if not isinstance(p, str):
+            raise SpikeFitTypeError(f"ignore must contain layer names (str), got {p!r}")
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            raise SpikeFitValueError(f"ignore={p!r} matches no module of the model; modules: {names}")
+    return pats
+
+
+
+def remove_channels(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
+    """Keep only channels ``keep`` (sorted indices) of ``layer``: producer, followers, neuron, consumer."""
+    modules = dict(model.named_modules())
+    surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
+    for name in layer.between:
+        surgery_for(modules[name]).out(modules[name], keep)
+    adapter.prune_neuron(modules[layer.neuron], keep, layer.channel_dim)
+    index = keep
+    for name, in_shape in zip(layer.after, layer.after_shapes):
+        s = surgery_for(modules[name])
+        if s.role == "flatten":
+            index = s.map_keep(modules[name], index, in_shape)
+        else:
+            s.out(modules[name], index)
+    surgery_for(modules[layer.consumer]).inp(modules[layer.consumer], index)
