@@ -100,6 +100,16 @@ def export_nir(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
     dt = _check_dt(_neuron_dt(model) or DEFAULT_DT if dt is None else dt)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
+    try:
+        return _export(model, sample, path, dt)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     graph = trace(model, sample)
     adapter = graph.adapter
     codebooks = {id(layer.module): layer for layer in compressed_layers(model)}
@@ -123,7 +133,7 @@ def export_nir(
                     f"layer {label!r} ({type(n.module).__name__}) resets by {reset!r}, which NIR's "
                     f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
                     f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
-                    UserWarning, stacklevel=3)  # past torch.no_grad's wrapper
+                    UserWarning, stacklevel=4)  # the caller of export_nir
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
             if id(n.module) in codebooks:

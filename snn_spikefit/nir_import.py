@@ -2,7 +2,8 @@
 
 Chain graphs (``Input -> node -> ... -> Output``) become an ``nn.Sequential``
 (snnTorch, neurons with ``init_hidden=True``) or a ``norse.torch.SequentialState``
-(Norse); both run with :func:`snn_spikefit.run`. Layers that carry our
+(Norse); other acyclic graphs become a :class:`NIRGraphModule` (a node receives
+the sum of its inputs). All run with :func:`snn_spikefit.run`. Layers that carry our
 ``spikefit.*`` codebook metadata come back frozen with exactly the stored
 integers, as :func:`~snn_spikefit.freeze` leaves them.
 
@@ -16,6 +17,7 @@ integers, as :func:`~snn_spikefit.freeze` leaves them.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from .errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, Unsupp
 from .nir_common import DT_KEY, layer_for_node, supported_layers
 from .nir_export import DEFAULT_DT, _check_dt
 
-__all__ = ["import_nir", "read_nir", "FRAMEWORKS"]
+__all__ = ["import_nir", "read_nir", "NIRGraphModule", "FRAMEWORKS"]
 
 FRAMEWORKS = ("snntorch", "norse")
 
@@ -60,8 +62,13 @@ def read_nir(graph_or_path: Any) -> nir.NIRGraph:
     return graph
 
 
-def _chain(graph: nir.NIRGraph) -> list[str]:
-    """Node names from Input to Output, checking the edges; refuses non-chain graphs."""
+def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str]:
+    """Topological order of the inner nodes, their predecessors, and the Output's name.
+
+    Checks that edges name existing nodes, that there is one Input and one
+    Output, that every node lies on a path from Input to Output, and that the
+    graph has no cycle (NIR recurrence is not supported).
+    """
     nodes = graph.nodes
     for a, b in graph.edges:
         for end in (a, b):
@@ -79,24 +86,59 @@ def _chain(graph: nir.NIRGraph) -> list[str]:
     for a, b in graph.edges:
         succ[a].append(b)
         pred[b].append(a)
-    order, cur = [], inputs[0]
-    while cur != outputs[0]:
-        if not succ[cur]:
+    for k in nodes:
+        if k != outputs[0] and not succ[k]:
             raise SpikeFitValueError(
-                f"node {cur!r} has no outgoing edge: the path from Input {inputs[0]!r} never reaches "
-                f"Output {outputs[0]!r} (missing node or edge)")
-        if len(succ[cur]) != 1 or len(pred[succ[cur][0]]) != 1:
-            raise UnsupportedLayerError(
-                f"node {cur!r} feeds {succ[cur]} (their inputs: {[pred[s] for s in succ[cur]]}); "
-                f"import_nir supports chain graphs, where each node feeds exactly one node")
-        cur = succ[cur][0]
-        if cur in order:
-            raise UnsupportedLayerError(f"the graph has a cycle through node {cur!r}; recurrent graphs are not supported")
-        order.append(cur)
-    unused = sorted(set(nodes) - set(order) - {inputs[0]})
-    if unused:
-        raise UnsupportedLayerError(f"nodes {unused} are not on the path from Input to Output; only chains are supported")
-    return order[:-1]
+                f"node {k!r} has no outgoing edge: it does not lead to Output {outputs[0]!r} (missing node or edge)")
+        if k != inputs[0] and not pred[k]:
+            raise SpikeFitValueError(f"node {k!r} has no incoming edge: it is not fed from Input {inputs[0]!r}")
+    order, ready, missing = [], [inputs[0]], {k: len(v) for k, v in pred.items()}
+    while ready:
+        k = ready.pop(0)
+        order.append(k)
+        for s in succ[k]:
+            missing[s] -= 1
+            if missing[s] == 0:
+                ready.append(s)
+    if len(order) != len(nodes):
+        cyclic = sorted(k for k in nodes if k not in order)
+        raise UnsupportedLayerError(
+            f"the graph has a cycle through nodes {cyclic}; recurrent NIR graphs are not supported")
+    return order[1:-1], pred, outputs[0]
+
+
+class NIRGraphModule(nn.Module):
+    """Runs a NIR DAG: each node gets the sum of its predecessors' outputs (NIR's edge semantics).
+
+    Built by :func:`import_nir` for graphs that are not chains. With
+    ``stateful=True`` (Norse) ``forward(x, state) -> (output, state)`` carries
+    the cells' states in a dict, like ``norse.torch.SequentialState``.
+    """
+
+    def __init__(self, built: dict[str, list[nn.Module]], pred: dict[str, list[str]], output: str,
+                 *, stateful: bool) -> None:
+        super().__init__()
+        self.keys = {name: name.replace(".", "_") for name in built}
+        self.layers = nn.ModuleDict({self.keys[n]: nn.ModuleList(mods) for n, mods in built.items()})
+        self.pred = {n: list(pred[n]) for n in list(built) + [output]}
+        self.output, self.stateful = output, stateful
+        self.takes_state = {(n, i) for n, mods in built.items() for i, m in enumerate(mods)
+                            if stateful and "state" in inspect.signature(m.forward).parameters}
+
+    def forward(self, x, state: dict | None = None):
+        state = {} if state is None else state
+        values = {}
+        for name in list(self.keys) + [self.output]:
+            ins = [x if p not in values else values[p] for p in self.pred[name]]
+            h = ins[0] if len(ins) == 1 else torch.stack(torch.broadcast_tensors(*ins)).sum(0)
+            if name == self.output:
+                return (h, state) if self.stateful else h
+            for i, module in enumerate(self.layers[self.keys[name]]):
+                if (name, i) in self.takes_state:
+                    h, state[(name, i)] = module(h, state.get((name, i)))
+                else:
+                    h = module(h)
+            values[name] = h
 
 
 def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
@@ -159,21 +201,27 @@ def _declared(shape_dict: Any) -> tuple[int, ...] | None:
 
 
 @torch.no_grad()
-def _check_shapes(graph: nir.NIRGraph, order: list[str], built: dict[str, list[nn.Module]], adapter) -> None:
+def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                  built: dict[str, list[nn.Module]], adapter) -> None:
     """Run one zero sample through the modules, comparing with the declared NIR shapes."""
-    inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
-    shape = _declared(inp.input_type)
+    inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
+    shape = _declared(graph.nodes[inp].input_type)
     if shape is None:
         return
-    x = torch.zeros(1, *shape)
-    for name in order:
+    values = {inp: torch.zeros(1, *shape)}
+    for name in order + [output]:
         node = graph.nodes[name]
-        want = _declared(node.input_type)
+        shapes = {p: tuple(values[p].shape[1:]) for p in pred[name]}
+        if len(set(shapes.values())) > 1:
+            raise SpikeFitValueError(f"shape mismatch at node {name!r} ({type(node).__name__}): its inputs "
+                                     f"have shapes {shapes}; summed inputs must have equal shapes")
+        x = values[pred[name][0]]
+        want = _declared(node.output_type if name == output else node.input_type)
         if want is not None and tuple(x.shape[1:]) != want:
             raise SpikeFitValueError(
-                f"shape mismatch at node {name!r} ({type(node).__name__}): it expects input {want}, "
-                f"its predecessor gives {tuple(x.shape[1:])}")
-        for module in built[name]:
+                f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
+                f"its predecessors give {tuple(x.shape[1:])}")
+        for module in built.get(name, []):
             try:
                 out = module(x)
             except RuntimeError as exc:
@@ -183,11 +231,7 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], built: dict[str, list[n
             x = adapter.spikes(module, out) if adapter.is_neuron(module) else out
             if adapter.is_neuron(module):
                 adapter.reset(module)
-    out = next(n for n in graph.nodes.values() if isinstance(n, nir.Output))
-    want = _declared(out.output_type)
-    if want is not None and tuple(x.shape[1:]) != want:
-        raise SpikeFitValueError(f"shape mismatch at the Output node: it declares {want}, the graph gives "
-                                 f"{tuple(x.shape[1:])}")
+        values[name] = x
 
 
 def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | None = None) -> nn.Module:
@@ -196,7 +240,8 @@ def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | N
     Args:
         graph_or_path: a ``nir.NIRGraph`` or the path of a file written by ``nir.write``.
         framework: ``"snntorch"`` (returns ``nn.Sequential``) or ``"norse"``
-            (returns ``norse.torch.SequentialState``).
+            (returns ``norse.torch.SequentialState``); a graph that is not a chain
+            returns a :class:`NIRGraphModule` in either framework.
         dt: the step in seconds the neurons are discretised with. Default: the
             graph's ``spikefit.dt`` metadata, else ``1e-3`` (with a warning).
 
@@ -204,7 +249,7 @@ def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | N
         SpikeFitValueError: unreadable or non-NIR files, edges to missing nodes,
             shape mismatches, inconsistent codebook metadata.
         UnsupportedLayerError: node types or dynamics the framework cannot run
-            exactly (named), non-chain graphs.
+            exactly (named), graphs with cycles or several inputs/outputs.
     """
     if framework not in FRAMEWORKS:
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {FRAMEWORKS}")
@@ -218,9 +263,13 @@ def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | N
             warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
                           f"dt={DEFAULT_DT} (pass dt=... to choose)", UserWarning, stacklevel=2)
     dt = _check_dt(dt)
-    order = _chain(graph)
+    order, pred, output = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
-    _check_shapes(graph, order, built, adapter)
+    _check_shapes(graph, order, pred, output, built, adapter)
+    inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
+    chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
+    if not chain or not order:
+        return NIRGraphModule(built, pred, output, stateful=framework == "norse")
     if framework == "norse":
         from norse.torch import SequentialState
 

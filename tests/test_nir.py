@@ -243,6 +243,57 @@ def test_hand_written_graph_matches_euler_simulation(framework, tmp_path):
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
 
 
+def _skip_graph():
+    """input -> fc1 -> lif1 -> fc2 -> lif2 -> fc3 -> output, plus lif1 -> skip (Scale) -> lif2 (summed)."""
+    rng = np.random.default_rng(1)
+    f = np.float32
+    lif = lambda n: nir.LIF(tau=np.full(n, 0.004), r=np.full(n, 4.0), v_leak=np.zeros(n),  # noqa: E731
+                            v_threshold=np.full(n, 1.0), v_reset=np.zeros(n))
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}),
+             "fc1": nir.Affine(weight=rng.normal(0, 1, (6, 4)).astype(f), bias=np.full(6, 0.2, f)),
+             "lif1": lif(6), "fc2": nir.Linear(weight=rng.normal(0, 1, (6, 6)).astype(f)),
+             "skip": nir.Scale(scale=np.full(6, 0.7, f)), "lif2": lif(6),
+             "fc3": nir.Linear(weight=rng.normal(0, 1, (3, 6)).astype(f)),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("lif1", "skip"), ("fc2", "lif2"),
+             ("skip", "lif2"), ("lif2", "fc3"), ("fc3", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False, metadata={"spikefit.dt": 1e-3})
+
+
+@pytest.mark.parametrize("framework", [
+    pytest.param("snntorch", marks=needs_snntorch), pytest.param("norse", marks=needs_norse)])
+def test_non_chain_graph_sums_inputs(framework, tmp_path):
+    nir.write(tmp_path / "skip.nir", _skip_graph())
+    g = nir.read(tmp_path / "skip.nir")
+    model = sf.import_nir(tmp_path / "skip.nir", framework)
+    assert type(model).__name__ == "NIRGraphModule"
+    torch.manual_seed(0)
+    x = torch.rand(STEPS, 3, 4) * 2
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    a = 1e-3 / 0.004
+    v1, v2, s1_all, s2_all = torch.zeros(3, 6, dtype=torch.float64), torch.zeros(3, 6, dtype=torch.float64), [], []
+    for xt in x.double():
+        v1 = v1 + a * (-v1 + 4.0 * (xt @ t(g.nodes["fc1"].weight).T + t(g.nodes["fc1"].bias)))
+        s1 = (v1 > 1.0).double()
+        v1 = v1 * (1 - s1)
+        v2 = v2 + a * (-v2 + 4.0 * (s1 @ t(g.nodes["fc2"].weight).T + 0.7 * s1))
+        s2 = (v2 > 1.0).double()
+        v2 = v2 * (1 - s2)
+        s1_all.append(s1), s2_all.append(s2)
+    out, spikes = recorded(model, x)
+    assert torch.stack(s1_all).sum() > 0 and torch.stack(s2_all).sum() > 0
+    assert torch.equal(spikes[0].double(), torch.stack(s1_all)) and torch.equal(spikes[1].double(), torch.stack(s2_all))
+    torch.testing.assert_close(out.double(), torch.stack(s2_all) @ t(g.nodes["fc3"].weight).T)
+
+
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snntorch is not installed")
+def test_cyclic_graph_is_refused():
+    g = _skip_graph()
+    g.edges.append(("lif2", "fc2"))
+    with pytest.raises(sf.UnsupportedLayerError, match=r"cycle through nodes \['fc2', 'fc3', 'lif2'"):
+        sf.import_nir(g)
+
+
 @pytest.mark.skipif(not (HAS_SNNTORCH or HAS_NORSE), reason="no SNN framework installed")
 def test_import_without_dt_warns_and_uses_default():
     g = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)),
@@ -276,7 +327,11 @@ def test_wrapped_model_keeps_codebooks_through_nir(granularity, freeze, tmp_path
         sf.freeze(model)
     x = _input("conv")
     before = {c.name: c for c in sf.compressed_layers(model)}
+    books = [p.detach().clone() for n, p in model.named_parameters() if n.endswith("codebook")]
+    model.train()
     back = roundtrip(model, x, "snntorch", tmp_path)
+    assert model.training and all(m.training for m in model.modules())  # export leaves the modes as they were
+    assert all(torch.equal(a, p) for a, p in zip(books, [p for n, p in model.named_parameters() if n.endswith("codebook")]))
     layers = sf.compressed_layers(back)
     assert [c.name for c in layers] == ["0", "3", "7"] and all(c.frozen for c in layers)
     for c in layers:
@@ -349,7 +404,7 @@ def test_graph_structure_and_shape_errors(tmp_path):
         sf.import_nir(_affine_graph([("input", "fc"), ("fc", "fc2"), ("fc", "output")]))
     with pytest.raises(sf.SpikeFitValueError, match="node 'fc' has no outgoing edge"):
         sf.import_nir(_affine_graph([("input", "fc")]))
-    with pytest.raises(sf.SpikeFitValueError, match="shape mismatch at the Output node"):
+    with pytest.raises(sf.SpikeFitValueError, match=r"shape mismatch at node .output. \(Output\): it declares input \(7,\)"):
         sf.import_nir(_affine_graph(out=7))
     g = _affine_graph()
     g.nodes["input"] = nir.Input(input_type={"input": np.array([5])})
