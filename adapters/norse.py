@@ -60,6 +60,15 @@ class NorseAdapter(Adapter):
 
         return isinstance(module, (SNNCell, SNNRecurrentCell))
 
+    def weight_names(self, module: nn.Module) -> list[str]:
+        from norse.torch.module.snn import SNNRecurrent, SNNRecurrentCell
+
+        if not isinstance(module, (SNNRecurrentCell, SNNRecurrent)):
+            return []
+        return [n for n in ("input_weights", "recurrent_weights")
+                if isinstance(module._parameters.get(n), nn.Parameter)
+                or n in getattr(module, "parametrizations", {})]
+
     # -- state and time ------------------------------------------------------------------
     def reset(self, model: nn.Module) -> None:
         return None  # state lives outside the modules; run() starts from state=None

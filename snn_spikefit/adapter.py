@@ -71,6 +71,14 @@ class Adapter:
         """``model`` contains at least one neuron of this framework."""
         return any(self.is_neuron(m) for m in model.modules())
 
+    def weight_names(self, module: nn.Module) -> list[str]:
+        """Synaptic weight parameters of ``module`` that are not a Linear/Conv ``weight``.
+
+        ``wrap`` compresses these too (e.g. a recurrent cell's ``input_weights`` and
+        ``recurrent_weights``); the first dimension is the output neuron.
+        """
+        return []
+
     def neurons(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """``(qualified name, module)`` of every spiking neuron, in definition order."""
         return [(n, m) for n, m in model.named_modules() if self.is_neuron(m)]

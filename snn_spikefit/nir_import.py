@@ -28,10 +28,10 @@ import nir
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .adapter import get_adapter
 from .codebook import FrozenCodebook
+from .wrap import install_frozen
 from .errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .nir_common import DT_KEY, layer_for_node, supported_layers
 from .nir_export import DEFAULT_DT, _check_dt
@@ -161,8 +161,7 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
             f"node {name!r}: its spikefit.* codebook metadata (codes {tuple(codes.shape)}, codebook "
             f"{tuple(values.shape)}) does not reproduce its weight {tuple(weight.shape)} exactly; the file is "
             f"inconsistent (drop the spikefit.* keys to import the plain weights)")
-    parametrize.register_parametrization(module, "weight", frozen, unsafe=True)
-    module.parametrizations.weight.original.requires_grad_(False)
+    install_frozen(module, frozen)
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:

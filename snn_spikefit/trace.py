@@ -113,7 +113,8 @@ def _tensors(obj: Any) -> list[Tensor]:
 def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Graph:
     """Trace the data flow of one step of ``model`` on ``sample`` (a static ``[B, ...]`` input).
 
-    The model's state is reset before and after. Only the first call of each
+    The model's state is reset before and after, and it runs in eval mode (its
+    modules' modes are restored), so tracing changes nothing. Only the first call of each
     module is recorded (a model that loops over time inside ``forward`` calls
     its modules once per step).
     """
@@ -149,11 +150,15 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample
     producers[id(x)] = INPUT
     keep.append(x)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()  # no side effects: no BatchNorm statistics, no codeword re-seeding
     try:
         out = run(model, x, num_steps=num_steps)
     finally:
         for h in handles:
             h.remove()
+        for m, mode in modes.items():
+            m.training = mode
         adapter.reset(model)
     first = out[0] if isinstance(out, tuple) else out
     # The output of run() is stacked; find which node produced the last step's output.

@@ -38,6 +38,8 @@ __all__ = [
     "compressed_layers",
     "is_wrapped",
     "COMPRESSIBLE_TYPES",
+    "CompressedLayer",
+    "install_frozen",
     "GRANULARITIES",
 ]
 
@@ -48,34 +50,67 @@ GRANULARITIES = ("layer", "channel")
 
 @dataclass(frozen=True)
 class CompressedLayer:
-    """One compressed weight: where it lives and its parametrization."""
+    """One compressed weight: where it lives and its parametrization.
+
+    ``name`` is the module's name for a ``weight``, ``"<module>.<param>"`` for any
+    other weight parameter (e.g. a Norse recurrent cell's ``recurrent_weights``).
+    """
 
     name: str
     module: nn.Module
     quantizer: CodebookWeight | FrozenCodebook
+    param: str = "weight"
 
     @property
     def frozen(self) -> bool:
         return isinstance(self.quantizer, FrozenCodebook)
 
+    @property
+    def weight(self) -> Tensor:
+        """The effective (quantized) weight."""
+        return getattr(self.module, self.param)
 
-def _quantizer_of(module: nn.Module) -> CodebookWeight | FrozenCodebook | None:
-    if not parametrize.is_parametrized(module, "weight"):
-        return None
-    for p in module.parametrizations.weight:
-        if isinstance(p, (CodebookWeight, FrozenCodebook)):
-            return p
-    return None
+    @property
+    def latent(self) -> Tensor:
+        """The tensor under the parametrization (latent weight; empty once frozen)."""
+        return self.module.parametrizations[self.param].original
+
+
+def _quantizers_of(module: nn.Module) -> list[tuple[str, CodebookWeight | FrozenCodebook]]:
+    if not parametrize.is_parametrized(module):
+        return []
+    out = []
+    for param, plist in module.parametrizations.items():
+        for p in plist:
+            if isinstance(p, (CodebookWeight, FrozenCodebook)):
+                out.append((param, p))
+                break
+    return out
+
+
+def _layer_name(module_name: str, param: str) -> str:
+    if param == "weight":
+        return module_name
+    return f"{module_name}.{param}" if module_name else param
 
 
 def compressed_layers(model: nn.Module) -> list[CompressedLayer]:
-    """Every layer of ``model`` whose weight carries a codebook (trainable or frozen)."""
+    """Every weight of ``model`` that carries a codebook (trainable or frozen)."""
     out = []
     for name, module in model.named_modules():
-        q = _quantizer_of(module)
-        if q is not None:
-            out.append(CompressedLayer(name, module, q))
+        for param, q in _quantizers_of(module):
+            out.append(CompressedLayer(_layer_name(name, param), module, q, param))
     return out
+
+
+def install_frozen(module: nn.Module, frozen: FrozenCodebook, param: str = "weight") -> None:
+    """Register a :class:`FrozenCodebook` on ``module.<param>`` (which must not be parametrized).
+
+    The one place that knows how a frozen layer is attached; used by
+    :func:`freeze`, NIR import and the baselines.
+    """
+    parametrize.register_parametrization(module, param, frozen, unsafe=True)
+    module.parametrizations[param].original.requires_grad_(False)
 
 
 def is_wrapped(model: nn.Module) -> bool:
@@ -109,11 +144,31 @@ def _as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | No
     return pats
 
 
+def _candidates(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """``(layer name, module, parameter)`` of every weight ``wrap`` can compress.
+
+    ``weight`` of :data:`COMPRESSIBLE_TYPES`, plus the synaptic weight
+    parameters an adapter names for its own modules (``Adapter.weight_names``).
+    """
+    from .adapter import get_adapter
+
+    adapter = get_adapter(model)
+    out = []
+    for n, m in model.named_modules():
+        if ".parametrizations" in f".{n}":
+            continue
+        if isinstance(m, COMPRESSIBLE_TYPES):
+            out.append((n, m, "weight"))
+        else:
+            out.extend((_layer_name(n, p), m, p) for p in adapter.weight_names(m))
+    return out
+
+
 def _select_layers(
     model: nn.Module, include: list[str] | None, exclude: list[str] | None
-) -> list[tuple[str, nn.Module]]:
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
-    names = [n for n, _ in candidates]
+) -> list[tuple[str, nn.Module, str]]:
+    candidates = _candidates(model)
+    names = [n for n, _, _ in candidates]
     for arg, pats in (("include", include), ("exclude", exclude)):
         for p in pats or []:
             if not any(fnmatch.fnmatchcase(n, p) for n in names):
@@ -122,12 +177,12 @@ def _select_layers(
                     f"({', '.join(t.__name__ for t in COMPRESSIBLE_TYPES)}) are: {names}"
                 )
     chosen = []
-    for n, m in candidates:
+    for n, m, param in candidates:
         if include is not None and not any(fnmatch.fnmatchcase(n, p) for p in include):
             continue
         if exclude is not None and any(fnmatch.fnmatchcase(n, p) for p in exclude):
             continue
-        chosen.append((n, m))
+        chosen.append((n, m, param))
     return chosen
 
 
@@ -205,8 +260,8 @@ def wrap(
 
     # Compute every codebook before touching the model, so a failure changes nothing.
     plans = []
-    for name, module in layers:
-        weight = module.weight.detach()
+    for name, module, param in layers:
+        weight = getattr(module, param).detach()
         bad = int((~torch.isfinite(weight)).sum())
         if bad:
             raise SpikeFitValueError(
@@ -215,18 +270,17 @@ def wrap(
             )
         groups = weight.shape[0] if granularity == "channel" else 1
         codebook = init_codebook(weight.reshape(groups, -1), m, init)
-        plans.append((name, module, codebook))
+        plans.append((module, param, codebook.to(weight.device)))
 
-    done: list[nn.Module] = []
+    done: list[tuple[nn.Module, str]] = []
     try:
-        for name, module, codebook in plans:
+        for module, param, codebook in plans:
             q = CodebookWeight(codebook, bits=bits, granularity=granularity, reseed=reseed)
-            q.to(device=module.weight.device)
-            parametrize.register_parametrization(module, "weight", q)
-            done.append(module)
+            parametrize.register_parametrization(module, param, q)
+            done.append((module, param))
     except Exception:
-        for module in done:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        for module, param in reversed(done):
+            parametrize.remove_parametrizations(module, param, leave_parametrized=False)
         raise
     return model
 
@@ -238,7 +292,7 @@ def _from_profile(hardware: str, m, bits, granularity):
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
 
 
-def _remove_codebook(module: nn.Module, *, leave_parametrized: bool) -> None:
+def _remove_codebook(module: nn.Module, param: str, *, leave_parametrized: bool) -> None:
     """``remove_parametrizations`` without breaking deep copies of ``module``.
 
     PyTorch's deepcopy of a parametrized module shares the injected class with
@@ -247,7 +301,7 @@ def _remove_codebook(module: nn.Module, *, leave_parametrized: bool) -> None:
     """
     cls = module.__class__
     module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+    parametrize.remove_parametrizations(module, param, leave_parametrized=leave_parametrized)
 
 
 def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
@@ -269,8 +323,7 @@ def commitment_loss(model: nn.Module) -> Tensor:
     for layer in layers:
         if layer.frozen:
             continue
-        latent = layer.module.parametrizations.weight.original
-        terms.append(layer.quantizer.commitment(latent))
+        terms.append(layer.quantizer.commitment(layer.latent))
     if not terms:
         p = next(model.parameters())
         return torch.zeros((), device=p.device, dtype=p.dtype)
@@ -290,7 +343,7 @@ def freeze(model: nn.Module) -> nn.Module:
         if layer.frozen:
             continue
         module, q = layer.module, layer.quantizer
-        plist = module.parametrizations.weight
+        plist = module.parametrizations[layer.param]
         if len(plist) != 1:
             raise SpikeFitValueError(
                 f"layer {layer.name!r} has {len(plist)} parametrizations on its weight; freeze "
@@ -303,9 +356,8 @@ def freeze(model: nn.Module) -> nn.Module:
             shape, state["codes"], state["values"], state["ints"], state["scale"],
             m=q.m, bits=q.bits, granularity=q.granularity,
         )
-        _remove_codebook(module, leave_parametrized=False)
-        parametrize.register_parametrization(module, "weight", frozen, unsafe=True)
-        module.parametrizations.weight.original.requires_grad_(False)
+        _remove_codebook(module, layer.param, leave_parametrized=False)
+        install_frozen(module, frozen, layer.param)
     return model
 
 
@@ -317,8 +369,8 @@ def strip(model: nn.Module) -> nn.Module:
     ``m`` distinct values per codebook but is no longer tied to a codebook.
     """
     for layer in _require_wrapped(model, "strip"):
-        _remove_codebook(layer.module, leave_parametrized=True)
-        layer.module.weight.requires_grad_(True)
+        _remove_codebook(layer.module, layer.param, leave_parametrized=True)
+        getattr(layer.module, layer.param).requires_grad_(True)
     return model
 
 
@@ -344,7 +396,7 @@ def codebook_summary(model: nn.Module) -> Table:
     )
     for layer in _require_wrapped(model, "codebook_summary"):
         q = layer.quantizer
-        weight = layer.module.weight
+        weight = layer.weight
         groups = q.groups
         m_eff, _ = _group_stats(weight, groups)
         if layer.frozen:
@@ -386,4 +438,4 @@ def iter_latent(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     """Latent (full-precision) weights of trainable codebook layers, by layer name."""
     for layer in compressed_layers(model):
         if not layer.frozen:
-            yield layer.name, layer.module.parametrizations.weight.original
+            yield layer.name, layer.latent

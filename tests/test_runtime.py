@@ -164,3 +164,18 @@ def test_recorder_collects_spikes_and_gradients():
     assert all(s.grad is not None for s in rec.steps["2"])
     with pytest.raises(sf.SpikeFitValueError, match="no spiking neuron named"):
         Recorder(model, names=["nope"])
+
+
+@needs_snntorch
+def test_trace_changes_nothing():
+    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.trace import trace
+
+    model = conv_snn(1, 10, 8, (4, 8), batch_norm=True)
+    sf.wrap(model, m=4)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace(model, torch.rand(3, 1, 8, 8) * 5)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(m.training for m in model.modules())

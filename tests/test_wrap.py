@@ -43,7 +43,7 @@ def _check_invariant(model, m, bits):
     layers = sf.compressed_layers(model)
     assert layers
     for layer in layers:
-        w = layer.module.weight
+        w = layer.weight
         q = layer.quantizer
         groups = w.reshape(q.groups, -1)
         if isinstance(q, CodebookWeight):
@@ -364,3 +364,47 @@ def test_deepcopy_of_wrapped_model_after_forward():
     clone = copy.deepcopy(model)
     x = _input("linear_bias")
     assert torch.equal(clone(x), model(x))
+
+
+def test_large_kmeans_uses_lloyd_and_is_close_to_exact(monkeypatch):
+    import snn_spikefit.init as init
+    from snn_spikefit.kmeans1d import kmeans_1d_batched
+
+    w = torch.randn(2, 3000)
+    exact = kmeans_1d_batched(w, 8)
+    monkeypatch.setattr(init, "EXACT_KMEANS_BUDGET", 10)
+    approx = init.init_codebook(w, 8, "kmeans")
+
+    def cost(c):
+        return (w[:, :, None] - c[:, None, :]).pow(2).min(dim=2).values.sum()
+
+    assert approx.shape == (2, 8) and (approx[:, 1:] > approx[:, :-1]).all()
+    assert cost(exact) <= cost(approx) <= cost(exact) * 1.02  # Lloyd: a local optimum
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_norse_recurrent_cell_raw_weights_are_wrapped(granularity):
+    pytest.importorskip("norse")
+    import norse.torch as nt
+
+    model = nt.SequentialState(nn.Flatten(), nt.LIFRecurrentCell(64, 16), nn.Linear(16, 10))
+    sf.wrap(model, m=4, bits=4, granularity=granularity)
+    names = [c.name for c in sf.compressed_layers(model)]
+    assert names == ["1.input_weights", "1.recurrent_weights", "2"]
+    x = torch.rand(3, 1, 8, 8) * 3
+    out = sf.run(model, x, num_steps=5)
+    (out.sum() + sf.commitment_loss(model)).backward()
+    for layer in sf.compressed_layers(model):
+        assert layer.latent.grad is not None
+        assert layer.quantizer.codebook.grad is not None
+    _check_invariant(model, 4, 4)
+    model.eval()
+    before = sf.run(model, x, num_steps=5)
+    sf.freeze(model)
+    assert torch.equal(sf.run(model, x, num_steps=5), before)
+    _check_invariant(model, 4, 4)
+    sf.strip(model)
+    assert not sf.is_wrapped(model)
+    assert torch.equal(sf.run(model, x, num_steps=5), before)
+    with pytest.raises(sf.SpikeFitValueError, match=r"include='1.nope'.*'1.recurrent_weights'"):
+        sf.wrap(model, include="1.nope")
