@@ -41,6 +41,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     recalibrate: bool = True,
+    schedule: str | None = None,
 ) -> list[float]:
     """Train ``model`` on ``(x, y)`` batches; returns the mean loss of each epoch.
 
@@ -49,6 +50,8 @@ def fit(
         beta: weight of the commitment loss (used only when the model is wrapped).
         optimizer: defaults to Adam(lr) over all trainable parameters.
         loss_fn: ``(scores, labels) -> loss``; default cross-entropy.
+        schedule: ``None`` (constant learning rate) or ``"cosine"`` (decay to 0 over
+            all steps of all epochs; needs ``len(data)``).
         recalibrate: after the last epoch, re-estimate BatchNorm running statistics
             with the final weights (:func:`recalibrate_bn`; only if the model has
             BatchNorm and is wrapped). Codebook training changes weights in
@@ -60,6 +63,15 @@ def fit(
         raise SpikeFitValueError(f"epochs={epochs!r} is not allowed; use an int >= 0")
     optimizer = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = loss_fn or nn.functional.cross_entropy
+    if schedule not in (None, "cosine"):
+        raise SpikeFitValueError(f"schedule={schedule!r} is not allowed; use None or 'cosine'")
+    scheduler = None
+    if schedule == "cosine" and epochs > 0:
+        try:
+            total_steps = epochs * len(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise SpikeFitValueError("schedule='cosine' needs data with a length (a DataLoader or list)") from None
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     wrapped = is_wrapped(model) and beta > 0
     history = []
     model.train()
@@ -75,6 +87,8 @@ def fit(
                 raise SpikeFitValueError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr={lr}")
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")

@@ -49,3 +49,15 @@ def test_fit_rejects_bad_epochs_and_empty_data():
         sf.fit(nn.Linear(2, 2), [], epochs=-1)
     with pytest.raises(sf.SpikeFitValueError, match="no batch"):
         sf.fit(nn.Linear(2, 2), [], epochs=1, progress=False)
+
+
+def test_cosine_schedule_decays_learning_rate_to_zero():
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(torch.rand(4, 3), torch.randint(0, 2, (4,))) for _ in range(5)]
+    sf.fit(model, data, epochs=2, num_steps=1, optimizer=opt, schedule="cosine", progress=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(sf.SpikeFitValueError, match="schedule='step' is not allowed"):
+        sf.fit(model, data, schedule="step", progress=False)
+    with pytest.raises(sf.SpikeFitValueError, match="needs data with a length"):
+        sf.fit(model, iter(data), schedule="cosine", progress=False)
