@@ -16,7 +16,8 @@ from ..errors import SpikeFitError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: subcommand -> module under snn_spikefit.cli
-COMMANDS = {"demo": "demo"}
+COMMANDS = {"demo": "demo", "compress": "compress", "evaluate": "evaluate", "check": "check",
+            "profiles": "profiles", "export": "export"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except SpikeFitError as exc:
-        print(f"spikefit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"spikefit {args.command}: error: {exc}", file=sys.stderr)
+    except (SpikeFitError, OSError) as exc:  # bad input or files: one line, no traceback
+        message = " ".join(str(exc).split())  # multi-line messages (a list of violations) on one line
+        print(f"spikefit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spikefit {args.command}: interrupted", file=sys.stderr)

@@ -1,0 +1,357 @@
+"""Options, model loading and data loading shared by the ``spikefit`` commands.
+
+Every command spells a concept the same way: ``--hardware/--profile``, ``--data``,
+``--data-root``, ``--num-steps``, ``--batch-size``, ``--limit``, ``--json``, ``--out``,
+``--no-progress``, ``--seed``. Anything wrong with what the user gave (a path, a
+module, a checkpoint, a data set that does not fit the model) becomes a
+:class:`~snn_spikefit.errors.SpikeFitError`, which ``spikefit`` prints as one line
+with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError
+
+__all__ = [
+    "add_model_args", "add_hardware_arg", "add_data_args", "add_output_args", "load_model", "load_data",
+    "load_callable", "LoadedModel", "LoadedData", "check_fits", "emit", "note", "relay_warnings",
+    "CHECKPOINT_SUFFIXES",
+]
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+TRUST_NOTE = ("a .pt/.pth/.ckpt checkpoint is read with torch.load(weights_only=False), which runs "
+              "pickled code: load only files you trust")
+
+
+# -- options -----------------------------------------------------------------------------------------
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help=f"a .nir file, or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) saved with "
+                        f"torch.save(model) or a state_dict (then give --model-factory; snnTorch and Norse "
+                        f"modules usually do not pickle, so save model.state_dict()); {TRUST_NOTE}")
+    p.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                   help="for a state_dict checkpoint: a function returning the model to load it into, as "
+                        "'package.module:function' or 'path/to/file.py:function'")
+    p.add_argument("--framework", choices=["snntorch", "norse"], default="snntorch",
+                   help="framework a .nir file is imported into (default snntorch)")
+
+
+def add_hardware_arg(p: argparse.ArgumentParser, *, required: bool = False, default: str | None = None) -> None:
+    p.add_argument("--hardware", "--profile", dest="hardware", required=required, default=default,
+                   metavar="NAME", help="hardware profile (see `spikefit profiles`)"
+                   + (f" (default {default})" if default else ""))
+
+
+def add_data_args(p: argparse.ArgumentParser, *, default: str | None = "digits", num_steps: int = 4) -> None:
+    p.add_argument("--data", default=default, metavar="SOURCE",
+                   help="'digits' (scikit-learn, built in), 'fashion-mnist' (IDX files, see --data-root), "
+                        "'tonic:NAME' (tonic event data set NMNIST/DVSGesture/POKERDVS read from --data-root, "
+                        "never downloaded), or 'path/to/file.py:function' / 'module:function' returning "
+                        f"(train, test) datasets or loaders (default {default})")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder of fashion-mnist's IDX files or of a tonic data set (<DIR>/NMNIST/Train/...)")
+    p.add_argument("--time-major", action="store_true",
+                   help="a user module's inputs are time-major [T, B, ...] (run without --num-steps repetition)")
+    p.add_argument("--num-steps", type=int, default=num_steps, metavar="T",
+                   help=f"timesteps: a static input is repeated T times; event data is framed into T bins "
+                        f"(default {num_steps})")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="batch size (default 64)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N training and N test samples")
+    p.add_argument("--seed", type=int, default=0, help="random seed for shuffling and training (default 0)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for small models)")
+
+
+def add_output_args(p: argparse.ArgumentParser, *, out_help: str) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--out", metavar="PATH", help=out_help)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and stage messages")
+
+
+# -- messages -----------------------------------------------------------------------------------------
+
+def note(args: argparse.Namespace, text: str) -> None:
+    """A stage message on stderr (stdout stays clean for --json)."""
+    if not getattr(args, "no_progress", False):
+        print(f"spikefit {args.command}: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def relay_warnings(args: argparse.Namespace) -> Iterator[None]:
+    """Show each distinct warning once, as one line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning):
+            continue
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"spikefit {args.command}: warning: {text}", file=sys.stderr)
+
+
+def emit(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
+    """Print ``payload`` as JSON with --json, else ``text``."""
+    if args.json:
+        print(json.dumps(payload, indent=2, default=_jsonable))
+    else:
+        print(text)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+# -- user code ----------------------------------------------------------------------------------------
+
+def load_callable(spec: str, what: str) -> Callable:
+    """``'package.module:function'`` or ``'path/to/file.py:function'`` -> the function."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise SpikeFitValueError(f"{what}={spec!r} is not allowed; use 'package.module:function' or "
+                                 f"'path/to/file.py:function'")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise SpikeFitValueError(f"{what}: file {target!r} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"spikefit_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except SpikeFitError:
+        raise
+    except Exception as exc:
+        raise SpikeFitValueError(f"{what}: cannot import {target!r}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise SpikeFitValueError(f"{what}: {target!r} has no function {attr!r}")
+    return fn
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A model read from MODEL, and the input shape it declares (NIR files only)."""
+
+    model: nn.Module
+    source: str
+    kind: str                                 # "nir" or "checkpoint"
+    input_shape: tuple[int, ...] | None       # one sample, from the NIR Input node
+
+
+def _nir_input_shape(path: Path) -> tuple[int, ...] | None:
+    import nir
+
+    from ..nir_import import read_nir
+
+    graph = read_nir(path)
+    for node in graph.nodes.values():
+        if isinstance(node, nir.Input):
+            shape = next(iter(node.input_type.values()), None)
+            return None if shape is None else tuple(int(s) for s in shape)
+    return None
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    """The model of ``args.model``: a .nir file (imported) or a checkpoint (full module or state_dict)."""
+    from ..nir_import import import_nir
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise SpikeFitValueError(f"MODEL {args.model!r} does not exist or is not a file")
+    if path.suffix == ".nir":
+        shape = _nir_input_shape(path)
+        with relay_warnings(args):
+            model = import_nir(path, args.framework)
+        return LoadedModel(model, str(path), "nir", shape)
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise SpikeFitValueError(f"MODEL {args.model!r} has suffix {path.suffix!r}; use a .nir file or a "
+                                 f"checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise SpikeFitValueError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
+                                 f"{_first_line(exc)}") from None
+    factory = getattr(args, "model_factory", None)
+    if factory is None:
+        if isinstance(obj, nn.Module):
+            return LoadedModel(obj, str(path), "checkpoint", None)
+        raise SpikeFitValueError(
+            f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a model saved with torch.save(model); "
+            f"for a state_dict give --model-factory module:function that builds the model")
+    model = load_callable(factory, "--model-factory")()
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"--model-factory {factory!r} returned {type(model).__name__}, not an nn.Module")
+    state = obj.state_dict() if isinstance(obj, nn.Module) else obj
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise SpikeFitValueError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise SpikeFitValueError(f"checkpoint {str(path)!r} does not fit the model of --model-factory "
+                                 f"{factory!r}: {_first_line(exc)}") from None
+    return LoadedModel(model, str(path), "checkpoint", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedData:
+    """Training and test batches, and how to run a model on them."""
+
+    name: str
+    train: Iterable
+    test: Iterable
+    num_steps: int | None       # for run/fit/evaluate: None when inputs are time-major
+    sample_shape: tuple[int, ...]   # one sample's static shape (time-major data: one step's)
+    classes: int
+
+    def sample(self, n: int = 1) -> Tensor:
+        """A static input batch ``[n, ...]`` (one time step of time-major data), for check/export/trace."""
+        x, _ = next(iter(self.test))
+        x = x[0] if self.num_steps is None else x
+        return x[:n]
+
+
+def _limit(ds: Dataset, n: int | None) -> Dataset:
+    return ds if n is None else Subset(ds, range(min(n, len(ds))))
+
+
+def _as_loader(obj: Any, args, *, train: bool, what: str) -> Iterable:
+    from ..data import make_loader
+
+    if isinstance(obj, DataLoader) or (not isinstance(obj, Dataset) and hasattr(obj, "__iter__")
+                                       and not hasattr(obj, "__getitem__")):
+        return obj
+    if isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
+        return make_loader(_limit(obj, args.limit), args.batch_size, shuffle=train, seed=args.seed,
+                           drop_last=train and len(obj) > args.batch_size)
+    raise SpikeFitTypeError(f"{what} returned a {type(obj).__name__} for the {'train' if train else 'test'} split; "
+                            f"return a torch Dataset or an iterable of (x, y) batches")
+
+
+def load_data(args: argparse.Namespace) -> LoadedData:
+    """The data of ``--data`` (built-in, tonic event data from --data-root, or a user function)."""
+    from ..data import DATASETS, FASHION_MNIST_ROOT, load_dataset, make_loader
+
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise SpikeFitValueError(f"--threads={args.threads} is not allowed; use an int >= 1")
+        torch.set_num_threads(args.threads)
+    for name in ("num_steps", "batch_size", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise SpikeFitValueError(f"--{name.replace('_', '-')}={value} is not allowed; use an int >= 1")
+    source = args.data
+    time_major_data = False
+    if source in DATASETS:
+        kwargs: dict[str, Any] = {"seed": args.seed} if source == "digits" else {
+            "root": args.data_root or FASHION_MNIST_ROOT, "limit_train": args.limit, "limit_test": args.limit}
+        if source != "digits" and not Path(kwargs["root"]).is_dir():
+            raise SpikeFitValueError(f"--data {source}: folder {kwargs['root']!r} does not exist (give --data-root "
+                                     f"DIR holding the IDX files, or install dataset-fashion-mnist)")
+        train_ds, test_ds = load_dataset(source, **kwargs)
+        train_ds, test_ds = _limit(train_ds, args.limit), _limit(test_ds, args.limit)
+        train = make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed,
+                            drop_last=len(train_ds) > args.batch_size)
+        test = make_loader(test_ds, 256)
+    elif source.startswith("tonic:"):
+        from ..events import load_events, time_major
+
+        if args.data_root is None:
+            raise SpikeFitValueError(f"--data {source} needs --data-root DIR, the folder holding the data set "
+                                     f"(nothing is downloaded)")
+        train_ds, test_ds = load_events(source.split(":", 1)[1], args.data_root, n_time_bins=args.num_steps,
+                                        limit_train=args.limit, limit_test=args.limit)
+        train = time_major(make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed))
+        test = time_major(make_loader(test_ds, args.batch_size))
+        time_major_data = True
+    elif ":" in source:
+        fn = load_callable(source, "--data")
+        try:
+            result = fn()
+        except SpikeFitError:
+            raise
+        except Exception as exc:
+            raise SpikeFitValueError(f"--data {source!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise SpikeFitTypeError(f"--data {source!r} must return (train, test), got {type(result).__name__}")
+        train = _as_loader(result[0], args, train=True, what=f"--data {source!r}")
+        test = _as_loader(result[1], args, train=False, what=f"--data {source!r}")
+        time_major_data = bool(getattr(args, "time_major", False))
+    else:
+        raise SpikeFitValueError(f"--data {source!r} is not allowed; use one of {list(DATASETS)}, "
+                                 f"'tonic:NAME', or 'path/to/file.py:function'")
+    try:
+        x, y = next(iter(test))
+    except StopIteration:
+        raise SpikeFitValueError(f"--data {source!r}: the test split is empty") from None
+    except Exception as exc:
+        raise SpikeFitValueError(f"--data {source!r}: cannot read a batch: {type(exc).__name__}: "
+                                 f"{_first_line(exc)}") from None
+    shape = tuple(x.shape[2:] if time_major_data else x.shape[1:])
+    labels = torch.as_tensor(y)
+    classes = int(labels.max()) + 1 if labels.numel() else 0
+    return LoadedData(source, train, test, None if time_major_data else args.num_steps, shape, classes)
+
+
+@torch.no_grad()
+def check_fits(loaded: LoadedModel, data: LoadedData) -> None:
+    """Refuse, naming both shapes, when the model cannot take the data's inputs or has too few outputs."""
+    from ..runtime import run
+    from ..train import scores
+
+    if loaded.input_shape is not None and tuple(loaded.input_shape) != data.sample_shape:
+        raise SpikeFitValueError(
+            f"model {loaded.source!r} expects inputs of shape {tuple(loaded.input_shape)} per sample, "
+            f"--data {data.name} gives {data.sample_shape}")
+    x = data.sample(2)
+    was_training = {m: m.training for m in loaded.model.modules()}
+    loaded.model.eval()
+    try:
+        out = scores(run(loaded.model, x, num_steps=1))
+    except SpikeFitError:
+        raise
+    except Exception as exc:
+        raise SpikeFitValueError(
+            f"model {loaded.source!r} cannot take --data {data.name} inputs of shape {data.sample_shape}: "
+            f"{_first_line(exc)}") from None
+    finally:
+        for m, mode in was_training.items():
+            m.train(mode)
+    if out.ndim != 2 or out.shape[1] < data.classes:
+        raise SpikeFitValueError(
+            f"model {loaded.source!r} gives outputs of shape {tuple(out.shape[1:])} per sample; --data "
+            f"{data.name} has {data.classes} classes (labels 0..{data.classes - 1})")

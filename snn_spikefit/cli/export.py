@@ -1,0 +1,60 @@
+"""``spikefit export``: write a checkpoint (or a .nir file, re-checked) as a NIR graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_model_args, emit, load_data, load_model, note, relay_warnings
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint to a NIR file",
+        description="Write MODEL as a NIR graph (compressed layers carry their integer codes, codebook and scale "
+                    "in spikefit.* node metadata). The input shape comes from --input-shape or --data.")
+    add_model_args(p)
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM", help="one sample's input shape, e.g. 1 8 8")
+    p.add_argument("--data", metavar="SOURCE", help="take the input shape from this data set (as for compress)")
+    p.add_argument("--data-root", metavar="DIR", help="folder of --data (fashion-mnist or tonic data sets)")
+    p.add_argument("--num-steps", type=int, default=4, metavar="T", help="time bins of tonic --data (default 4)")
+    p.add_argument("--dt", type=float, help="step in seconds the neuron constants refer to (default: the model's, "
+                                            "else 1e-3)")
+    p.add_argument("--out", metavar="PATH", required=True, help="the .nir file to write")
+    p.add_argument("--json", action="store_true", help="print a summary of the written graph as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide stage messages")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    import snn_spikefit as sf
+    from ..errors import SpikeFitValueError
+
+    if not args.out.endswith(".nir"):
+        raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a path ending in .nir")
+    if not Path(args.out).absolute().parent.is_dir():
+        raise SpikeFitValueError(f"--out {args.out!r}: folder {str(Path(args.out).parent)!r} does not exist")
+    loaded = load_model(args)
+    if args.input_shape:
+        if any(d < 1 for d in args.input_shape):
+            raise SpikeFitValueError(f"--input-shape {args.input_shape} is not allowed; use positive sizes")
+        sample = torch.zeros(1, *args.input_shape)
+    elif args.data:
+        for name, value in (("batch_size", 2), ("limit", 2), ("seed", 0), ("time_major", False)):
+            setattr(args, name, value)
+        sample = load_data(args).sample(1)
+    elif loaded.input_shape is not None:
+        sample = torch.zeros(1, *loaded.input_shape)
+    else:
+        raise SpikeFitValueError("export of a checkpoint needs the input shape: give --input-shape DIM ... or --data")
+    with relay_warnings(args):
+        graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt)
+    layers = sorted(k for k in graph.nodes if k not in ("input", "output"))
+    compressed = sorted(k for k, n in graph.nodes.items() if "spikefit.codes" in n.metadata)
+    note(args, f"wrote {args.out}")
+    emit(args, f"wrote {args.out}: {len(layers)} nodes ({len(compressed)} with codebooks), input "
+               f"{tuple(sample.shape[1:])}", {"out": args.out, "nodes": layers, "compressed": compressed,
+                                              "input_shape": list(sample.shape[1:])})
+    return 0
