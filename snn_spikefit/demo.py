@@ -45,12 +45,13 @@ def run_demo(
     test_loader = make_loader(test, 256)
 
     fp32 = conv_snn(in_channels=1, num_classes=10, image_size=8, channels=(16, 32), batch_norm=True)
-    fit(fp32, train_loader, epochs=epochs, num_steps=num_steps, lr=5e-3, progress=progress, desc="FP32")
+    fit(fp32, train_loader, epochs=epochs, num_steps=num_steps, lr=5e-3, progress=progress, desc="FP32",
+        schedule="cosine")
     acc_fp32 = accuracy(fp32, test_loader, num_steps=num_steps)
 
     cat = wrap(copy.deepcopy(fp32), m=m, bits=bits, granularity=granularity)
     fit(cat, train_loader, epochs=finetune_epochs, num_steps=num_steps, lr=1e-3, progress=progress,
-        desc=f"CAT m={m}")
+        schedule="cosine", desc=f"CAT m={m}")
     acc_cat = accuracy(cat, test_loader, num_steps=num_steps)
     freeze(cat)
     acc_frozen = accuracy(cat, test_loader, num_steps=num_steps)
