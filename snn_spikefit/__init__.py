@@ -26,6 +26,7 @@ from .train import accuracy, fit, predict, recalibrate_bn
 from .importance import CRITERIA, register_criterion
 from .prune import PruneReport, prune
 from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+from .fold import fold_batchnorm
 # NIR export and import
 from .nir_export import export_nir
 from .nir_import import import_nir
@@ -34,13 +35,15 @@ from .check import CheckReport, ConstraintViolationError, Violation, check
 from .hardware import HardwareProfile, get_profile, list_profiles, register_profile
 from .metrics import DeployReport, evaluate
 from .ops import OpCounts, count_ops
+# baselines
+from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
 
 __version__ = "0.1.0"
 
 __all__ = [
     # compression (CAT)
     "wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "compressed_layers",
-    "is_wrapped", "CodebookWeight", "FrozenCodebook",
+    "is_wrapped", "CodebookWeight", "FrozenCodebook", "fold_batchnorm",
     # running and training
     "run", "reset", "fit", "accuracy", "predict", "recalibrate_bn",
     # adapters
@@ -52,6 +55,8 @@ __all__ = [
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
     "export_nir", "import_nir",
+    # baselines
+    "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
     "UnsupportedLayerError", "NotWrappedError",

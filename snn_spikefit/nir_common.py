@@ -247,8 +247,8 @@ for _args in [
 _HINTS = {
     "MaxPool1d": "NIR has no max-pooling node; use nn.AvgPool2d (or LPPool2d(1, ...) for a sum pool)",
     "MaxPool2d": "NIR has no max-pooling node; use nn.AvgPool2d (or LPPool2d(1, ...) for a sum pool)",
-    "BatchNorm1d": "fold the batch norm into the preceding Linear/Conv before export",
-    "BatchNorm2d": "fold the batch norm into the preceding Linear/Conv before export",
+    "BatchNorm1d": "fold it into the preceding Linear/Conv first: snn_spikefit.fold_batchnorm(model)",
+    "BatchNorm2d": "fold it into the preceding Linear/Conv first: snn_spikefit.fold_batchnorm(model)",
 }
 
 

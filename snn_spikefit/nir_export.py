@@ -109,6 +109,10 @@ def export_nir(
             m.training = mode
 
 
+#: Modules that are the identity in eval mode; export skips them.
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
 def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     graph = trace(model, sample)
     adapter = graph.adapter
@@ -123,6 +127,9 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
                 f"layer {label!r} ({type(n.module).__name__}) gets its input from a functional op in forward "
                 f"(e.g. torch.flatten, x + y); NIR export needs module-to-module data flow: use modules "
                 f"(nn.Flatten, ...) in an nn.Sequential/SequentialState")
+        if isinstance(n.module, _PASS_THROUGH):  # no-ops at inference (a folded BatchNorm, dropout)
+            names[n.name] = names[n.inputs[0]]
+            continue
         key = n.name.replace(".", "_") or "layer"
         in_shape, out_shape = tuple(n.in_shape[1:]), tuple(n.out_shape[1:])
         if n.is_neuron:

@@ -202,12 +202,13 @@ def test_bad_input_gives_one_line_and_exit_2(argv, match, original_nir, tmp_path
     _one_line_error(code, stderr, match)
 
 
-def test_batchnorm_checkpoint_is_refused_before_any_training(tmp_path):
+def test_batchnorm_checkpoint_is_folded_then_compressed(tmp_path):
     path, factory = state_dict_checkpoint(tmp_path, "conv_bn")
-    code, _, stderr = run_cli("compress", path, "--model-factory", factory, "--hardware", "loihi", "--no-progress",
-                              "--out", tmp_path / "bn.nir")
-    _one_line_error(code, stderr, "fold the batch norm")
-    assert not (tmp_path / "bn.nir").exists()
+    code, stdout, stderr = run_cli("compress", path, "--model-factory", factory, "--hardware", "loihi",
+                                   "--epochs", 0, "--limit", 64, "--no-progress", "--out", tmp_path / "bn.nir")
+    assert code in (0, 1), stderr  # 1: the chip may still refuse something; the point is the export
+    graph = nir.read(tmp_path / "bn.nir")
+    assert not any("BatchNorm" in type(node).__name__ for node in graph.nodes.values())
 
 
 def test_checkpoints_full_module_and_state_dict_with_factory(trained, tmp_path):

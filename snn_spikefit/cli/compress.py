@@ -93,6 +93,10 @@ def main(args: argparse.Namespace) -> int:
     if sf.is_wrapped(model):
         note(args, "MODEL is already compressed: starting again from its quantized weights")
         sf.strip(model)
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        note(args, "folding BatchNorm into the preceding layers (chips have no BatchNorm)")
+        model.eval()
+        sf.fold_batchnorm(model)
     try:  # find what NIR cannot hold before spending time on training
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

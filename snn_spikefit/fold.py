@@ -1,0 +1,115 @@
+"""Fold BatchNorm into the layer before it, as a chip needs.
+
+Neuromorphic chips have no BatchNorm: its inference-time affine map belongs in
+the weights and bias of the Conv/Linear that feeds it,
+
+.. math::
+
+    W' = W \\cdot \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}}, \\qquad
+    b' = (b - \\mu) \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta
+
+(per output channel, running statistics). Fold after training and before
+:func:`snn_spikefit.wrap`, so the codebooks are learned on the weights the chip
+will hold. A frozen codebook layer with ``granularity="channel"`` and ``bits``
+folds exactly into its per-channel scales (the integers do not change); any
+other wrapped layer is refused, because folding would give it more than ``m``
+values.
+
+>>> import torch
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)).eval()
+>>> _ = net[1].running_mean.uniform_(-1, 1)
+>>> x = torch.rand(2, 1, 5, 5)
+>>> before = net(x)
+>>> _ = fold_batchnorm(net)
+>>> type(net[1]).__name__, bool(torch.allclose(net(x), before, atol=1e-6))
+('Identity', True)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .codebook import CodebookWeight, FrozenCodebook
+from .errors import SpikeFitValueError, UnsupportedLayerError
+
+__all__ = ["fold_batchnorm"]
+
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _pairs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str, nn.Module]]:
+    """(container, layer name, layer, BN name, BN) for every Layer -> BN inside a Sequential."""
+    out = []
+    for parent_name, parent in model.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:]):
+            layer, bn = parent._modules[a], parent._modules[b]
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                prefix = f"{parent_name}." if parent_name else ""
+                out.append((parent, prefix + a, layer, prefix + b, bn))
+    return out
+
+
+def _check(name: str, layer: nn.Module, bn_name: str, bn: nn.Module) -> None:
+    if not isinstance(layer, _FOLDABLE):
+        raise UnsupportedLayerError(
+            f"BatchNorm {bn_name!r} follows {name!r} ({type(layer).__name__}); only "
+            f"{[t.__name__ for t in _FOLDABLE]} can absorb a BatchNorm")
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise SpikeFitValueError(f"BatchNorm {bn_name!r} has no running statistics (track_running_stats=False); "
+                                 f"it cannot be folded")
+    out_channels = layer.weight.shape[0]
+    if bn.num_features != out_channels:
+        raise SpikeFitValueError(f"BatchNorm {bn_name!r} has {bn.num_features} features but {name!r} has "
+                                 f"{out_channels} output channels")
+    if parametrize.is_parametrized(layer, "weight"):
+        plist = layer.parametrizations.weight
+        q = plist[0]
+        ok = (len(plist) == 1 and isinstance(q, FrozenCodebook) and q.granularity == "channel"
+              and q.scale is not None)
+        if not ok:
+            kind = "trainable codebook" if isinstance(q, CodebookWeight) else (
+                f"frozen {q.granularity} codebook" if isinstance(q, FrozenCodebook) else type(q).__name__)
+            raise UnsupportedLayerError(
+                f"layer {name!r} has a {kind}; folding {bn_name!r} into it would give it more distinct "
+                f"weights than its codebook allows. Fold before wrap(), or freeze with "
+                f"granularity='channel' and bits set")
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a Conv/Linear in an ``nn.Sequential``; in place.
+
+    The BatchNorm is replaced by ``nn.Identity`` and the layer gets a bias if it
+    had none. Outputs in eval mode stay the same up to float rounding. Every
+    pair is checked before anything changes, so a refusal leaves the model as
+    it was. Returns ``model``.
+    """
+    pairs = _pairs(model)
+    for _, name, layer, bn_name, bn in pairs:
+        _check(name, layer, bn_name, bn)
+    for parent, _, layer, bn_name, bn in pairs:
+        factor = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
+        factor = factor / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+        shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+        if parametrize.is_parametrized(layer, "weight"):
+            q = layer.parametrizations.weight[0]
+            q.scale.mul_(factor.to(q.scale.dtype))
+            q.values.copy_(q.codebook_int.to(q.values.dtype) * q.scale[:, None])
+            q._cache.clear()
+        else:
+            layer.weight.mul_(factor.reshape(shape))
+        bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = (bias - bn.running_mean) * factor + shift
+        if layer.bias is not None:
+            layer.bias.copy_(new_bias)
+        else:
+            layer.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
+        parent._modules[bn_name.rsplit(".", 1)[-1]] = nn.Identity()  # the key within the Sequential
+    return model
