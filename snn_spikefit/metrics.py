@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
-from .ops import LayerOps, NeuronActivity, OpCounter
+from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
 from .runtime import run
 from .table import Table
 from .train import scores
@@ -145,12 +145,9 @@ class DeployReport:
         return t
 
     def layer_table(self) -> Table:
-        t = Table(["layer", "type", "acs", "macs", "dense_ops", "neurons", "neuron_updates", "firing_rate"],
-                  title="per layer, per inference")
-        for layer in self.layers:
-            t.add_row([layer.name, layer.type, layer.acs, layer.macs, layer.dense, None, None, None])
-        for n in self.neurons:
-            t.add_row([n.name, "neuron", None, None, None, n.neurons, n.updates, n.firing_rate])
+        ops = OpCounts(self.samples, self.layers, self.neurons, self.activation_sparsity)
+        t = ops.table()
+        t.title = "per layer, per inference"
         return t
 
     def __str__(self) -> str:
