@@ -274,3 +274,14 @@ def test_empty_data_and_bad_batches():
         sf.prune(model, [], 0.5, progress=False)
     with pytest.raises(sf.SpikeFitTypeError, match=r"data must yield \(x, y\) pairs"):
         sf.prune(model, [torch.rand(2, 1, 8, 8)], 0.5, progress=False)
+
+
+def test_pruned_model_exports_to_nir_and_round_trips(tmp_path):
+    pytest.importorskip("nir")
+    model, data = _net(batch_norm=False), _data(n=1)
+    sf.prune(model, data, 0.5, num_steps=T, progress=False)
+    path = tmp_path / "pruned.nir"
+    sf.export_nir(model, data[0][0][:1], path)
+    again = sf.import_nir(path, framework="snntorch")
+    x = data[0][0]
+    assert torch.equal(_out(again, x), _out(model, x))
