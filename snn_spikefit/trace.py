@@ -145,6 +145,8 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
         return fn
 
     handles = []
+    returned: list[Any] = []
+    handles.append(model.register_forward_hook(lambda _m, _a, out: returned.append(out) if not returned else None))
     for name, module in leaf_modules(model, adapter):
         handles.append(module.register_forward_hook(hook(name, adapter.is_neuron(module))))
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample
@@ -160,14 +162,19 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
         for m, mode in modes.items():
             m.training = mode
         adapter.reset(model)
-    first = out[0] if isinstance(out, tuple) else out
-    # The output of run() is stacked; find which node produced the last step's output.
-    output_name = order[-1] if order else None
-    for name in reversed(order):
-        n = nodes[name]
-        if n.out_shape is not None and tuple(first.shape[1:]) == n.out_shape:
-            output_name = name
-            break
+    # The node whose output tensor the model's forward returned (a step model);
+    # a model with its time loop inside forward returns a new stacked tensor:
+    # then the last node with the matching shape.
+    step_out = _tensors(returned[0]) if returned else []
+    output_name = producers.get(id(step_out[0])) if step_out else None
+    if output_name in (None, INPUT):
+        first = out[0] if isinstance(out, tuple) else out
+        output_name = order[-1] if order else None
+        for name in reversed(order):
+            n = nodes[name]
+            if n.out_shape is not None and tuple(first.shape[1:]) == n.out_shape:
+                output_name = name
+                break
     return Graph([nodes[n] for n in order], output_name, adapter)
 
 

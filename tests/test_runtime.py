@@ -179,3 +179,19 @@ def test_trace_changes_nothing():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(m.training for m in model.modules())
+
+
+def test_trace_output_is_the_returned_module_not_a_same_shape_one():
+    from snn_spikefit.trace import trace
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            out = self.a(x)
+            self.b(x)  # same shape, computed later, not returned
+            return out
+
+    assert trace(TwoHeads(), torch.rand(2, 3)).output == "a"
