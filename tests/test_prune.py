@@ -285,3 +285,22 @@ def test_pruned_model_exports_to_nir_and_round_trips(tmp_path):
     again = sf.import_nir(path, framework="snntorch")
     x = data[0][0]
     assert torch.equal(_out(again, x), _out(model, x))
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.5])
+def test_norse_model_prunes_through_its_adapter(amount):
+    pytest.importorskip("norse")
+    from snn_spikefit.adapters.norse_models import conv_snn as norse_conv_snn
+
+    torch.manual_seed(0)
+    model = norse_conv_snn()
+    x = torch.rand(6, 1, 8, 8) * 4
+    data = [(x, torch.arange(6) % 10)]
+    before = sf.run(model, x, num_steps=4)
+    report = sf.prune(model, data, amount, num_steps=4, progress=False)
+    chans = [(r.channels_before, r.channels_after) for r in report.layers]
+    assert chans == [(16, 16 - int(16 * amount)), (32, 32 - int(32 * amount))]
+    after = sf.run(model, x, num_steps=4)
+    assert after.shape == before.shape
+    if amount == 0:
+        assert torch.equal(after, before)
