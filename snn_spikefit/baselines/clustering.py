@@ -1,0 +1,240 @@
+"""The paper's clustered baseline: QAT -> cluster into M centroids -> INT8 -> brief fine-tune.
+
+Steps (REFERENCE section 5), each a function that changes the model in place:
+
+1. :func:`qat` puts an INT8 fake-quantizer on every compressible weight (one
+   symmetric scale per layer, ``max|w| / 127``, straight-through gradient);
+   fine-tune it with any loop.
+2. :func:`cluster` replaces each weight by ``m`` centroids found by scikit-learn
+   ``KMeans`` / ``MiniBatchKMeans`` (or ``"uniform"``: evenly spaced over the
+   weight range) on that layer's (QAT-quantized) weights. The centroids are
+   kept on the INT8 grid: every weight is ``scale * k`` with ``|k| <= 127``.
+3. The brief fine-tune after clustering trains, as TF-MOT's clustering API
+   does, the **centroids** (through the INT8 fake-quantizer, straight-through)
+   with the weight-to-centroid **assignments fixed**; biases, BatchNorm and
+   neuron parameters train as usual. The latent weights are not used any more.
+
+The ANN -> SNN conversion path and the plain post-training variant live in
+:mod:`snn_spikefit.baselines.conversion` and are also just :func:`cluster` on a
+trained model.
+
+>>> import torch
+>>> from torch import nn
+>>> net = cluster(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)), m=3, seed=0)
+>>> [int(l.weight.unique().numel()) <= 3 for l in net]
+[True, True]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..wrap import COMPRESSIBLE_TYPES, is_wrapped
+
+__all__ = ["FakeQuantWeight", "ClusterWeight", "qat", "strip_qat", "cluster", "cluster_values",
+           "CLUSTER_METHODS", "int8_grid"]
+
+CLUSTER_METHODS = ("kmeans", "minibatch", "uniform")
+
+
+def int8_grid(values: Tensor, bits: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    """``(values on the grid, ints, scale)``: symmetric ``bits``-bit grid, ``scale = max|v| / (2^(b-1)-1)``.
+
+    >>> v, k, s = int8_grid(torch.tensor([-0.5, 0.25, 1.27]))
+    >>> k.tolist(), round(float(s), 6), bool(torch.equal(v, k * s))
+    ([-50.0, 25.0, 127.0], 0.01, True)
+    """
+    qmax = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        amax = values.detach().abs().amax()
+        scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+        ints = torch.clamp(torch.round(values.detach() / scale), -qmax, qmax)
+    return ints * scale, ints, scale
+
+
+class FakeQuantWeight(nn.Module):
+    """QAT parametrization: ``w -> scale * round(w / scale)`` on a ``bits``-bit grid, gradient straight through."""
+
+    granularity = "layer"
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__()
+        self.bits = bits
+        self.m = 2 ** bits - 1  # the grid's levels
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+    def forward(self, weight: Tensor) -> Tensor:
+        q, _, _ = int8_grid(weight, self.bits)
+        return q + (weight - weight.detach())
+
+    def right_inverse(self, weight: Tensor) -> Tensor:
+        return weight
+
+    @torch.no_grad()
+    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
+        """Codes ``k + q`` over the whole grid ``-q..q`` (``q = 2^(bits-1) - 1``), one scale."""
+        qmax = 2 ** (self.bits - 1) - 1
+        _, ints, scale = int8_grid(weight, self.bits)
+        book = torch.arange(-qmax, qmax + 1, dtype=weight.dtype, device=weight.device).reshape(1, -1)
+        return {"codes": (ints + qmax).reshape(1, -1).to(torch.uint8), "values": book * scale, "ints": book,
+                "scale": scale.reshape(1)}
+
+
+def cluster_values(weight: Tensor, m: int, *, method: str = "kmeans", seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(centroids [m], labels [numel])`` of a weight tensor, clustered with scikit-learn or uniformly.
+
+    With fewer distinct weights than ``m`` the spare centroids duplicate existing
+    ones (k-means cannot make more clusters than points).
+    """
+    flat = weight.detach().reshape(-1).double().cpu().numpy()
+    distinct = np.unique(flat)
+    if method == "uniform" or len(distinct) <= m:
+        if method == "uniform":
+            centroids = np.linspace(flat.min(), flat.max(), m)
+        else:
+            centroids = np.concatenate([distinct, np.full(m - len(distinct), distinct[-1])])
+        labels = np.abs(flat[:, None] - centroids[None, :]).argmin(axis=1)
+    else:
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+
+        if method == "kmeans":
+            km = KMeans(n_clusters=m, n_init=4, random_state=seed)
+        else:
+            km = MiniBatchKMeans(n_clusters=m, n_init=4, batch_size=1024, random_state=seed)
+        labels = km.fit_predict(flat[:, None])
+        centroids = km.cluster_centers_[:, 0]
+    return (torch.as_tensor(centroids, dtype=weight.dtype, device=weight.device),
+            torch.as_tensor(labels, dtype=torch.long, device=weight.device))
+
+
+class ClusterWeight(nn.Module):
+    """Parametrization: weight = ``int8_grid(centroids)[labels]``; centroids learnable, labels fixed.
+
+    Registered with ``unsafe=True``: the latent weight is released (an empty
+    placeholder), the weight is decoded from ``centroids`` and the ``labels`` buffer.
+    """
+
+    granularity = "layer"
+
+    def __init__(self, shape: torch.Size, centroids: Tensor, labels: Tensor, *, bits: int = 8) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.bits = bits
+        self.m = int(centroids.numel())
+        self.centroids = nn.Parameter(centroids.detach().clone())
+        self.register_buffer("labels", labels.detach().clone().reshape(-1))
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, bits={self.bits}, shape={tuple(self.shape)}"
+
+    def values(self) -> Tensor:
+        q, _, _ = int8_grid(self.centroids, self.bits)
+        return q + (self.centroids - self.centroids.detach())
+
+    def forward(self, _released: Tensor) -> Tensor:
+        return self.values()[self.labels].reshape(self.shape)
+
+    def right_inverse(self, weight: Tensor) -> Tensor:
+        return weight.new_empty(0)
+
+    @torch.no_grad()
+    def frozen_state(self, _released: Tensor) -> dict[str, Tensor | None]:
+        values, ints, scale = int8_grid(self.centroids, self.bits)
+        return {"codes": self.labels.reshape(1, -1).to(torch.uint8 if self.m <= 256 else torch.int64),
+                "values": values.reshape(1, -1), "ints": ints.reshape(1, -1), "scale": scale.reshape(1)}
+
+
+def _layers(model: nn.Module, what: str) -> list[tuple[str, nn.Module]]:
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if is_wrapped(model):
+        raise SpikeFitValueError(f"{what}: model carries CAT codebooks; pass a plain (or QAT) model")
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
+    if not layers:
+        raise SpikeFitValueError(f"{what}: model has no Linear/Conv layer")
+    return layers
+
+
+def _check_bits(bits: object) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise SpikeFitValueError(f"bits={bits!r} is not allowed; use an int in 2..8")
+    return bits
+
+
+def qat(model: nn.Module, *, bits: int = 8) -> nn.Module:
+    """Put a ``bits``-bit fake-quantizer (straight-through) on every compressible weight, in place."""
+    _check_bits(bits)
+    layers = _layers(model, "qat")
+    taken = [n for n, m in layers if parametrize.is_parametrized(m, "weight")]
+    if taken:
+        raise SpikeFitValueError(f"qat: layers {taken} already have parametrized weights; pass a plain model")
+    for _, module in layers:
+        parametrize.register_parametrization(module, "weight", FakeQuantWeight(bits))
+    return model
+
+
+def remove_weight_parametrizations(module: nn.Module, *, leave_parametrized: bool) -> None:
+    """``remove_parametrizations(module, "weight")`` that leaves deep copies of ``module`` intact.
+
+    A deep copy of a parametrized module shares its injected class; removal deletes
+    the ``weight`` property from that class. Give the module a private class first.
+    """
+    cls = module.__class__
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+
+
+@torch.no_grad()
+def strip_qat(model: nn.Module) -> nn.Module:
+    """Remove the fake-quantizers, leaving each layer's weight on its INT grid, in place."""
+    for _, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module, "weight") and any(
+                isinstance(p, FakeQuantWeight) for p in module.parametrizations.weight):
+            remove_weight_parametrizations(module, leave_parametrized=True)
+    return model
+
+
+def cluster(model: nn.Module, *, m: int, method: str = "kmeans", bits: int = 8, seed: int = 0) -> nn.Module:
+    """Cluster every compressible layer's weight into ``m`` centroids on a ``bits``-bit grid, in place.
+
+    A QAT model (:func:`qat`) is clustered on its fake-quantized weights (the
+    quantizers are removed first). Every layer then holds a :class:`ClusterWeight`:
+    ``m`` learnable centroids, fixed assignments. All layers are clustered, as CAT's
+    :func:`snn_spikefit.wrap` compresses all layers by default.
+
+    Args:
+        m: centroids per layer, ``2 <= m <= 2**bits - 1``.
+        method: ``"kmeans"`` (scikit-learn ``KMeans``), ``"minibatch"`` (``MiniBatchKMeans``)
+            or ``"uniform"`` (evenly spaced between the smallest and largest weight).
+        bits: the centroid grid (8: INT8, as in the paper).
+        seed: ``random_state`` of the scikit-learn estimators.
+    """
+    _check_bits(bits)
+    if isinstance(m, bool) or not isinstance(m, int) or not 2 <= m <= 2 ** bits - 1:
+        raise SpikeFitValueError(f"m={m!r} is not allowed with bits={bits}; use an int in 2..{2 ** bits - 1}")
+    if method not in CLUSTER_METHODS:
+        raise SpikeFitValueError(f"method={method!r} is not allowed; use one of {CLUSTER_METHODS}")
+    layers = _layers(model, "cluster")
+    other = [n for n, mod in layers if parametrize.is_parametrized(mod, "weight") and not all(
+        isinstance(p, FakeQuantWeight) for p in mod.parametrizations.weight)]
+    if other:
+        raise SpikeFitValueError(f"cluster: layers {other} carry parametrizations other than qat's; pass a plain "
+                                 f"or QAT model")
+    plans = []
+    for name, module in layers:  # cluster everything before changing anything
+        weight = module.weight.detach()
+        if not bool(torch.isfinite(weight).all()):
+            raise SpikeFitValueError(f"layer {name!r} has NaN/inf weights; cluster needs finite weights")
+        plans.append((module, weight.shape, *cluster_values(weight, m, method=method, seed=seed)))
+    strip_qat(model)
+    for module, shape, centroids, labels in plans:
+        parametrize.register_parametrization(module, "weight", ClusterWeight(shape, centroids, labels, bits=bits),
+                                             unsafe=True)
+        module.parametrizations.weight.original.requires_grad_(False)
+    return model

@@ -1,0 +1,487 @@
+"""The benchmark suite: CAT against the paper's baselines on real data, one command.
+
+    python -m snn_spikefit.bench --quick                 # digits, 1 seed, a reduced grid (< 3 min)
+    python -m snn_spikefit.bench --full --out examples/results
+    python -m snn_spikefit.bench --datasets digits --seeds 2
+
+Per data set and seed, a conv SNN (snnTorch ``conv_snn``, BatchNorm, Leaky beta=0.5,
+direct encoding over T steps) is trained FP32 once; every compressed variant starts
+from it and gets the same fine-tune budget (samples, epochs, learning rate, BatchNorm
+re-estimation on the same batches afterwards):
+
+* CAT (``wrap`` + ``fit``) for every ``(m, bits)`` of the grid, then ``freeze``;
+* the clustered baseline: INT8 QAT, scikit-learn k-means (and mini-batch k-means,
+  uniform) into ``m`` centroids on the INT8 grid, centroid fine-tune; its ANN -> SNN
+  conversion path (ReLU twin trained with the same budget at T=1, QAT, clustered,
+  converted with threshold balancing); the plain post-training variant;
+* TTQ (three values, first/last layer FP32) and QP-SNN (uniform ``b`` bits, ReScaW);
+* FSC pruning (``prune``, 50 % of the channels) of FP32 and of CAT m=4, then fine-tune.
+
+Everything is measured by :func:`snn_spikefit.evaluate` (generic-45nm profile) after
+freezing to integer codes. Results: ``bench_<mode>.md`` (Table-2 style, mean +- std
+over seeds), ``.csv``, ``_runs.csv``, ``.json`` and PNG plots, in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Subset, TensorDataset
+
+from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
+from .data import load_dataset, make_loader
+from .metrics import evaluate
+from .prune import prune
+from .table import Table
+from .train import accuracy, fit, recalibrate_bn
+from .wrap import compressed_layers, freeze, wrap
+
+__all__ = ["BenchConfig", "DataBudget", "MODES", "run_suite", "summarize", "main"]
+
+
+@dataclass(frozen=True)
+class DataBudget:
+    """Samples and epochs for one data set (``None``: the whole split)."""
+
+    train: int | None
+    test: int | None
+    epochs: int                 # FP32 training
+    finetune_epochs: int        # every compressed variant (and each QAT / centroid fine-tune)
+    image_size: int | None = None  # resize (area average) to this side, None: as stored
+    finetune: int | None = None    # training samples each fine-tune sees (first N, shuffled), None: all
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    mode: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budgets: dict[str, DataBudget]
+    grid: tuple[tuple[int, int], ...]            # CAT (m, bits)
+    cluster_ms: tuple[int, ...] = (2, 3, 4, 16)  # clustered baselines (INT8 grid)
+    cluster_methods: tuple[str, ...] = ("kmeans", "minibatch", "uniform")  # non-kmeans only at m=4
+    qp_bits: tuple[int, ...] = (2, 4, 8)
+    prune_amount: float = 0.5
+    num_steps: int = 4
+    batch_size: int = 64
+    lr: float = 5e-3            # FP32 (and the ReLU twin)
+    finetune_lr: float = 1e-3   # every compressed variant
+    recal_batches: int = 16     # BatchNorm re-estimation after every fine-tune
+    channels: tuple[int, ...] = (16, 32)
+    profile: str = "generic-45nm"
+    trace_layer: int = 1        # which compressible layer the codebook plots show
+    conversion_scales: tuple[float, ...] = (1.0, 0.5, 0.25)  # threshold scales tried (train batches)
+
+
+_FULL_GRID = ((2, 2), (3, 2), (2, 4), (3, 4), (4, 4), (2, 8), (3, 8), (4, 8), (16, 8))
+MODES = {
+    "quick": BenchConfig("quick", ("digits",), (0,), {"digits": DataBudget(None, None, 8, 2)},
+                         grid=((3, 2), (4, 4), (4, 8)), cluster_ms=(3, 4), qp_bits=(2, 4)),
+    # sized for a shared 2-core machine (the whole suite under ~40 min there); see budget_text in the output
+    "full": BenchConfig("full", ("fashion-mnist", "digits"), (0, 1, 2),
+                        {"fashion-mnist": DataBudget(6000, 2000, 3, 1, finetune=3000),
+                         "digits": DataBudget(None, None, 15, 3)}, grid=_FULL_GRID),
+}
+_DETERMINISTIC = ("accuracy", "f1", "size_mb", "sops", "macs", "energy_mj")
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _data(name: str, budget: DataBudget) -> tuple[TensorDataset, TensorDataset]:
+    kwargs = {"limit_train": budget.train, "limit_test": budget.test} if name == "fashion-mnist" else {}
+    train, test = load_dataset(name, **kwargs)
+    out = []
+    for ds, limit in ((train, budget.train), (test, budget.test)):
+        x, y = ds.tensors
+        x, y = x[:limit], y[:limit]
+        if budget.image_size is not None and budget.image_size != x.shape[-1]:
+            x = F.adaptive_avg_pool2d(x, budget.image_size)
+        out.append(TensorDataset(x.contiguous(), y))
+    return out[0], out[1]
+
+
+class _Snapshots:
+    """Iterate ``loader`` and call ``fn`` before each batch (i.e. after each optimizer step) and at the end."""
+
+    def __init__(self, loader, fn) -> None:
+        self.loader, self.fn, self.values = loader, fn, []
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.values.append(self.fn())
+            yield batch
+        self.values.append(self.fn())
+
+
+class _Run:
+    """One data set and seed: the FP32 model, its loaders and every variant's row."""
+
+    def __init__(self, cfg: BenchConfig, name: str, seed: int, progress: bool) -> None:
+        from snn_spikefit.adapters.snntorch_models import conv_snn
+
+        self.cfg, self.name, self.seed, self.progress = cfg, name, seed, progress
+        self.clock = time.perf_counter()
+        self.verbose = False
+        self.budget = cfg.budgets[name]
+        self.train, self.test = _data(name, self.budget)
+        x0 = self.train.tensors[0]
+        self.rows: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        _seed_all(seed)
+        self.fp32 = conv_snn(in_channels=x0.shape[1], num_classes=10, image_size=x0.shape[-1],
+                             channels=cfg.channels, batch_norm=True)
+        fit(self.fp32, self.loader(), epochs=self.budget.epochs, num_steps=cfg.num_steps, lr=cfg.lr,
+            progress=progress, desc=f"{name} s{seed} FP32", recalibrate=False)
+
+    def loader(self, shuffle: bool = True, finetune: bool = False):
+        if not shuffle:
+            return make_loader(self.test, 256)
+        data = self.train
+        if finetune and self.budget.finetune is not None:
+            data = Subset(self.train, range(min(self.budget.finetune, len(self.train))))
+        return make_loader(data, self.cfg.batch_size, shuffle=True, seed=self.seed, drop_last=True)
+
+    def finetune(self, model, desc: str, *, epochs: int | None = None, num_steps: int | None = None,
+                 data=None) -> None:
+        cfg = self.cfg
+        steps = cfg.num_steps if num_steps is None else num_steps
+        fit(model, data or self.loader(finetune=True), epochs=self.budget.finetune_epochs if epochs is None else epochs,
+            num_steps=steps, lr=cfg.finetune_lr, progress=self.progress, desc=f"{self.name} s{self.seed} {desc}",
+            recalibrate=False)
+        self.recal(model, num_steps=steps)
+
+    def recal(self, model, num_steps: int | None = None) -> None:
+        recalibrate_bn(model, self.loader(), num_steps=self.cfg.num_steps if num_steps is None else num_steps,
+                       num_batches=self.cfg.recal_batches, progress=False)
+
+    def record(self, model, method: str, m: int | None, bits: int | None, note: str = "") -> None:
+        r = evaluate(model, self.loader(shuffle=False), profile=self.cfg.profile, num_steps=self.cfg.num_steps,
+                     progress=False)
+        if self.verbose:
+            print(f"{self.name} s{self.seed} {method} m={m} bits={bits}: {r.accuracy:.2f}% "
+                  f"({time.perf_counter() - self.clock:.0f}s)", flush=True)
+            self.clock = time.perf_counter()
+        self.rows.append({"dataset": self.name, "seed": self.seed, "method": method, "m": m, "bits": bits,
+                          "accuracy": r.accuracy, "f1": r.f1, "size_mb": r.size_mb, "sops": r.acs,
+                          "macs": r.macs, "energy_mj": r.energy_mj, "dr_acc": r.dr_acc, "dr_f1": r.dr_f1,
+                          "latency_s": r.latency_s, "note": note})
+
+    def variant(self, method: str, m, bits, build, note: str = "") -> Any:
+        _seed_all(self.seed)  # each variant starts from the same random state, whatever ran before
+        model = build()
+        self.record(model, method, m, bits, note)
+        return model
+
+
+def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bool = False) -> _Run:
+    run = _Run(cfg, name, seed, progress)
+    run.verbose = verbose
+    fp32 = run.fp32
+    run.record(fp32, "FP32", None, 32)
+    layer_name = [n for n, _ in _compressible(fp32)][cfg.trace_layer]
+    run.extra["fp32_weights"] = dict(fp32.named_modules())[layer_name].weight.detach().flatten().tolist()
+    run.extra["trace_layer"] = layer_name
+    cat_models = {}
+
+    for m, bits in cfg.grid:
+        def build_cat(m=m, bits=bits):
+            model = wrap(copy.deepcopy(fp32), m=m, bits=bits)
+            q = dict(model.named_modules())[layer_name].parametrizations.weight[0]
+            snaps = _Snapshots(run.loader(finetune=True), lambda: q.codebook_values().detach().flatten().tolist())
+            run.finetune(model, f"CAT m={m} b={bits}", data=snaps)
+            if (m, bits) == (4, 4) or (m == 4 and "cat_trace" not in run.extra):
+                run.extra["cat_trace"] = {"m": m, "bits": bits, "values": snaps.values}
+            cat_models[(m, bits)] = copy.deepcopy(model)
+            return freeze(model)
+        run.variant("CAT", m, bits, build_cat)
+
+    qat_model = None
+
+    def build_qat():
+        nonlocal qat_model
+        qat_model = qat(copy.deepcopy(fp32), bits=8)
+        run.finetune(qat_model, "QAT int8")
+        return freeze_baseline(copy.deepcopy(qat_model))
+    run.variant("QAT INT8", 255, 8, build_qat, "per-layer INT8 grid")
+    for method in cfg.cluster_methods:
+        for m in (cfg.cluster_ms if method == "kmeans" else [m for m in cfg.cluster_ms if m == 4]):
+            def build_cl(m=m, method=method):
+                model = cluster(copy.deepcopy(qat_model), m=m, method=method, bits=8, seed=seed)
+                run.recal(model)
+                run.finetune(model, f"cluster {method} m={m}")
+                return freeze_baseline(model)
+            run.variant(f"Clustered QAT ({method})", m, 8, build_cl)
+    for m in cfg.cluster_ms:
+        def build_ptq(m=m):
+            model = cluster(copy.deepcopy(fp32), m=m, method="kmeans", bits=8, seed=seed)
+            run.recal(model)
+            return freeze_baseline(model)
+        run.variant("Clustered post-training (kmeans)", m, 8, build_ptq, "no QAT, no fine-tune")
+    _conversion(run, layer_name)
+
+    def build_ttq():
+        model = ttq(copy.deepcopy(fp32), threshold=0.05)
+        run.finetune(model, "TTQ")
+        return freeze_baseline(model)
+    run.variant("TTQ", 3, None, build_ttq, "first/last layer FP32")
+    for bits in cfg.qp_bits:
+        def build_qp(bits=bits):
+            model = qpsnn(copy.deepcopy(fp32), bits=bits)
+            run.finetune(model, f"QP-SNN b={bits}")
+            return freeze_baseline(model)
+        run.variant("QP-SNN (ReScaW)", 2 ** bits - 1, bits, build_qp, "levels per channel")
+    amount = cfg.prune_amount
+    pruned = [("FP32", None, 32, lambda: copy.deepcopy(fp32))]
+    key = (4, 4) if (4, 4) in cat_models else next((k for k in cat_models if k[0] == 4), None)
+    if key is not None:
+        pruned.append(("CAT", key[0], key[1], lambda: cat_models[key]))
+    for base, m, bits, source in pruned:
+        def build_pruned(source=source, base=base):
+            model = source()
+            prune(model, run.loader(), amount, criterion="fsc", num_steps=cfg.num_steps, progress=False)
+            run.finetune(model, f"{base}+FSC")
+            return freeze(model) if compressed_layers(model) else model
+        run.variant(f"{base} + FSC {int(amount * 100)}%", m, bits, build_pruned, "channels of every spiking layer")
+    return run
+
+
+def _compressible(model):
+    from .wrap import COMPRESSIBLE_TYPES
+    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, COMPRESSIBLE_TYPES)]
+
+
+def _conversion(run: _Run, layer_name: str) -> None:
+    """The paper's path: ReLU twin (T=1) trained like FP32, QAT, k-means, centroid fine-tune, -> SNN."""
+    cfg = run.cfg
+    _seed_all(run.seed)
+    ann = relu_twin(run.fp32)
+    for mod in ann.modules():  # same initialisation scheme as the SNN, fresh weights
+        if hasattr(mod, "reset_parameters"):
+            mod.reset_parameters()
+    fit(ann, run.loader(), epochs=run.budget.epochs, num_steps=1, lr=cfg.lr, progress=run.progress,
+        desc=f"{run.name} s{run.seed} ANN", recalibrate=False)
+    run.extra.setdefault("ann_accuracy", accuracy(ann, run.loader(shuffle=False), num_steps=1))
+    qat(ann, bits=8)
+    run.finetune(ann, "ANN QAT", num_steps=1)
+    calib = [b for b, _ in zip(run.loader(), range(8))]
+    from snn_spikefit.adapters.snntorch_models import conv_snn
+
+    x0 = run.train.tensors[0]
+    # the model's own Leaky(beta=0.5) neurons, and IF neurons (beta=1), the usual conversion target:
+    # with beta=0.5 a neuron never fires below half its threshold, which erases small activations at T=4
+    templates = [("LIF beta=0.5", run.fp32),
+                 ("IF", conv_snn(x0.shape[1], 10, x0.shape[-1], cfg.channels, batch_norm=True, beta=1.0))]
+    for m in cfg.cluster_ms:
+        _seed_all(run.seed)
+        clustered = cluster(copy.deepcopy(ann), m=m, method="kmeans", bits=8, seed=run.seed)
+        run.recal(clustered, num_steps=1)
+        run.finetune(clustered, f"ANN cluster m={m}", num_steps=1)
+        freeze_baseline(clustered)
+        ann_acc = accuracy(clustered, calib, num_steps=1)
+        for label, template in templates:
+            best = max(cfg.conversion_scales, key=lambda s: accuracy(
+                convert_to_snn(clustered, template, calib, scale=s), calib, num_steps=cfg.num_steps))
+            snn = convert_to_snn(clustered, template, calib, scale=best)
+            run.record(snn, f"Clustered QAT -> SNN conversion ({label})", m, 8,
+                       f"threshold scale {best} (chosen on 8 train batches); ANN train-batch acc {ann_acc:.1f}%")
+
+
+def run_suite(cfg: BenchConfig, *, progress: bool = True, verbose: bool = False, on_run=None
+              ) -> tuple[list[dict], dict[str, Any]]:
+    """Run every data set and seed of ``cfg``; returns (per-run rows, plot data per data set).
+
+    ``progress``: tqdm bars; ``verbose``: one line per measured variant (accuracy, seconds).
+    """
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    rows, extra = [], {}
+    for name in cfg.datasets:
+        for seed in cfg.seeds:
+            run = _run_one(cfg, name, seed, progress, verbose)
+            rows += run.rows
+            if seed == cfg.seeds[0]:
+                extra[name] = run.extra
+            if on_run is not None:  # e.g. write partial results
+                on_run(rows, extra)
+    return rows, extra
+
+
+def summarize(rows: list[dict]) -> Table:
+    """Table-2 style: one row per (data set, method, m, bits), mean +- std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"], r["m"], r["bits"]), []).append(r)
+    t = Table(["dataset", "method", "M", "bits", "seeds", "accuracy %", "acc std", "macro-F1 %", "size MB",
+               "SOPs", "MACs", "energy mJ", "DR_acc", "note"])
+    mean = lambda rs, k: statistics.mean(r[k] for r in rs) if all(r[k] is not None for r in rs) else None  # noqa
+    for (ds, method, m, bits), rs in groups.items():
+        acc = [r["accuracy"] for r in rs]
+        t.add_row([ds, method, m, bits, len(rs), statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                   mean(rs, "f1"), mean(rs, "size_mb"), mean(rs, "sops"), mean(rs, "macs"), mean(rs, "energy_mj"),
+                   mean(rs, "dr_acc"), rs[0]["note"]])
+    return t
+
+
+def _verdicts(summary: Table) -> list[str]:
+    rec = {(r["dataset"], r["method"], r["M"], r["bits"]): r for r in summary.records()}
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in summary.records()):
+        fp = rec.get((ds, "FP32", None, 32))
+        for bits in (4, 8):
+            cat = rec.get((ds, "CAT", 4, bits))
+            if fp and cat:
+                gap = fp["accuracy %"] - cat["accuracy %"]
+                out.append(f"{ds}: CAT M=4 b={bits} {cat['accuracy %']:.2f} vs FP32 {fp['accuracy %']:.2f} "
+                           f"(gap {gap:.2f} points: {'within' if gap <= 1 else 'NOT within'} 1 point)")
+        pairs = [(("CAT", 4, 8), ("Clustered QAT (kmeans)", 4, 8)), (("CAT", 3, 8), ("TTQ", 3, None)),
+                 (("CAT", 3, 2), ("TTQ", 3, None)), (("CAT", 3, 2), ("QP-SNN (ReScaW)", 3, 2)),
+                 (("CAT", 4, 8), ("Clustered QAT -> SNN conversion (IF)", 4, 8))]
+        for a, b in pairs:
+            ra, rb = rec.get((ds, *a)), rec.get((ds, *b))
+            if ra and rb:
+                d = ra["accuracy %"] - rb["accuracy %"]
+                out.append(f"{ds}: {a[0]} M={a[1]} b={a[2]} {ra['accuracy %']:.2f} vs {b[0]} M={b[1]} b={b[2]} "
+                           f"{rb['accuracy %']:.2f} ({'+' if d >= 0 else ''}{d:.2f}: CAT {'ahead' if d > 0 else 'NOT ahead'})")
+    return out
+
+
+def _plots(rows: list[dict], extra: dict[str, Any], out: Path, mode: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for ds, ex in extra.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        methods = dict.fromkeys(r["method"] for r in rows if r["dataset"] == ds and r["m"] is not None)
+        for method in methods:
+            for bits in sorted({r["bits"] for r in rows if r["dataset"] == ds and r["method"] == method},
+                               key=lambda b: -1 if b is None else b):
+                pts: dict[int, list[float]] = {}
+                for r in rows:
+                    if r["dataset"] == ds and r["method"] == method and r["bits"] == bits:
+                        pts.setdefault(r["m"], []).append(r["accuracy"])
+                ms = sorted(pts)
+                ax.errorbar(ms, [statistics.mean(pts[m]) for m in ms], marker="o", capsize=3,
+                            yerr=[statistics.stdev(pts[m]) if len(pts[m]) > 1 else 0 for m in ms],
+                            label=f"{method} b={bits}")
+        fp = [r["accuracy"] for r in rows if r["dataset"] == ds and r["method"] == "FP32"]
+        ax.axhline(statistics.mean(fp), color="k", ls="--", label="FP32")
+        ax.set(xscale="log", xlabel="M (values per layer / per channel for QP-SNN)", ylabel="test accuracy %",
+               title=f"{ds}: accuracy vs M")
+        ax.legend(fontsize=5)
+        files.append(_save(fig, out / f"bench_{mode}_{ds}_accuracy_vs_m.png"))
+        trace = ex.get("cat_trace")
+        if trace:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.hist(ex["fp32_weights"], bins=80, color="0.6", label=f"FP32 weights, layer {ex['trace_layer']}")
+            for i, v in enumerate(trace["values"][-1]):
+                ax.axvline(v, color="C3", label="CAT codebook (learned)" if i == 0 else None)
+            ax.set(xlabel="weight", ylabel="count", title=f"{ds}: CAT M={trace['m']} b={trace['bits']}")
+            ax.legend(fontsize=7)
+            files.append(_save(fig, out / f"bench_{mode}_{ds}_codebook_histogram.png"))
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.plot(np.asarray(trace["values"]))
+            ax.set(xlabel="optimizer step", ylabel="codebook value",
+                   title=f"{ds}: CAT M={trace['m']} b={trace['bits']} codebook during fine-tune, "
+                         f"layer {ex['trace_layer']}")
+            files.append(_save(fig, out / f"bench_{mode}_{ds}_codebook_trace.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path.name
+
+
+def budget_text(cfg: BenchConfig) -> str:
+    lines = [f"mode {cfg.mode}: seeds {list(cfg.seeds)}, T={cfg.num_steps}, batch {cfg.batch_size}, "
+             f"conv_snn channels {list(cfg.channels)} + BatchNorm, FP32 lr {cfg.lr}, fine-tune lr "
+             f"{cfg.finetune_lr} (Adam), BN re-estimated on {cfg.recal_batches} batches after every fine-tune, "
+             f"profile {cfg.profile}"]
+    for ds in cfg.datasets:
+        b = cfg.budgets[ds]
+        lines.append(f"{ds}: train {b.train or 'all'} / test {b.test or 'all'} samples, image "
+                     f"{b.image_size or 'as stored'}, FP32 {b.epochs} epochs, every fine-tune {b.finetune_epochs} "
+                     f"epoch(s) on {b.finetune or 'all'} training samples")
+    return "\n".join(lines)
+
+
+def write_results(cfg: BenchConfig, rows: list[dict], extra: dict, out: Path, seconds: float,
+                  command: str) -> Table:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    summary.title = f"snn_spikefit bench ({cfg.mode})"
+    verdicts = _verdicts(summary)
+    plots = _plots(rows, extra, out, cfg.mode)
+    stem = out / f"bench_{cfg.mode}"
+    summary.to_csv(f"{stem}.csv")
+    Table(list(rows[0]), [list(r.values()) for r in rows]).to_csv(f"{stem}_runs.csv")
+    text = (f"# Benchmark ({cfg.mode})\n\nCommand: `{command}`\n\nWall time {seconds / 60:.1f} min on this machine "
+            f"(shared with other jobs, so inflated).\n\n```\n{budget_text(cfg)}\n```\n\n{summary.to_markdown()}\n\n"
+            "SOPs: effective accumulates per inference; energy and DR under the profile above; DR also depends "
+            "on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
+            + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
+    Path(f"{stem}.md").write_text(text)
+    cfg_dict = asdict(cfg)
+    Path(f"{stem}.json").write_text(json.dumps({"config": cfg_dict, "command": command, "seconds": seconds,
+                                                "summary": summary.records(), "runs": rows, "verdicts": verdicts,
+                                                "ann_accuracy": {d: e.get("ann_accuracy") for d, e in extra.items()}},
+                                               indent=1, default=str))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> Table:
+    ap = argparse.ArgumentParser(prog="python -m snn_spikefit.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", const="quick", dest="mode")
+    group.add_argument("--full", action="store_const", const="full", dest="mode")
+    ap.add_argument("--out", default="examples/results")
+    ap.add_argument("--datasets", nargs="+", choices=["fashion-mnist", "digits"])
+    ap.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = MODES[args.mode or "quick"]
+    if args.datasets:
+        budgets = {**MODES["full"].budgets, **cfg.budgets}
+        cfg = replace(cfg, datasets=tuple(args.datasets), budgets={d: budgets[d] for d in args.datasets})
+    if args.seeds:
+        cfg = replace(cfg, seeds=tuple(range(args.seeds)))
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # decaying membranes reach denormals, which are slow on CPUs
+    print(budget_text(cfg), flush=True)
+    start = time.perf_counter()
+    command = "python -m snn_spikefit.bench " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    partial = lambda rows, extra: write_results(cfg, rows, extra, Path(args.out), time.perf_counter() - start,  # noqa
+                                                command.strip() + "  (partial: runs so far)")
+    rows, extra = run_suite(cfg, progress=not args.no_progress, verbose=True, on_run=partial)
+    seconds = time.perf_counter() - start
+    summary = write_results(cfg, rows, extra, Path(args.out), seconds, command.strip())
+    print(summary)
+    print("\n".join(_verdicts(summary)))
+    print(f"\n{seconds / 60:.1f} min; results in {args.out}/bench_{cfg.mode}.*")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
