@@ -234,6 +234,13 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
         run.variant("Clustered post-training (kmeans)", m, 8, build_ptq, "no QAT, no fine-tune")
     _conversion(run, layer_name)
 
+    def build_cat_ttq_layers():  # CAT under TTQ's own rules: 3 float values, first/last layer FP32
+        names = [n for n, _ in _compressible(fp32)]
+        model = wrap(copy.deepcopy(fp32), m=3, bits=None, exclude=[names[0], names[-1]])
+        run.finetune(model, "CAT m=3 first/last FP32")
+        return freeze(model)
+    run.variant("CAT (first/last FP32)", 3, None, build_cat_ttq_layers, "as TTQ: first/last layer FP32")
+
     def build_ttq():
         model = ttq(copy.deepcopy(fp32), threshold=0.05)
         run.finetune(model, "TTQ")
@@ -348,6 +355,7 @@ def _verdicts(summary: Table) -> list[str]:
                 out.append(f"{ds}: CAT M=4 b={bits} {cat['accuracy %']:.2f} vs FP32 {fp['accuracy %']:.2f} "
                            f"(gap {gap:.2f} points: {'within' if gap <= 1 else 'NOT within'} 1 point)")
         pairs = [(("CAT", 4, 8), ("Clustered QAT (kmeans)", 4, 8)), (("CAT", 3, 8), ("TTQ", 3, None)),
+                 (("CAT (first/last FP32)", 3, None), ("TTQ", 3, None)),
                  (("CAT", 3, 2), ("TTQ", 3, None)), (("CAT", 3, 2), ("QP-SNN (ReScaW)", 3, 2)),
                  (("CAT", 4, 8), ("Clustered QAT -> SNN conversion (IF)", 4, 8))]
         for a, b in pairs:
@@ -437,8 +445,10 @@ def write_results(cfg: BenchConfig, rows: list[dict], extra: dict, out: Path, se
     Table(list(rows[0]), [list(r.values()) for r in rows]).to_csv(f"{stem}_runs.csv")
     text = (f"# Benchmark ({cfg.mode})\n\nCommand: `{command}`\n\nWall time {seconds / 60:.1f} min on this machine "
             f"(shared with other jobs, so inflated).\n\n```\n{budget_text(cfg)}\n```\n\n{summary.to_markdown()}\n\n"
-            "SOPs: effective accumulates per inference; energy and DR under the profile above; DR also depends "
-            "on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
+            "SOPs: effective accumulates (ACs) per inference, MACs: effective multiply-accumulates (NeuroBench "
+            "rules, `snn_spikefit.count_ops`). conv_snn average-pools the spikes before the next layer, so that "
+            "layer's inputs are not binary and count as MACs: SOPs are 0 for this topology. Energy and DR under "
+            "the profile above; DR also depends on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
             + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
     Path(f"{stem}.md").write_text(text)
     cfg_dict = asdict(cfg)
