@@ -215,3 +215,21 @@ def test_converted_snn_agrees_with_its_relu_net():
         ann_top1 = ann(x).argmax(1)
         snn_top1 = scores(sf.run(converted, x, num_steps=8)).argmax(1)
     assert float((ann_top1 == snn_top1).float().mean()) >= 0.95
+
+
+def test_activation_scales_per_layer_and_per_channel():
+    from snn_spikefit.baselines import activation_scales
+
+    ann = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU())
+    with torch.no_grad():
+        ann[0].weight.copy_(torch.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1, 1))  # positive percentiles
+    data = [(torch.randn(4, 1, 5, 5), torch.zeros(4)) for _ in range(2)]
+    out = torch.cat([ann(x) for x, _ in data]).detach()
+    layer = activation_scales(ann, ["1"], data, percentile=90)["1"]
+    per_channel = activation_scales(ann, ["1"], data, percentile=90, channelwise=True)["1"]
+    assert float(layer) == pytest.approx(float(torch.quantile(out.flatten(), 0.9)), rel=1e-5)
+    assert per_channel.shape == (3, 1, 1)
+    expected = torch.quantile(out.transpose(0, 1).reshape(3, -1), 0.9, dim=1)
+    assert torch.allclose(per_channel.flatten(), expected, rtol=1e-5)
+    with pytest.raises(sf.SpikeFitValueError, match="percentile=0"):
+        activation_scales(ann, ["1"], data, percentile=0)
