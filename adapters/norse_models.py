@@ -47,13 +47,17 @@ def conv_snn(
     threshold: float = 1.0,
     dt: float = 1e-3,
 ) -> nn.Module:
-    """Conv -> LIFBoxCell -> AvgPool(2) blocks, then Flatten -> Linear read-out."""
+    """Conv -> AvgPool(2) -> LIFBoxCell blocks, then Flatten -> Linear read-out.
+
+    Pooling comes before the neuron, so every layer after the first receives
+    binary spikes (accumulates, not multiply-accumulates, on a chip).
+    """
     import norse.torch as norse
 
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
     for c in channels:
-        layers += [nn.Conv2d(c_in, c, 3, padding=1), lif_box(beta, threshold, dt=dt), nn.AvgPool2d(2)]
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.AvgPool2d(2), lif_box(beta, threshold, dt=dt)]
         c_in, size = c, size // 2
     layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
     return norse.SequentialState(*layers)

@@ -3,7 +3,9 @@
 They follow the SpikeFit paper's neuron settings: ``Leaky(beta=0.5,
 threshold=1.0)`` with the arctan surrogate, subtract reset, direct encoding
 (the static input is fed at every step), and a non-spiking linear read-out
-whose outputs are averaged over time.
+whose outputs are averaged over time. Pooling comes before the neuron that
+follows it, so every layer after the first receives binary spikes: on a chip
+those are accumulates, not multiply-accumulates (pooled spikes are not binary).
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ def conv_snn(
     batch_norm: bool = False,
     bias: bool = True,
 ) -> nn.Sequential:
-    """Conv -> [BN] -> Leaky -> AvgPool(2) blocks, then Flatten -> Linear read-out."""
+    """Conv -> [BN] -> AvgPool(2) -> Leaky blocks, then Flatten -> Linear read-out."""
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
     for c in channels:
         layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=bias))
         if batch_norm:
             layers.append(nn.BatchNorm2d(c))
-        layers += [_leaky(beta, threshold), nn.AvgPool2d(2)]
+        layers += [nn.AvgPool2d(2), _leaky(beta, threshold)]
         c_in, size = c, size // 2
     layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
     return nn.Sequential(*layers)
@@ -73,17 +75,25 @@ def vgg_snn(
     beta: float = 0.5,
     threshold: float = 1.0,
 ) -> nn.Sequential:
-    """VGG-style SNN: ``cfg`` ints are Conv3x3 -> BN -> Leaky, ``"A"`` is AvgPool(2)."""
+    """VGG-style SNN: ``cfg`` ints are Conv3x3 -> BN -> Leaky, ``"A"`` is AvgPool(2).
+
+    A pool that follows a conv goes between its BN and its neuron (binary spikes
+    into the next conv).
+    """
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
+    neuron_due = False  # a conv's neuron waits until a pool that follows it is placed
     for item in cfg:
         if item == "A":
             layers.append(nn.AvgPool2d(2))
             size //= 2
-        else:
-            layers += [nn.Conv2d(c_in, int(item), 3, padding=1, bias=False),
-                       nn.BatchNorm2d(int(item)), _leaky(beta, threshold)]
-            c_in = int(item)
+            continue
+        if neuron_due:
+            layers.append(_leaky(beta, threshold))
+        layers += [nn.Conv2d(c_in, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item))]
+        c_in, neuron_due = int(item), True
+    if neuron_due:
+        layers.append(_leaky(beta, threshold))
     layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
     return nn.Sequential(*layers)
 

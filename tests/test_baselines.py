@@ -191,8 +191,8 @@ def test_relu_twin_replaces_neurons_only():
     snn = conv_snn(batch_norm=True)
     ann = relu_twin(snn)
     assert [type(m).__name__ for m in ann] == [
-        "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Flatten", "Linear"]
-    assert type(snn[2]).__name__ == "Leaky"
+        "Conv2d", "BatchNorm2d", "AvgPool2d", "ReLU", "Conv2d", "BatchNorm2d", "AvgPool2d", "ReLU", "Flatten", "Linear"]
+    assert type(snn[3]).__name__ == "Leaky"
     with pytest.raises(sf.SpikeFitValueError, match="no spiking neuron"):
         relu_twin(mlp())
 

@@ -130,4 +130,4 @@ def test_conv_builder_runs_over_time():
     net = conv_snn(1, 10, image_size=8, channels=(4, 8))
     out = sf.run(net, torch.rand(2, 1, 8, 8), num_steps=3)
     assert out.shape == (3, 2, 10)
-    assert [n.name for n in trace(net, torch.rand(1, 1, 8, 8)).nodes if n.is_neuron] == ["1", "4"]
+    assert [n.name for n in trace(net, torch.rand(1, 1, 8, 8)).nodes if n.is_neuron] == ["2", "5"]

@@ -83,7 +83,7 @@ def test_removing_channels_with_zero_outgoing_weights_keeps_outputs():
         model[9].weight[:, 2 * 4:3 * 4] = 0  # channel 2 of the second one feeds nothing
     x = data[0][0]
     before = _out(model, x)
-    report = sf.prune(model, data, 0.25, criterion=_lowest({"2": 1, "6": 2}), num_steps=T, progress=False)
+    report = sf.prune(model, data, 0.25, criterion=_lowest({"3": 1, "7": 2}), num_steps=T, progress=False)
     assert [r.kept for r in report.layers] == [(0, 2, 3), (0, 1, 3, 4, 5)]
     after = _out(model, x)
     assert torch.equal(after, before)

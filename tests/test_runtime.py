@@ -103,7 +103,7 @@ def test_adapter_found_and_neurons_listed():
     model = conv_snn(1, 10, 8, (4, 8))
     adapter = sf.get_adapter(model)
     assert adapter.name == "snntorch"
-    assert [n for n, _ in adapter.neurons(model)] == ["1", "4"]
+    assert [n for n, _ in adapter.neurons(model)] == ["2", "5"]
     assert "snntorch" in sf.list_adapters()
     assert sf.get_adapter(nn.Linear(2, 2)).name == "torch"
 
@@ -127,7 +127,7 @@ def test_trace_conv_snn_is_a_chain_with_shapes():
     model = conv_snn(1, 10, 8, (4, 8))
     g = trace(model, torch.rand(5, 1, 8, 8))
     assert g.is_chain()
-    assert [n.name for n in g.nodes if n.is_neuron] == ["1", "4"]
+    assert [n.name for n in g.nodes if n.is_neuron] == ["2", "5"]
     assert g.node("3").in_shape == (1, 4, 4, 4) and g.node("3").out_shape == (1, 8, 4, 4)
     assert g.node("6").out_shape == (1, 32) and g.output == "7"
 
