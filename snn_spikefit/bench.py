@@ -90,8 +90,8 @@ MODES = {
                          grid=((3, 2), (4, 4), (4, 8)), cluster_ms=(3, 4), qp_bits=(2, 4)),
     # sized for a shared 2-core machine (the whole suite under ~40 min there); see budget_text in the output
     "full": BenchConfig("full", ("fashion-mnist", "digits"), (0, 1, 2),
-                        {"fashion-mnist": DataBudget(6000, 2000, 3, 1, finetune=3000),
-                         "digits": DataBudget(None, None, 15, 3)}, grid=_FULL_GRID),
+                        {"fashion-mnist": DataBudget(4000, 1000, 3, 1, finetune=2000),
+                         "digits": DataBudget(None, None, 10, 2)}, grid=_FULL_GRID),
 }
 _DETERMINISTIC = ("accuracy", "f1", "size_mb", "sops", "macs", "energy_mj")
 
@@ -193,6 +193,12 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
     run.verbose = verbose
     fp32 = run.fp32
     run.record(fp32, "FP32", None, 32)
+
+    def build_fp32_ft():  # control: what the fine-tune budget alone gives, with no compression
+        model = copy.deepcopy(fp32)
+        run.finetune(model, "FP32 fine-tune")
+        return model
+    run.variant("FP32 + fine-tune", None, 32, build_fp32_ft, "control: FP32 trained on with the same fine-tune budget")
     layer_name = [n for n, _ in _compressible(fp32)][cfg.trace_layer]
     run.extra["fp32_weights"] = dict(fp32.named_modules())[layer_name].weight.detach().flatten().tolist()
     run.extra["trace_layer"] = layer_name
@@ -335,7 +341,7 @@ def summarize(rows: list[dict]) -> Table:
     t = Table(["dataset", "method", "M", "bits", "seeds", "accuracy %", "acc std", "macro-F1 %", "size MB",
                "SOPs", "MACs", "energy mJ", "DR_acc", "note"])
     mean = lambda rs, k: statistics.mean(r[k] for r in rs) if all(r[k] is not None for r in rs) else None  # noqa
-    for (ds, method, m, bits), rs in groups.items():
+    for (ds, method, m, bits), rs in groups.items():  # noqa: B007
         acc = [r["accuracy"] for r in rs]
         t.add_row([ds, method, m, bits, len(rs), statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0,
                    mean(rs, "f1"), mean(rs, "size_mb"), mean(rs, "sops"), mean(rs, "macs"), mean(rs, "energy_mj"),
@@ -347,13 +353,14 @@ def _verdicts(summary: Table) -> list[str]:
     rec = {(r["dataset"], r["method"], r["M"], r["bits"]): r for r in summary.records()}
     out = []
     for ds in dict.fromkeys(r["dataset"] for r in summary.records()):
-        fp = rec.get((ds, "FP32", None, 32))
-        for bits in (4, 8):
-            cat = rec.get((ds, "CAT", 4, bits))
-            if fp and cat:
-                gap = fp["accuracy %"] - cat["accuracy %"]
-                out.append(f"{ds}: CAT M=4 b={bits} {cat['accuracy %']:.2f} vs FP32 {fp['accuracy %']:.2f} "
-                           f"(gap {gap:.2f} points: {'within' if gap <= 1 else 'NOT within'} 1 point)")
+        for ref in ("FP32", "FP32 + fine-tune"):
+            fp = rec.get((ds, ref, None, 32))
+            for bits in (4, 8):
+                cat = rec.get((ds, "CAT", 4, bits))
+                if fp and cat:
+                    gap = fp["accuracy %"] - cat["accuracy %"]
+                    out.append(f"{ds}: CAT M=4 b={bits} {cat['accuracy %']:.2f} vs {ref} {fp['accuracy %']:.2f} "
+                               f"(gap {gap:.2f} points: {'within' if gap <= 1 else 'NOT within'} 1 point)")
         pairs = [(("CAT", 4, 8), ("Clustered QAT (kmeans)", 4, 8)), (("CAT", 3, 8), ("TTQ", 3, None)),
                  (("CAT (first/last FP32)", 3, None), ("TTQ", 3, None)),
                  (("CAT", 3, 2), ("TTQ", 3, None)), (("CAT", 3, 2), ("QP-SNN (ReScaW)", 3, 2)),

@@ -33,7 +33,7 @@ def test_same_seed_same_numbers(two_runs):
 def test_every_method_is_measured(two_runs):
     (rows, _), _ = two_runs
     got = {(r["method"], r["m"], r["bits"]) for r in rows}
-    assert {("FP32", None, 32), ("CAT", 3, 2), ("CAT", 4, 4), ("QAT INT8", 255, 8),
+    assert {("FP32", None, 32), ("FP32 + fine-tune", None, 32), ("CAT", 3, 2), ("CAT", 4, 4), ("QAT INT8", 255, 8),
             ("Clustered QAT (kmeans)", 4, 8), ("Clustered post-training (kmeans)", 4, 8),
             ("Clustered QAT -> SNN conversion (LIF beta=0.5)", 4, 8), ("Clustered QAT -> SNN conversion (IF)", 4, 8), ("TTQ", 3, None), ("CAT (first/last FP32)", 3, None), ("QP-SNN (ReScaW)", 3, 2),
             ("FP32 + FSC 50%", None, 32), ("CAT + FSC 50%", 4, 4)} == got
