@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--granularity", default="layer", choices=["layer", "channel"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--finetune-epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

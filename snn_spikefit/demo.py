@@ -32,7 +32,7 @@ class DemoResult:
 
 
 def run_demo(
-    *, m: int = 4, bits: int | None = 4, epochs: int = 15, finetune_epochs: int = 8,
+    *, m: int = 4, bits: int | None = 4, epochs: int = 15, finetune_epochs: int = 15,
     num_steps: int = 4, seed: int = 0, progress: bool = True, granularity: str = "layer",
 ) -> DemoResult:
     """Train FP32, then CAT, on digits; return accuracies and per-layer tables."""
@@ -50,7 +50,7 @@ def run_demo(
     acc_fp32 = accuracy(fp32, test_loader, num_steps=num_steps)
 
     cat = wrap(copy.deepcopy(fp32), m=m, bits=bits, granularity=granularity)
-    fit(cat, train_loader, epochs=finetune_epochs, num_steps=num_steps, lr=1e-3, progress=progress,
+    fit(cat, train_loader, epochs=finetune_epochs, num_steps=num_steps, lr=3e-3, progress=progress,
         schedule="cosine", desc=f"CAT m={m}")
     acc_cat = accuracy(cat, test_loader, num_steps=num_steps)
     freeze(cat)

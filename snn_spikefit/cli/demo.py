@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--granularity", choices=["layer", "channel"], default="layer",
                    help="one codebook per layer or per output channel (default layer)")
     p.add_argument("--epochs", type=int, default=15, help="FP32 training epochs (default 15)")
-    p.add_argument("--finetune-epochs", type=int, default=8, help="CAT fine-tune epochs (default 8)")
+    p.add_argument("--finetune-epochs", type=int, default=15, help="CAT fine-tune epochs (default 15)")
     p.add_argument("--num-steps", type=int, default=4, help="timesteps T (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
