@@ -453,9 +453,9 @@ def write_results(cfg: BenchConfig, rows: list[dict], extra: dict, out: Path, se
     text = (f"# Benchmark ({cfg.mode})\n\nCommand: `{command}`\n\nWall time {seconds / 60:.1f} min on this machine "
             f"(shared with other jobs, so inflated).\n\n```\n{budget_text(cfg)}\n```\n\n{summary.to_markdown()}\n\n"
             "SOPs: effective accumulates (ACs) per inference, MACs: effective multiply-accumulates (NeuroBench "
-            "rules, `snn_spikefit.count_ops`). conv_snn average-pools the spikes before the next layer, so that "
-            "layer's inputs are not binary and count as MACs: SOPs are 0 for this topology. Energy and DR under "
-            "the profile above; DR also depends on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
+            "rules, `snn_spikefit.count_ops`): a layer whose inputs are not all binary (the encoding layer, or a "
+            "layer fed average-pooled spikes) counts MACs, not SOPs. Energy and DR under the profile above; DR "
+            "also depends on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
             + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
     Path(f"{stem}.md").write_text(text)
     cfg_dict = asdict(cfg)
