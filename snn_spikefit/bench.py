@@ -156,6 +156,11 @@ class _Run:
             data = Subset(self.train, range(min(self.budget.finetune, len(self.train))))
         return make_loader(data, self.cfg.batch_size, shuffle=True, seed=self.seed, drop_last=True)
 
+    @property
+    def matched_epochs(self) -> int:
+        """Epochs for a one-stage method: the clustered pipeline's QAT + centroid fine-tunes together."""
+        return 2 * self.budget.finetune_epochs
+
     def finetune(self, model, desc: str, *, epochs: int | None = None, num_steps: int | None = None,
                  data=None) -> None:
         cfg = self.cfg
@@ -196,7 +201,7 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
 
     def build_fp32_ft():  # control: what the fine-tune budget alone gives, with no compression
         model = copy.deepcopy(fp32)
-        run.finetune(model, "FP32 fine-tune")
+        run.finetune(model, "FP32 fine-tune", epochs=run.matched_epochs)
         return model
     run.variant("FP32 + fine-tune", None, 32, build_fp32_ft, "control: FP32 trained on with the same fine-tune budget")
     layer_name = [n for n, _ in _compressible(fp32)][cfg.trace_layer]
@@ -209,7 +214,7 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
             model = wrap(copy.deepcopy(fp32), m=m, bits=bits)
             q = dict(model.named_modules())[layer_name].parametrizations.weight[0]
             snaps = _Snapshots(run.loader(finetune=True), lambda: q.codebook_values().detach().flatten().tolist())
-            run.finetune(model, f"CAT m={m} b={bits}", data=snaps)
+            run.finetune(model, f"CAT m={m} b={bits}", data=snaps, epochs=run.matched_epochs)
             if (m, bits) == (4, 4) or (m == 4 and "cat_trace" not in run.extra):
                 run.extra["cat_trace"] = {"m": m, "bits": bits, "values": snaps.values}
             cat_models[(m, bits)] = copy.deepcopy(model)
@@ -243,19 +248,19 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
     def build_cat_ttq_layers():  # CAT under TTQ's own rules: 3 float values, first/last layer FP32
         names = [n for n, _ in _compressible(fp32)]
         model = wrap(copy.deepcopy(fp32), m=3, bits=None, exclude=[names[0], names[-1]])
-        run.finetune(model, "CAT m=3 first/last FP32")
+        run.finetune(model, "CAT m=3 first/last FP32", epochs=run.matched_epochs)
         return freeze(model)
     run.variant("CAT (first/last FP32)", 3, None, build_cat_ttq_layers, "as TTQ: first/last layer FP32")
 
     def build_ttq():
         model = ttq(copy.deepcopy(fp32), threshold=0.05)
-        run.finetune(model, "TTQ")
+        run.finetune(model, "TTQ", epochs=run.matched_epochs)
         return freeze_baseline(model)
     run.variant("TTQ", 3, None, build_ttq, "first/last layer FP32")
     for bits in cfg.qp_bits:
         def build_qp(bits=bits):
             model = qpsnn(copy.deepcopy(fp32), bits=bits)
-            run.finetune(model, f"QP-SNN b={bits}")
+            run.finetune(model, f"QP-SNN b={bits}", epochs=run.matched_epochs)
             return freeze_baseline(model)
         run.variant("QP-SNN (ReScaW)", 2 ** bits - 1, bits, build_qp, "levels per channel")
     amount = cfg.prune_amount
@@ -436,7 +441,8 @@ def budget_text(cfg: BenchConfig) -> str:
         b = cfg.budgets[ds]
         lines.append(f"{ds}: train {b.train or 'all'} / test {b.test or 'all'} samples, image "
                      f"{b.image_size or 'as stored'}, FP32 {b.epochs} epochs, every fine-tune {b.finetune_epochs} "
-                     f"epoch(s) on {b.finetune or 'all'} training samples")
+                     f"epoch(s) on {b.finetune or 'all'} training samples (one-stage methods - CAT, TTQ, QP-SNN, FP32 "
+                     f"control - get twice that, matching the clustered pipeline's QAT + centroid stages)")
     return "\n".join(lines)
 
 
