@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .errors import SpikeFitValueError
@@ -54,7 +55,7 @@ def fit(
             all steps of all epochs; needs ``len(data)``).
         recalibrate: after the last epoch, re-estimate BatchNorm running statistics
             with the final weights (:func:`recalibrate_bn`; only if the model has
-            BatchNorm and is wrapped). Codebook training changes weights in
+            BatchNorm and parametrized, i.e. quantized, weights). Codebook training changes weights in
             discrete jumps, which leaves the running averages stale: measured on
             digits, eval accuracy fell to 72-88 % in some seeds and came back to
             97-99 % after recalibration.
@@ -73,6 +74,7 @@ def fit(
             raise SpikeFitValueError("schedule='cosine' needs data with a length (a DataLoader or list)") from None
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     wrapped = is_wrapped(model) and beta > 0
+    quantized = any(parametrize.is_parametrized(m) for m in model.modules())  # CAT or a baseline
     history = []
     model.train()
     for epoch in range(epochs):
@@ -95,7 +97,7 @@ def fit(
         if count == 0:
             raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
         history.append(total / count)
-    if recalibrate and wrapped and _batch_norms(model):
+    if recalibrate and quantized and _batch_norms(model):
         recalibrate_bn(model, data, num_steps=num_steps, progress=progress)
     reset(model)  # drop state that still refers to the last graph
     return history

@@ -40,6 +40,7 @@ __all__ = [
     "COMPRESSIBLE_TYPES",
     "CompressedLayer",
     "install_frozen",
+    "remove_parametrization",
     "GRANULARITIES",
 ]
 
@@ -292,7 +293,7 @@ def _from_profile(hardware: str, m, bits, granularity):
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
 
 
-def _remove_codebook(module: nn.Module, param: str, *, leave_parametrized: bool) -> None:
+def remove_parametrization(module: nn.Module, param: str = "weight", *, leave_parametrized: bool) -> None:
     """``remove_parametrizations`` without breaking deep copies of ``module``.
 
     PyTorch's deepcopy of a parametrized module shares the injected class with
@@ -356,7 +357,7 @@ def freeze(model: nn.Module) -> nn.Module:
             shape, state["codes"], state["values"], state["ints"], state["scale"],
             m=q.m, bits=q.bits, granularity=q.granularity,
         )
-        _remove_codebook(module, layer.param, leave_parametrized=False)
+        remove_parametrization(module, layer.param, leave_parametrized=False)
         install_frozen(module, frozen, layer.param)
     return model
 
@@ -369,7 +370,7 @@ def strip(model: nn.Module) -> nn.Module:
     ``m`` distinct values per codebook but is no longer tied to a codebook.
     """
     for layer in _require_wrapped(model, "strip"):
-        _remove_codebook(layer.module, layer.param, leave_parametrized=True)
+        remove_parametrization(layer.module, layer.param, leave_parametrized=True)
         getattr(layer.module, layer.param).requires_grad_(True)
     return model
 

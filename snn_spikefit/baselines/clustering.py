@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..wrap import COMPRESSIBLE_TYPES, is_wrapped
+from ..wrap import COMPRESSIBLE_TYPES, is_wrapped, remove_parametrization
 
 __all__ = ["FakeQuantWeight", "ClusterWeight", "qat", "strip_qat", "cluster", "cluster_values",
            "CLUSTER_METHODS", "int8_grid"]
@@ -180,14 +180,8 @@ def qat(model: nn.Module, *, bits: int = 8) -> nn.Module:
 
 
 def remove_weight_parametrizations(module: nn.Module, *, leave_parametrized: bool) -> None:
-    """``remove_parametrizations(module, "weight")`` that leaves deep copies of ``module`` intact.
-
-    A deep copy of a parametrized module shares its injected class; removal deletes
-    the ``weight`` property from that class. Give the module a private class first.
-    """
-    cls = module.__class__
-    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+    """``remove_parametrizations(module, "weight")`` that leaves deep copies of ``module`` intact."""
+    remove_parametrization(module, "weight", leave_parametrized=leave_parametrized)
 
 
 @torch.no_grad()

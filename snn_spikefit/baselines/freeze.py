@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..codebook import FrozenCodebook
+from ..wrap import install_frozen
 from ..errors import NotWrappedError
 from .clustering import ClusterWeight, FakeQuantWeight, remove_weight_parametrizations
 from .qpsnn import UniformWeight
@@ -57,8 +58,7 @@ def freeze_baseline(model: nn.Module) -> nn.Module:
         frozen = FrozenCodebook(shape, state["codes"], state["values"], state["ints"], state["scale"],
                                 m=q.m, bits=q.bits, granularity=q.granularity)
         remove_weight_parametrizations(module, leave_parametrized=False)
-        parametrize.register_parametrization(module, "weight", frozen, unsafe=True)
-        module.parametrizations.weight.original.requires_grad_(False)
+        install_frozen(module, frozen)
     if not found:
         raise NotWrappedError(f"freeze_baseline: {type(model).__name__} has no layer quantized by ttq, qat, "
                               f"cluster or qpsnn")

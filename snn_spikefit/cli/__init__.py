@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch
+
+    # Leaky membranes decay into denormal floats, which slow CPU training many-fold;
+    # flushing them changes no result a spiking threshold can see.
+    torch.set_flush_denormal(True)
     try:
         return int(args.handler(args) or 0)
     except (SpikeFitError, OSError) as exc:  # bad input or files: one line, no traceback
