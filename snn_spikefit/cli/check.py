@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_hardware_arg, add_model_args, add_output_args, emit, load_data, load_model
+from .common import add_hardware_arg, add_model_args, add_output_args, emit, load_model, model_sample
 
 
 def add_parser(sub) -> None:
@@ -28,8 +28,6 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
     import snn_spikefit as sf
     from ..errors import SpikeFitValueError
 
@@ -37,17 +35,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix not in (".json", ".csv"):
         raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a .json or .csv path")
     loaded = load_model(args)
-    sample = None
-    if args.input_shape:
-        if any(d < 1 for d in args.input_shape):
-            raise SpikeFitValueError(f"--input-shape {args.input_shape} is not allowed; use positive sizes")
-        sample = torch.zeros(1, *args.input_shape)
-    elif args.data:
-        for name, value in (("batch_size", 2), ("limit", 2), ("seed", 0), ("time_major", False)):
-            setattr(args, name, value)
-        sample = load_data(args).sample(1)
-    elif loaded.input_shape is not None:
-        sample = torch.zeros(1, *loaded.input_shape)
+    sample = model_sample(args, loaded)
     report = sf.check(loaded.model, profile, sample)
     if args.out:
         (report.to_json if args.out.endswith(".json") else report.to_csv)(args.out)

@@ -355,3 +355,18 @@ def check_fits(loaded: LoadedModel, data: LoadedData) -> None:
         raise SpikeFitValueError(
             f"model {loaded.source!r} gives outputs of shape {tuple(out.shape[1:])} per sample; --data "
             f"{data.name} has {data.classes} classes (labels 0..{data.classes - 1})")
+
+
+def model_sample(args: argparse.Namespace, loaded: "LoadedModel") -> Tensor | None:
+    """A one-sample input for ``loaded``: from ``--input-shape``, ``--data``, or the NIR file's input node."""
+    if getattr(args, "input_shape", None):
+        if any(d < 1 for d in args.input_shape):
+            raise SpikeFitValueError(f"--input-shape {args.input_shape} is not allowed; use positive sizes")
+        return torch.zeros(1, *args.input_shape)
+    if getattr(args, "data", None):
+        for name, value in (("batch_size", 2), ("limit", 2), ("seed", 0), ("time_major", False)):
+            setattr(args, name, value)
+        return load_data(args).sample(1)
+    if loaded.input_shape is not None:
+        return torch.zeros(1, *loaded.input_shape)
+    return None

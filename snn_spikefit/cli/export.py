@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, emit, load_data, load_model, note, relay_warnings
+from .common import add_model_args, emit, load_model, model_sample, note, relay_warnings
 
 
 def add_parser(sub) -> None:
@@ -27,8 +27,6 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
     import snn_spikefit as sf
     from ..errors import SpikeFitValueError
 
@@ -37,17 +35,8 @@ def main(args: argparse.Namespace) -> int:
     if not Path(args.out).absolute().parent.is_dir():
         raise SpikeFitValueError(f"--out {args.out!r}: folder {str(Path(args.out).parent)!r} does not exist")
     loaded = load_model(args)
-    if args.input_shape:
-        if any(d < 1 for d in args.input_shape):
-            raise SpikeFitValueError(f"--input-shape {args.input_shape} is not allowed; use positive sizes")
-        sample = torch.zeros(1, *args.input_shape)
-    elif args.data:
-        for name, value in (("batch_size", 2), ("limit", 2), ("seed", 0), ("time_major", False)):
-            setattr(args, name, value)
-        sample = load_data(args).sample(1)
-    elif loaded.input_shape is not None:
-        sample = torch.zeros(1, *loaded.input_shape)
-    else:
+    sample = model_sample(args, loaded)
+    if sample is None:
         raise SpikeFitValueError("export of a checkpoint needs the input shape: give --input-shape DIM ... or --data")
     with relay_warnings(args):
         graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt)
