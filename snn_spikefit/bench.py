@@ -77,6 +77,7 @@ class BenchConfig:
     batch_size: int = 64
     lr: float = 5e-3            # FP32 (and the ReLU twin)
     finetune_lr: float = 1e-3   # every compressed variant
+    finetune_schedule: str | None = "cosine"  # every fine-tune, every method alike
     recal_batches: int = 16     # BatchNorm re-estimation after every fine-tune
     channels: tuple[int, ...] = (16, 32)
     profile: str = "generic-45nm"
@@ -120,6 +121,9 @@ class _Snapshots:
 
     def __init__(self, loader, fn) -> None:
         self.loader, self.fn, self.values = loader, fn, []
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
@@ -167,7 +171,7 @@ class _Run:
         steps = cfg.num_steps if num_steps is None else num_steps
         fit(model, data or self.loader(finetune=True), epochs=self.budget.finetune_epochs if epochs is None else epochs,
             num_steps=steps, lr=cfg.finetune_lr, progress=self.progress, desc=f"{self.name} s{self.seed} {desc}",
-            recalibrate=False)
+            recalibrate=False, schedule=cfg.finetune_schedule)
         self.recal(model, num_steps=steps)
 
     def recal(self, model, num_steps: int | None = None) -> None:
@@ -435,7 +439,7 @@ def _save(fig, path: Path) -> str:
 def budget_text(cfg: BenchConfig) -> str:
     lines = [f"mode {cfg.mode}: seeds {list(cfg.seeds)}, T={cfg.num_steps}, batch {cfg.batch_size}, "
              f"conv_snn channels {list(cfg.channels)} + BatchNorm, FP32 lr {cfg.lr}, fine-tune lr "
-             f"{cfg.finetune_lr} (Adam), BN re-estimated on {cfg.recal_batches} batches after every fine-tune, "
+             f"{cfg.finetune_lr} (Adam, schedule {cfg.finetune_schedule or 'constant'}), BN re-estimated on {cfg.recal_batches} batches after every fine-tune, "
              f"profile {cfg.profile}"]
     for ds in cfg.datasets:
         b = cfg.budgets[ds]
