@@ -174,7 +174,7 @@ class CodebookWeight(nn.Module):
         key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
         cached = self._cache.get(key)
         if cached is not None:
-            return cached
+            return cached[0]
         values = self.codebook_values()
         idx = self.assign(weight, values)
         if self.training and self.reseed and self._reseed_dead(weight, values, idx):
@@ -183,7 +183,7 @@ class CodebookWeight(nn.Module):
             idx = self.assign(weight, values)
         quantized = torch.gather(values, 1, idx).reshape(weight.shape)
         out = quantized + (weight - weight.detach())
-        self._cache.put(key, out, hook_on=out)
+        self._cache.put(key, (out, idx), hook_on=out)
         return out
 
     def right_inverse(self, weight: Tensor) -> Tensor:
@@ -220,9 +220,14 @@ class CodebookWeight(nn.Module):
 
     # -- views used by commitment loss, freeze and summaries --------------------------
     def commitment(self, weight: Tensor) -> Tensor:
-        """Eq. 7: ``mean((w_q - sg(w))^2)``, gradient to the codebook only."""
+        """Eq. 7: ``mean((w_q - sg(w))^2)``, gradient to the codebook only.
+
+        Reuses the assignment of this step's forward pass when the weight and
+        codebook have not changed since (the usual case: forward, then the loss).
+        """
         values = self.codebook_values()
-        idx = self.assign(weight, values)
+        cached = self._cache.get(_VersionCache.make_key(weight, self.codebook) + (self.training,))
+        idx = cached[1] if cached is not None else self.assign(weight, values)
         quantized = torch.gather(values, 1, idx)
         return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
 

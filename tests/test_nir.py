@@ -18,13 +18,6 @@ nir = pytest.importorskip("nir")
 STEPS = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids contention on a shared machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- model builders ----------------------------------------------------------------------------

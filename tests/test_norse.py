@@ -12,12 +12,6 @@ from conftest import needs_norse
 pytestmark = needs_norse
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _manual_lif_box(cur, tau_mem_inv, v_th, dt, v_leak=0.0, v_reset=0.0):

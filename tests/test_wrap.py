@@ -408,3 +408,17 @@ def test_norse_recurrent_cell_raw_weights_are_wrapped(granularity):
     assert torch.equal(sf.run(model, x, num_steps=5), before)
     with pytest.raises(sf.SpikeFitValueError, match=r"include='1.nope'.*'1.recurrent_weights'"):
         sf.wrap(model, include="1.nope")
+
+
+def test_commitment_loss_reuses_the_forward_assignment():
+    model = sf.wrap(nn.Linear(10, 4), m=4)
+    q = model.parametrizations.weight[0]
+    calls = []
+    orig = q.assign
+    q.assign = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+    q._cache.clear()
+    loss = model(torch.randn(2, 10)).sum() + sf.commitment_loss(model)
+    assert len(calls) == 1  # the forward's assignment, reused by the commitment term
+    loss.backward()
+    sf.commitment_loss(model)  # after backward the cache is gone: computed afresh, same value
+    assert len(calls) == 2
