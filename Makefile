@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) examples/bench_cat_speed.py
+	$(PY) benchmarks/cat_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -99,7 +99,7 @@ class NorseAdapter(Adapter):
         import nir
         import numpy as np
 
-        from snn_spikefit.nir_common import RESET_KEY, broadcast_param
+        from snn_spikefit.nir.common import RESET_KEY, broadcast_param
         from norse.torch.functional.reset import reset_subtract, reset_value
 
         norse = _norse()
@@ -133,7 +133,7 @@ class NorseAdapter(Adapter):
     def neuron_from_nir(self, node: Any, *, dt: float) -> list[nn.Module]:
         import nir
 
-        from snn_spikefit.nir_common import RESET_KEY, Gain, compact_param
+        from snn_spikefit.nir.common import RESET_KEY, Gain, compact_param
         from norse.torch.functional.reset import reset_subtract, reset_value
 
         norse = _norse()

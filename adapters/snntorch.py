@@ -178,7 +178,7 @@ class SnnTorchAdapter(Adapter):
         import numpy as np
 
         from snn_spikefit.errors import UnsupportedLayerError
-        from snn_spikefit.nir_common import RESET_KEY, broadcast_param
+        from snn_spikefit.nir.common import RESET_KEY, broadcast_param
 
         snn = _snntorch()
         kind = type(module).__name__
@@ -230,7 +230,7 @@ class SnnTorchAdapter(Adapter):
         import numpy as np
 
         from snn_spikefit.errors import UnsupportedLayerError
-        from snn_spikefit.nir_common import RESET_KEY, Gain, compact_param
+        from snn_spikefit.nir.common import RESET_KEY, Gain, compact_param
 
         snn = _snntorch()
         kind = type(node).__name__

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from snn_spikefit.demo import run_demo
+from snn_spikefit.zoo.demo import run_demo
 from snn_spikefit.table import Table
 
 

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 
 import snn_spikefit as sf
-from snn_spikefit.data import digits, make_loader
+from snn_spikefit.data.datasets import digits, make_loader
 from snn_spikefit.table import Table
 from snn_spikefit.trace import Recorder
 
 
 def train_elsewhere(path: Path, epochs: int, steps: int) -> None:
     """Stand-in for a model from another lab: a Norse SNN trained on digits, saved as NIR."""
-    from snn_spikefit.adapters.norse_models import dense_snn
+    from snn_spikefit.zoo.norse import dense_snn
 
     torch.manual_seed(0)
     model = dense_snn(64, 10, hidden=(64,), beta=0.5)

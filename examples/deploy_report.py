@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import snn_spikefit as sf
-from snn_spikefit.adapters.snntorch_models import dense_snn
-from snn_spikefit.data import digits, make_loader
+from snn_spikefit.zoo.snntorch import dense_snn
+from snn_spikefit.data.datasets import digits, make_loader
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ import statistics
 import torch
 
 import snn_spikefit as sf
-from snn_spikefit.adapters.snntorch_models import conv_snn
-from snn_spikefit.data import digits, make_loader
+from snn_spikefit.zoo.snntorch import conv_snn
+from snn_spikefit.data.datasets import digits, make_loader
 from snn_spikefit.table import Table
 
 

@@ -11,7 +11,7 @@ True
 from __future__ import annotations
 
 from .adapter import Adapter, get_adapter, list_adapters, register_adapter
-from .codebook import CodebookWeight, FrozenCodebook
+from .quantize.codebook import CodebookWeight, FrozenCodebook
 from .errors import (
     NotWrappedError,
     SpikeFitError,
@@ -23,22 +23,22 @@ from .runtime import reset, run
 from .table import Table
 from .train import accuracy, fit, predict, recalibrate_bn
 # pruning (FSC and the criteria it is compared with)
-from .importance import CRITERIA, register_criterion
-from .prune import PruneReport, prune
-from .wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
-from .fold import fold_batchnorm
+from .pruning.importance import CRITERIA, register_criterion
+from .pruning.prune import PruneReport, prune
+from .quantize.wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+from .quantize.fold import fold_batchnorm
 # NIR export and import
-from .nir_export import export_nir
-from .nir_import import import_nir
+from .nir.exporter import export_nir
+from .nir.importer import import_nir
 # deployment metrics, hardware profiles and checks
-from .check import CheckReport, ConstraintViolationError, Violation, check
-from .hardware import HardwareProfile, get_profile, list_profiles, register_profile
-from .metrics import DeployReport, evaluate
-from .ops import OpCounts, count_ops
+from .deploy.check import CheckReport, ConstraintViolationError, Violation, check
+from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
+from .deploy.metrics import DeployReport, evaluate
+from .deploy.ops import OpCounts, count_ops
 # baselines
 from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     # compression (CAT)

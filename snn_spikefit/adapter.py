@@ -120,7 +120,7 @@ class Adapter:
         ``dt``: the graph's step; ``shape``: one sample's neuron shape (no batch),
         to which parameters are broadcast. Dynamics NIR cannot express are put
         in ``node.metadata["spikefit.reset_mechanism"]`` (the exporter warns);
-        conventions in :mod:`snn_spikefit.nir_common`.
+        conventions in :mod:`snn_spikefit.nir.common`.
         """
         raise UnsupportedLayerError(f"adapter {self.name!r} cannot export {type(module).__name__} to NIR")
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .errors import SpikeFitValueError
 from .runtime import reset, run
-from .wrap import commitment_loss, is_wrapped
+from .quantize.wrap import commitment_loss, is_wrapped
 
 __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 

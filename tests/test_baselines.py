@@ -10,8 +10,8 @@ from torch import nn
 import snn_spikefit as sf
 from snn_spikefit.baselines import (ClusterWeight, TernaryFunction, TernaryWeight, cluster, convert_to_snn,
                                     freeze_baseline, qat, qpsnn, relu_twin, strip_qat, ternary_layers, ttq)
-from snn_spikefit.metrics import model_size_bits
-from snn_spikefit.wrap import compressed_bits
+from snn_spikefit.deploy.metrics import model_size_bits
+from snn_spikefit.quantize.wrap import compressed_bits
 
 from conftest import needs_snntorch
 
@@ -186,7 +186,7 @@ def test_freeze_baseline_refuses_a_plain_model():
 
 @needs_snntorch
 def test_relu_twin_replaces_neurons_only():
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     snn = conv_snn(batch_norm=True)
     ann = relu_twin(snn)
@@ -200,8 +200,8 @@ def test_relu_twin_replaces_neurons_only():
 @needs_snntorch
 def test_converted_snn_agrees_with_its_relu_net():
     """Measured on digits (seed 0): top-1 agreement 0.984 at T=8, threshold scale 0.5 (0.969 at T=4)."""
-    from snn_spikefit.adapters.snntorch_models import dense_snn
-    from snn_spikefit.data import digits, make_loader
+    from snn_spikefit.zoo.snntorch import dense_snn
+    from snn_spikefit.data.datasets import digits, make_loader
     from snn_spikefit.train import scores
 
     train, test = digits()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from snn_spikefit.bench import BenchConfig, DataBudget, run_suite, summarize, write_results
+from benchmarks.suite import BenchConfig, DataBudget, run_suite, summarize, write_results
 
 from conftest import needs_snntorch
 
@@ -46,11 +46,11 @@ def test_every_method_is_measured(two_runs):
 @needs_snntorch
 def test_outputs_table_csv_json_and_plots(two_runs, tmp_path):
     (rows, extra), _ = two_runs
-    summary = write_results(TINY, rows, extra, tmp_path, 1.0, "python -m snn_spikefit.bench --test")
+    summary = write_results(TINY, rows, extra, tmp_path, 1.0, "python benchmarks/suite.py --test")
     assert len(summary) == len(rows)  # one seed: one summary row per run
     assert summary.columns[:6] == ["dataset", "method", "M", "bits", "seeds", "accuracy %"]
     md = (tmp_path / "bench_test.md").read_text()
-    assert "python -m snn_spikefit.bench --test" in md and "| CAT | 4 | 4 |" in md and "FP32 1 epochs" in md
+    assert "python benchmarks/suite.py --test" in md and "| CAT | 4 | 4 |" in md and "FP32 1 epochs" in md
     with open(tmp_path / "bench_test_runs.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     data = json.loads((tmp_path / "bench_test.json").read_text())

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.check import ConstraintViolationError
-from snn_spikefit.hardware import HardwareProfile
+from snn_spikefit.deploy.check import ConstraintViolationError
+from snn_spikefit.deploy.hardware import HardwareProfile
 
 from conftest import needs_snntorch
 
@@ -19,7 +19,7 @@ def _rules(report):
 
 @needs_snntorch
 def test_model_compressed_for_truenorth_passes():
-    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.zoo.snntorch import dense_snn
 
     net = dense_snn(64, 10, (128,))
     sf.wrap(net, hardware="truenorth")

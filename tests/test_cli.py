@@ -15,8 +15,8 @@ import torch
 import snn_spikefit as sf
 import snn_spikefit.cli.common
 from snn_spikefit.cli import build_parser, main
-from snn_spikefit.data import digits, make_loader
-from snn_spikefit.report import layer_stats, write_report
+from snn_spikefit.data.datasets import digits, make_loader
+from snn_spikefit.pipeline.report import layer_stats, write_report
 
 from conftest import needs_snntorch
 
@@ -35,7 +35,7 @@ def run_cli(*argv):
 
 
 def dense_model():
-    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.zoo.snntorch import dense_snn
 
     return dense_snn(64, 10, hidden=(16,))
 
@@ -111,7 +111,7 @@ def test_compressed_nir_imports_with_the_same_accuracy_as_reported(compressed):
 
 
 FACTORIES = """
-from snn_spikefit.adapters.snntorch_models import conv_snn, dense_snn
+from snn_spikefit.zoo.snntorch import conv_snn, dense_snn
 def conv():
     return conv_snn(1, 10, 8, channels=(4,))
 def conv_bn():

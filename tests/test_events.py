@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from snn_spikefit.data import digits, make_loader
+from snn_spikefit.data.datasets import digits, make_loader
 from snn_spikefit.errors import SpikeFitValueError
-from snn_spikefit.events import (load_events, saccade_events, time_major, write_emulated_nmnist, write_nmnist)
+from snn_spikefit.data.events import (load_events, saccade_events, time_major, write_emulated_nmnist, write_nmnist)
 
 tonic = pytest.importorskip("tonic")
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.fold import fold_batchnorm
+from snn_spikefit.quantize.fold import fold_batchnorm
 
 from conftest import needs_snntorch
 
@@ -72,7 +72,7 @@ def test_refuses_batchnorm_after_non_foldable_layer():
 
 @needs_snntorch
 def test_folded_snn_exports_to_nir(tmp_path):
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     net = conv_snn(1, 10, 8, (4, 8), batch_norm=True).eval()
     x = torch.rand(3, 1, 8, 8)

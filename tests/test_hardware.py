@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit import hardware
-from snn_spikefit.hardware import HardwareProfile, get_profile, list_profiles, register_profile
+from snn_spikefit.deploy import hardware
+from snn_spikefit.deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
 
 REQUIRED = ["truenorth", "loihi", "loihi2", "spinnaker2", "speck", "xylo", "akida", "dynap-se2", "altai",
             "tianjic", "generic-45nm"]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.importance import CRITERIA, Criterion, LayerBatch, get_criterion
+from snn_spikefit.pruning.importance import CRITERIA, Criterion, LayerBatch, Random, get_criterion
 
 from conftest import needs_snntorch
 
@@ -107,7 +107,7 @@ def test_l1_uses_effective_weight_and_random_is_seeded():
     sf.wrap(conv, m=2)
     assert torch.equal(CRITERIA["l1"](batch), conv.weight.detach().abs().sum(dim=(1, 2, 3)))
     assert conv.weight.unique().numel() <= 2
-    r0, r1 = get_criterion("random"), sf.importance.Random(seed=1)
+    r0, r1 = get_criterion("random"), Random(seed=1)
     assert torch.equal(r0(batch), r0(batch)) and not torch.equal(r0(batch), r1(batch))
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from snn_spikefit import kmeans1d as km
-from snn_spikefit.kmeans1d import kmeans_1d, kmeans_1d_batched
+from snn_spikefit.quantize import kmeans1d as km
+from snn_spikefit.quantize.kmeans1d import kmeans_1d, kmeans_1d_batched
 
 # ----------------------------------------------------------------------------
 # references

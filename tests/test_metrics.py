@@ -8,10 +8,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import snn_spikefit as sf
-from snn_spikefit.hardware import HardwareProfile
-from snn_spikefit.metrics import deploy_ratio, macro_f1, model_size_bits
+from snn_spikefit.deploy.hardware import HardwareProfile
+from snn_spikefit.deploy.metrics import deploy_ratio, macro_f1, model_size_bits
 from snn_spikefit.train import scores
-from snn_spikefit.wrap import compressed_bits
+from snn_spikefit.quantize.wrap import compressed_bits
 
 from conftest import needs_snntorch
 
@@ -95,7 +95,7 @@ def test_deploy_ratio_and_its_components_side_by_side(tmp_path):
 
 @needs_snntorch
 def test_snn_report_has_firing_rates_and_neuron_updates():
-    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.zoo.snntorch import dense_snn
 
     net = dense_snn(8, 3, (16,))
     net.train()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.nir_common import RESET_KEY
+from snn_spikefit.nir.common import RESET_KEY
 from snn_spikefit.trace import Recorder
 
 from conftest import HAS_NORSE, HAS_SNNTORCH, needs_norse, needs_snntorch

@@ -27,7 +27,7 @@ def _manual_lif_box(cur, tau_mem_inv, v_th, dt, v_leak=0.0, v_reset=0.0):
 
 
 def _net():
-    from snn_spikefit.adapters.norse_models import dense_snn
+    from snn_spikefit.zoo.norse import dense_snn
 
     torch.manual_seed(1)
     net = dense_snn(6, 3, hidden=(5,), beta=0.6, threshold=0.4)
@@ -119,7 +119,7 @@ def test_neuron_model_names():
 
 
 def test_conv_builder_runs_over_time():
-    from snn_spikefit.adapters.norse_models import conv_snn
+    from snn_spikefit.zoo.norse import conv_snn
 
     net = conv_snn(1, 10, image_size=8, channels=(4, 8))
     out = sf.run(net, torch.rand(2, 1, 8, 8), num_steps=3)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.ops import OpCounter, count_ops, register_op_rule
+from snn_spikefit.deploy.ops import OpCounter, count_ops, register_op_rule
 
 from conftest import needs_snntorch
 
@@ -144,7 +144,7 @@ def test_matches_neurobench(kind):
     from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
     from neurobench.models import SNNTorchModel
 
-    from snn_spikefit.adapters.snntorch_models import conv_snn, dense_snn
+    from snn_spikefit.zoo.snntorch import conv_snn, dense_snn
 
     net = dense_snn(64, 10, (32,)) if kind == "dense" else conv_snn(1, 10, 8, (4, 8))
     with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.surgery import count_parameters
+from snn_spikefit.pruning.surgery import count_parameters
 
 from conftest import needs_snntorch
 
@@ -17,7 +17,7 @@ pytestmark = needs_snntorch
 
 
 def _net(batch_norm=True, channels=(4, 6)):
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     torch.manual_seed(0)
     model = conv_snn(1, 5, 8, channels, batch_norm=batch_norm)
@@ -290,7 +290,7 @@ def test_pruned_model_exports_to_nir_and_round_trips(tmp_path):
 @pytest.mark.parametrize("amount", [0.0, 0.5])
 def test_norse_model_prunes_through_its_adapter(amount):
     pytest.importorskip("norse")
-    from snn_spikefit.adapters.norse_models import conv_snn as norse_conv_snn
+    from snn_spikefit.zoo.norse import conv_snn as norse_conv_snn
 
     torch.manual_seed(0)
     model = norse_conv_snn()

@@ -17,8 +17,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @needs_snntorch
 @needs_norse
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    from snn_spikefit.adapters.snntorch_models import conv_snn
-    from snn_spikefit.data import digits, make_loader
+    from snn_spikefit.zoo.snntorch import conv_snn
+    from snn_spikefit.data.datasets import digits, make_loader
 
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2

@@ -98,7 +98,7 @@ def test_tuple_outputs_are_stacked():
 
 @needs_snntorch
 def test_adapter_found_and_neurons_listed():
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     model = conv_snn(1, 10, 8, (4, 8))
     adapter = sf.get_adapter(model)
@@ -121,7 +121,7 @@ def test_broken_plugin_warns_not_raises(monkeypatch):
 
 @needs_snntorch
 def test_trace_conv_snn_is_a_chain_with_shapes():
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
     from snn_spikefit.trace import trace
 
     model = conv_snn(1, 10, 8, (4, 8))
@@ -150,7 +150,7 @@ def test_trace_marks_functional_inputs():
 
 @needs_snntorch
 def test_recorder_collects_spikes_and_gradients():
-    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.zoo.snntorch import dense_snn
     from snn_spikefit.trace import Recorder
 
     model = dense_snn(4, 3, (6,))
@@ -168,7 +168,7 @@ def test_recorder_collects_spikes_and_gradients():
 
 @needs_snntorch
 def test_trace_changes_nothing():
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
     from snn_spikefit.trace import trace
 
     model = conv_snn(1, 10, 8, (4, 8), batch_norm=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.data import digits, make_loader
+from snn_spikefit.data.datasets import digits, make_loader
 
 from conftest import needs_snntorch
 
@@ -31,7 +31,7 @@ def test_recalibrate_bn_empty_data():
 
 @needs_snntorch
 def test_fit_learns_digits_and_model_can_be_copied():
-    from snn_spikefit.adapters.snntorch_models import dense_snn
+    from snn_spikefit.zoo.snntorch import dense_snn
 
     train, test = digits()
     model = sf.wrap(dense_snn(64, 10, (32,)), m=4, bits=4)

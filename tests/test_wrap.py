@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import snn_spikefit as sf
-from snn_spikefit.codebook import CodebookWeight, FrozenCodebook, quantize_codebook
+from snn_spikefit.quantize.codebook import CodebookWeight, FrozenCodebook, quantize_codebook
 
 from conftest import needs_snntorch
 
@@ -29,7 +29,7 @@ def _input(name):
 
 
 def _snn_models():
-    from snn_spikefit.adapters.snntorch_models import conv_snn, dense_snn, recurrent_snn
+    from snn_spikefit.zoo.snntorch import conv_snn, dense_snn, recurrent_snn
 
     return {
         "snn_conv": (conv_snn(1, 10, 8, (4, 8)), torch.rand(3, 1, 8, 8)),
@@ -367,8 +367,8 @@ def test_deepcopy_of_wrapped_model_after_forward():
 
 
 def test_large_kmeans_uses_lloyd_and_is_close_to_exact(monkeypatch):
-    import snn_spikefit.init as init
-    from snn_spikefit.kmeans1d import kmeans_1d_batched
+    import snn_spikefit.quantize.init as init
+    from snn_spikefit.quantize.kmeans1d import kmeans_1d_batched
 
     w = torch.randn(2, 3000)
     exact = kmeans_1d_batched(w, 8)

@@ -7,7 +7,7 @@
 * :func:`qpsnn`: QP-SNN-style uniform ``b``-bit weights with ReScaW.
 * :func:`freeze_baseline`: store any of them as integer codes + codebook.
 
-The suite that runs them against CAT is ``python -m snn_spikefit.bench``.
+The suite that runs them against CAT is ``python benchmarks/suite.py``.
 """
 
 from .clustering import CLUSTER_METHODS, ClusterWeight, FakeQuantWeight, cluster, cluster_values, qat, strip_qat

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..wrap import COMPRESSIBLE_TYPES, is_wrapped, remove_parametrization
+from ..quantize.wrap import COMPRESSIBLE_TYPES, is_wrapped, remove_parametrization
 
 __all__ = ["FakeQuantWeight", "ClusterWeight", "qat", "strip_qat", "cluster", "cluster_values",
            "CLUSTER_METHODS", "int8_grid"]

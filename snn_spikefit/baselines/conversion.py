@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..nir_common import Gain
+from ..nir.common import Gain
 
 __all__ = ["relu_twin", "convert_to_snn", "activation_scales"]
 

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..codebook import FrozenCodebook
-from ..wrap import install_frozen
+from ..quantize.codebook import FrozenCodebook
+from ..quantize.wrap import install_frozen
 from ..errors import NotWrappedError
 from .clustering import ClusterWeight, FakeQuantWeight, remove_weight_parametrizations
 from .qpsnn import UniformWeight

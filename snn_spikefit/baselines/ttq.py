@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..wrap import COMPRESSIBLE_TYPES, is_wrapped
+from ..quantize.wrap import COMPRESSIBLE_TYPES, is_wrapped
 
 __all__ = ["TernaryWeight", "TernaryFunction", "ttq", "ternary_layers"]
 

@@ -21,7 +21,7 @@ COMMANDS = {"demo": "demo", "compress": "compress", "evaluate": "evaluate", "che
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="spikefit",

@@ -167,7 +167,7 @@ class LoadedModel:
 def _nir_input_shape(path: Path) -> tuple[int, ...] | None:
     import nir
 
-    from ..nir_import import read_nir
+    from ..nir.importer import read_nir
 
     graph = read_nir(path)
     for node in graph.nodes.values():
@@ -179,7 +179,7 @@ def _nir_input_shape(path: Path) -> tuple[int, ...] | None:
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
     """The model of ``args.model``: a .nir file (imported) or a checkpoint (full module or state_dict)."""
-    from ..nir_import import import_nir
+    from ..nir.importer import import_nir
 
     path = Path(args.model)
     if not path.is_file():
@@ -250,7 +250,7 @@ def _limit(ds: Dataset, n: int | None) -> Dataset:
 
 
 def _as_loader(obj: Any, args, *, train: bool, what: str) -> Iterable:
-    from ..data import make_loader
+    from ..data.datasets import make_loader
 
     if isinstance(obj, DataLoader) or (not isinstance(obj, Dataset) and hasattr(obj, "__iter__")
                                        and not hasattr(obj, "__getitem__")):
@@ -264,7 +264,7 @@ def _as_loader(obj: Any, args, *, train: bool, what: str) -> Iterable:
 
 def load_data(args: argparse.Namespace) -> LoadedData:
     """The data of ``--data`` (built-in, tonic event data from --data-root, or a user function)."""
-    from ..data import DATASETS, FASHION_MNIST_ROOT, load_dataset, make_loader
+    from ..data.datasets import DATASETS, FASHION_MNIST_ROOT, load_dataset, make_loader
 
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
@@ -288,7 +288,7 @@ def load_data(args: argparse.Namespace) -> LoadedData:
                             drop_last=len(train_ds) > args.batch_size)
         test = make_loader(test_ds, 256)
     elif source.startswith("tonic:"):
-        from ..events import load_events, time_major
+        from ..data.events import load_events, time_major
 
         if args.data_root is None:
             raise SpikeFitValueError(f"--data {source} needs --data-root DIR, the folder holding the data set "

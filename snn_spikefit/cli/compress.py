@@ -19,7 +19,7 @@ DEFAULT_EPOCHS = 2
 
 
 def add_parser(sub) -> None:
-    from ..importance import CRITERIA
+    from ..pruning.importance import CRITERIA
 
     p = sub.add_parser(
         "compress", help="compress a model for a chip: NIR + JSON record + Markdown/HTML report",
@@ -67,7 +67,7 @@ def _join_layers(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> l
 def main(args: argparse.Namespace) -> int:
     import snn_spikefit as sf
     from ..errors import SpikeFitValueError
-    from ..report import codebook_records, layer_stats, write_report
+    from ..pipeline.report import codebook_records, layer_stats, write_report
     from ..table import Table
 
     start = time.perf_counter()

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..zoo.demo import run_demo
 
     result = run_demo(m=args.m, bits=args.bits, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                       num_steps=args.num_steps, seed=args.seed, progress=not args.no_progress,

@@ -1,4 +1,4 @@
-"""Ready-made Norse networks for tests and examples (mirrors :mod:`snn_spikefit.adapters.snntorch_models`).
+"""Ready-made Norse networks for tests and examples (mirrors :mod:`snn_spikefit.zoo.snntorch`).
 
 Same shapes as the snnTorch builders: direct encoding (the static input is fed
 at every step), ``LIFBoxCell`` neurons whose leak equals snnTorch's ``beta``

@@ -7,7 +7,7 @@ of the channels of each spiking layer) a copy is pruned with
 ``snn_spikefit.prune`` on the same calibration batches and fine-tuned with the
 same budget (same samples, epochs and learning rate), then evaluated on the
 test subset. Accuracy mean +- std over seeds per criterion and amount goes to
-``examples/results/pruning_<mode>.md`` and ``.csv`` (per-run rows in
+``benchmarks/results/pruning_<mode>.md`` and ``.csv`` (per-run rows in
 ``pruning_<mode>_runs.csv``).
 
 Scoring cost: the time ``prune(..., amount=0)`` takes (tracing + scoring on the
@@ -17,8 +17,8 @@ run, best of 3 each. Target for FSC: <= 1.5.
 
 Data: Debian package ``dataset-fashion-mnist`` (no download). Run:
 
-    python examples/bench_pruning.py --quick     # a few minutes on 2 CPU cores
-    python examples/bench_pruning.py             # full (under ~25 minutes on 2 CPU cores)
+    python benchmarks/pruning.py --quick     # a few minutes on 2 CPU cores
+    python benchmarks/pruning.py             # full (under ~25 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import torch
 from torch.utils.data import Subset
 
 import snn_spikefit as sf
-from snn_spikefit.adapters.snntorch_models import conv_snn
-from snn_spikefit.data import fashion_mnist, make_loader
-from snn_spikefit.importance import Random
+from snn_spikefit.zoo.snntorch import conv_snn
+from snn_spikefit.data.datasets import fashion_mnist, make_loader
+from snn_spikefit.pruning.importance import Random
 
 CRITERIA = ("fsc", "svs", "sca", "taylor", "l1", "random")
 AMOUNTS = (0.25, 0.5, 0.75)
@@ -174,7 +174,7 @@ def write(cfg: Config, runs: sf.Table, costs: sf.Table, out_dir: Path, seconds: 
               f"fine-tuned {cfg.finetune_epochs} epoch(s) on {cfg.finetune_samples} images (lr={cfg.finetune_lr}); "
               f"tested on the first {cfg.test_samples} test images; seeds {list(cfg.seeds)}. "
               f"Total {seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads.\n\n"
-              f"Command: `python examples/bench_pruning.py{' --quick' if cfg.mode == 'quick' else ''}`\n")
+              f"Command: `python benchmarks/pruning.py{' --quick' if cfg.mode == 'quick' else ''}`\n")
     text = "\n\n".join([header, acc.to_markdown(), time_t.to_markdown(), costs.to_markdown()]) + "\n"
     Path(f"{stem}.md").write_text(text)
     acc.to_csv(f"{stem}.csv")

@@ -46,7 +46,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 
 __all__ = [
     "Criterion", "LayerBatch", "FSC", "SVS", "SCA", "Taylor", "L1", "Random", "FunctionCriterion",

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .errors import SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitValueError, UnsupportedLayerError
 
 __all__ = [
     "Gain", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .codebook import CodebookWeight, FrozenCodebook
-from .errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
+from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
 from .init import INITS, init_codebook
-from .table import Table
+from ..table import Table
 
 __all__ = [
     "wrap",
@@ -151,7 +151,7 @@ def _candidates(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     ``weight`` of :data:`COMPRESSIBLE_TYPES`, plus the synaptic weight
     parameters an adapter names for its own modules (``Adapter.weight_names``).
     """
-    from .adapter import get_adapter
+    from ..adapter import get_adapter
 
     adapter = get_adapter(model)
     out = []
@@ -287,7 +287,7 @@ def wrap(
 
 
 def _from_profile(hardware: str, m, bits, granularity):
-    from .hardware import get_profile  # local: profiles are optional until used
+    from ..deploy.hardware import get_profile  # local: profiles are optional until used
 
     profile = get_profile(hardware)
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)

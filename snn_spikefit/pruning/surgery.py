@@ -48,10 +48,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .adapter import Adapter
-from .codebook import CodebookWeight, FrozenCodebook
-from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .trace import INPUT, UNKNOWN, Graph, trace
+from ..adapter import Adapter
+from ..quantize.codebook import CodebookWeight, FrozenCodebook
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..trace import INPUT, UNKNOWN, Graph, trace
 
 __all__ = [
     "Surgery", "SURGERY", "register_surgery", "surgery_for", "slice_weight", "count_parameters",

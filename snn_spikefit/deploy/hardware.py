@@ -1,7 +1,7 @@
 """Neuromorphic chip profiles: limits and energy figures, each with its source.
 
 A :class:`HardwareProfile` is a frozen dataclass. The built-in ones are read
-from ``snn_spikefit/profiles/*.json``, where every value carries a source and
+from ``snn_spikefit/deploy/profiles/*.json``, where every value carries a source and
 values that are secondary or unconfirmed are listed in ``uncertain``. A value
 that is not published is ``None`` and shown as unknown: nothing is invented.
 Users add their own with :func:`register_profile`.
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any, Mapping
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
-from .table import Table
+from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..table import Table
 
 __all__ = ["HardwareProfile", "list_profiles", "get_profile", "register_profile", "as_profile",
            "WRAP_MAX_BITS"]
@@ -173,7 +173,7 @@ def _load_builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    for entry in sorted(resources.files("snn_spikefit").joinpath("profiles").iterdir(), key=lambda p: p.name):
+    for entry in sorted(resources.files("snn_spikefit.deploy").joinpath("profiles").iterdir(), key=lambda p: p.name):
         if not entry.name.endswith(".json"):
             continue
         data = json.loads(entry.read_text())

@@ -5,8 +5,8 @@ Times ``kmeans_1d`` on N = 1,000,000 float32 normal values for k in
 codebook-like workloads, and prints wall-clock and CPU seconds (the solver is
 single-threaded numpy; on a shared machine the CPU column is the steadier one).
 
-    python examples/bench_kmeans1d.py
-    python examples/bench_kmeans1d.py --n 200000 --ks 4 16     # quicker
+    python benchmarks/kmeans1d.py
+    python benchmarks/kmeans1d.py --n 200000 --ks 4 16     # quicker
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from snn_spikefit.kmeans1d import kmeans_1d, kmeans_1d_batched
+from snn_spikefit.quantize.kmeans1d import kmeans_1d, kmeans_1d_batched
 
 
 def timed(fn, repeat: int = 1) -> str:

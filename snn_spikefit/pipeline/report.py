@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
-from .ops import connection_layers
-from .table import Table, format_value
-from .wrap import compressed_layers
+from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..deploy.ops import connection_layers
+from ..table import Table, format_value
+from ..quantize.wrap import compressed_layers
 
 __all__ = ["layer_stats", "codebook_records", "write_report", "REPORT_FORMATS", "DR_COMPONENTS"]
 
@@ -77,7 +77,7 @@ def codebook_records(model: nn.Module) -> list[dict[str, Any]]:
         if layer.frozen:
             ints, values, scale = q.codebook_int, q.values, q.scale
         else:
-            from .codebook import quantize_codebook
+            from ..quantize.codebook import quantize_codebook
 
             values, ints, scale = q.codebook.detach(), None, None
             if q.bits is not None:

@@ -9,8 +9,8 @@ Measures, in one run on the same machine:
 
 Issue targets: time ratio <= 1.10 (m=4), <= 1.25 (m=256); memory ratio <= 1.2.
 
-    python examples/bench_cat_speed.py            # 3x32x32, T=4, batch 32, 2 threads
-    python examples/bench_cat_speed.py --quick    # fewer repetitions
+    python benchmarks/cat_speed.py            # 3x32x32, T=4, batch 32, 2 threads
+    python benchmarks/cat_speed.py --quick    # fewer repetitions
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 def build(config: str, seed: int = 0):
     import snn_spikefit as sf
-    from snn_spikefit.adapters.snntorch_models import vgg_snn
+    from snn_spikefit.zoo.snntorch import vgg_snn
 
     torch.manual_seed(seed)
     model = vgg_snn((64, "A", 128, "A", 256, 256, "A"), in_channels=3, image_size=32, num_classes=10)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 
 __all__ = [
     "EventDatasetSpec", "EVENT_DATASETS", "register_event_dataset", "event_dataset", "load_events",

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import digits, make_loader
-from .table import Table
-from .train import accuracy, fit
-from .wrap import codebook_summary, compressed_bits, freeze, wrap
+from snn_spikefit.data.datasets import digits, make_loader
+from snn_spikefit.table import Table
+from snn_spikefit.train import accuracy, fit
+from snn_spikefit.quantize.wrap import codebook_summary, compressed_bits, freeze, wrap
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -36,7 +36,7 @@ def run_demo(
     num_steps: int = 4, seed: int = 0, progress: bool = True, granularity: str = "layer",
 ) -> DemoResult:
     """Train FP32, then CAT, on digits; return accuracies and per-layer tables."""
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     start = time.perf_counter()
     torch.manual_seed(seed)

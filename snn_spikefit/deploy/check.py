@@ -43,12 +43,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .adapter import get_adapter
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..adapter import get_adapter
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import WRAP_MAX_BITS, HardwareProfile, as_profile
 from .ops import connection_layers
-from .table import Table
-from .wrap import compressed_layers
+from ..table import Table
+from ..quantize.wrap import compressed_layers
 
 __all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES"]
 
@@ -171,7 +171,7 @@ def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | Non
     rewrap = "strip(model), then " if quantizers else ""
     nodes = {}
     if sample is not None:
-        from .trace import trace
+        from ..trace import trace
 
         nodes = {n.name: n for n in trace(model, sample).nodes}
     layers = connection_layers(model)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .codebook import CodebookWeight, FrozenCodebook
-from .errors import SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitValueError, UnsupportedLayerError
 
 __all__ = ["fold_batchnorm"]
 

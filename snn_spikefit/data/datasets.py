@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .errors import SpikeFitValueError
+from ..errors import SpikeFitValueError
 
 __all__ = ["digits", "fashion_mnist", "read_idx", "make_loader", "FASHION_MNIST_ROOT", "DATASETS", "load_dataset"]
 

@@ -1,8 +1,8 @@
 """The benchmark suite: CAT against the paper's baselines on real data, one command.
 
-    python -m snn_spikefit.bench --quick                 # digits, 1 seed, a reduced grid (< 3 min)
-    python -m snn_spikefit.bench --full --out examples/results
-    python -m snn_spikefit.bench --datasets digits --seeds 2
+    python benchmarks/suite.py --quick                 # digits, 1 seed, a reduced grid (< 3 min)
+    python benchmarks/suite.py --full --out benchmarks/results
+    python benchmarks/suite.py --datasets digits --seeds 2
 
 Per data set and seed, a conv SNN (snnTorch ``conv_snn``, BatchNorm, Leaky beta=0.5,
 direct encoding over T steps) is trained FP32 once; every compressed variant starts
@@ -39,13 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
 
-from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
-from .data import load_dataset, make_loader
-from .metrics import evaluate
-from .prune import prune
-from .table import Table
-from .train import accuracy, fit, recalibrate_bn
-from .wrap import compressed_layers, freeze, wrap
+from snn_spikefit.baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
+from snn_spikefit.data.datasets import load_dataset, make_loader
+from snn_spikefit.deploy.metrics import evaluate
+from snn_spikefit.pruning.prune import prune
+from snn_spikefit.table import Table
+from snn_spikefit.train import accuracy, fit, recalibrate_bn
+from snn_spikefit.quantize.wrap import compressed_layers, freeze, wrap
 
 __all__ = ["BenchConfig", "DataBudget", "MODES", "run_suite", "summarize", "main"]
 
@@ -136,7 +136,7 @@ class _Run:
     """One data set and seed: the FP32 model, its loaders and every variant's row."""
 
     def __init__(self, cfg: BenchConfig, name: str, seed: int, progress: bool) -> None:
-        from snn_spikefit.adapters.snntorch_models import conv_snn
+        from snn_spikefit.zoo.snntorch import conv_snn
 
         self.cfg, self.name, self.seed, self.progress = cfg, name, seed, progress
         self.clock = time.perf_counter()
@@ -283,7 +283,7 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
 
 
 def _compressible(model):
-    from .wrap import COMPRESSIBLE_TYPES
+    from snn_spikefit.quantize.wrap import COMPRESSIBLE_TYPES
     return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, COMPRESSIBLE_TYPES)]
 
 
@@ -301,7 +301,7 @@ def _conversion(run: _Run, layer_name: str) -> None:
     qat(ann, bits=8)
     run.finetune(ann, "ANN QAT", num_steps=1)
     calib = [b for b, _ in zip(run.loader(), range(8))]
-    from snn_spikefit.adapters.snntorch_models import conv_snn
+    from snn_spikefit.zoo.snntorch import conv_snn
 
     x0 = run.train.tensors[0]
     # the model's own Leaky(beta=0.5) neurons, and IF neurons (beta=1), the usual conversion target:
@@ -477,12 +477,12 @@ def write_results(cfg: BenchConfig, rows: list[dict], extra: dict, out: Path, se
 
 
 def main(argv: list[str] | None = None) -> Table:
-    ap = argparse.ArgumentParser(prog="python -m snn_spikefit.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python benchmarks/suite.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", const="quick", dest="mode")
     group.add_argument("--full", action="store_const", const="full", dest="mode")
-    ap.add_argument("--out", default="examples/results")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--datasets", nargs="+", choices=["fashion-mnist", "digits"])
     ap.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     ap.add_argument("--threads", type=int, default=2)
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> Table:
     torch.set_flush_denormal(True)  # decaying membranes reach denormals, which are slow on CPUs
     print(budget_text(cfg), flush=True)
     start = time.perf_counter()
-    command = "python -m snn_spikefit.bench " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python benchmarks/suite.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     partial = lambda rows, extra: write_results(cfg, rows, extra, Path(args.out), time.perf_counter() - start,  # noqa
                                                 command.strip() + "  (partial: runs so far)")
     rows, extra = run_suite(cfg, progress=not args.no_progress, verbose=True, on_run=partial)

@@ -4,8 +4,8 @@
 real data-flow graph (:func:`snn_spikefit.trace.trace`): the Conv/Linear that
 drives the neuron (through BatchNorm, pooling, Dropout), and the Conv/Linear
 that consumes its spikes (through pooling, Dropout, Identity, Flatten). It
-scores their channels on a few calibration batches (:mod:`snn_spikefit.importance`),
-then removes the lowest-scoring ones for real (:mod:`snn_spikefit.surgery`):
+scores their channels on a few calibration batches (:mod:`snn_spikefit.pruning.importance`),
+then removes the lowest-scoring ones for real (:mod:`snn_spikefit.pruning.surgery`):
 the producing layer loses output channels, BatchNorm and the neuron's
 per-channel parameters follow (through the adapter), and the consuming layer
 loses input channels.
@@ -32,13 +32,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .adapter import get_adapter
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..adapter import get_adapter
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
-from .runtime import run
+from ..runtime import run
 from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
-from .table import Table
-from .trace import Recorder
+from ..table import Table
+from ..trace import Recorder
 
 __all__ = ["prune", "PruneReport", "LayerPrune"]
 
@@ -249,7 +249,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
             (``scope="layer"``) or of all prunable channels (``scope="global"``, where each layer's scores
             are divided by their mean before ranking). Every layer keeps at least one channel.
         criterion: ``"fsc"``, ``"svs"``, ``"sca"``, ``"taylor"``, ``"l1"``, ``"random"`` (see
-            :mod:`snn_spikefit.importance`), a ``Criterion``, or a callable ``fn(LayerBatch) -> Tensor[C]``.
+            :mod:`snn_spikefit.pruning.importance`), a ``Criterion``, or a callable ``fn(LayerBatch) -> Tensor[C]``.
         steps: prune in this many rounds, re-scoring each time; after round ``k`` a fraction
             ``1 - (1 - amount)^(k/steps)`` is gone (each round removes the same share of what is left).
         ignore: neuron or layer names / glob patterns to leave unpruned.

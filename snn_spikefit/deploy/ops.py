@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
-from .table import Table
-from .trace import Recorder
+from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..table import Table
+from ..trace import Recorder
 
 __all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
            "register_op_rule", "connection_layers"]
@@ -244,7 +244,7 @@ def count_ops(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> O
         x: static ``[B, ...]`` input with ``num_steps``, or time-major ``[T, B, ...]``.
         num_steps: steps for a static input.
     """
-    from .runtime import check_input, run
+    from ..runtime import check_input, run
 
     check_input(x, num_steps)
     batch = int(x.shape[0] if num_steps is not None else x.shape[1])

@@ -7,7 +7,7 @@
 with ``Perf`` = accuracy/100 or macro-F1/100, ``L`` the mean wall-clock seconds
 per input, ``E`` the energy per inference in mJ under a hardware profile
 (``E_MAC * MACs + E_AC * ACs [+ E_neuron * neuron updates]``, operations counted
-as in NeuroBench, see :mod:`snn_spikefit.ops`) and ``S = P * b / 8e6`` MB. DR has
+as in NeuroBench, see :mod:`snn_spikefit.deploy.ops`) and ``S = P * b / 8e6`` MB. DR has
 units: compare it only under one profile, one machine and one T, and read it
 with its components (the report prints them side by side).
 
@@ -33,13 +33,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
-from .runtime import run
-from .table import Table
-from .train import scores
-from .wrap import compressed_bits, compressed_layers
+from ..runtime import run
+from ..table import Table
+from ..train import scores
+from ..quantize.wrap import compressed_bits, compressed_layers
 
 __all__ = ["evaluate", "DeployReport", "model_size_bits", "macro_f1", "deploy_ratio"]
 

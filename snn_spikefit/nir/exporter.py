@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .nir_common import DT_KEY, PRODUCER, RESET_KEY, layer_for_module
-from .trace import INPUT, UNKNOWN, trace
-from .wrap import compressed_layers
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .common import DT_KEY, PRODUCER, RESET_KEY, layer_for_module
+from ..trace import INPUT, UNKNOWN, trace
+from ..quantize.wrap import compressed_layers
 
 __all__ = ["export_nir", "codebook_metadata", "DEFAULT_DT"]
 
@@ -153,7 +153,7 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
-    from . import __version__
+    from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)

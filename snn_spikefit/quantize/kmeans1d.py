@@ -52,7 +52,7 @@ for the split points).  If those split points would exceed 1 GiB, only every
 while backtracking (about twice the time, far less memory).  Centers are
 finally the means of the optimal segments, computed from the original values.
 
-Rough cost on one core (``examples/bench_kmeans1d.py``): ``N = 4,000,
+Rough cost on one core (``benchmarks/kmeans1d.py``): ``N = 4,000,
 k = 4`` takes about 2 ms; ``N = 1,000,000`` distinct values take about 0.2 s
 of CPU per cluster: ~0.8 s for ``k = 4``, ~3 s for ``k = 16``, ~1 min (and
 1 GiB of split points) for ``k = 256``.
@@ -96,7 +96,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError
 
 __all__ = ["kmeans_1d", "kmeans_1d_batched"]
 

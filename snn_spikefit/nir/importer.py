@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapter import get_adapter
-from .codebook import FrozenCodebook
-from .wrap import install_frozen
-from .errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .nir_common import DT_KEY, layer_for_node, supported_layers
-from .nir_export import DEFAULT_DT, _check_dt
+from ..adapter import get_adapter
+from ..quantize.codebook import FrozenCodebook
+from ..quantize.wrap import install_frozen
+from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .common import DT_KEY, layer_for_node, supported_layers
+from .exporter import DEFAULT_DT, _check_dt
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "FRAMEWORKS"]
 

@@ -1,0 +1,1 @@
+"""Deployability: operation counts, DeployRatio and metrics, chip profiles, hardware checks."""
