@@ -1,4 +1,4 @@
-"""Attach, train, freeze and strip learnable codebooks (CAT).
+"""Attach, train, freeze and strip learnable codebooks (CAT); freeze and strip serve every quantizer.
 
 >>> import torch
 >>> from torch import nn
