@@ -45,7 +45,8 @@ from snn_spikefit.deploy.metrics import evaluate
 from snn_spikefit.pruning.prune import prune
 from snn_spikefit.table import Table
 from snn_spikefit.train import accuracy, fit, recalibrate_bn
-from snn_spikefit.quantize.wrap import compressed_layers, freeze, wrap
+from snn_spikefit.quantize.layers import compressed_layers
+from snn_spikefit.quantize.wrap import freeze, wrap
 
 __all__ = ["BenchConfig", "DataBudget", "MODES", "run_suite", "summarize", "main"]
 
@@ -283,7 +284,7 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
 
 
 def _compressible(model):
-    from snn_spikefit.quantize.wrap import COMPRESSIBLE_TYPES
+    from snn_spikefit.quantize.layers import COMPRESSIBLE_TYPES
     return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, COMPRESSIBLE_TYPES)]
 
 

@@ -25,7 +25,8 @@ from .train import accuracy, fit, predict, recalibrate_bn
 # pruning (FSC and the criteria it is compared with)
 from .pruning.importance import CRITERIA, register_criterion
 from .pruning.prune import PruneReport, prune
-from .quantize.wrap import codebook_summary, commitment_loss, compressed_layers, freeze, is_wrapped, strip, wrap
+from .quantize.layers import compressed_layers, is_wrapped
+from .quantize.wrap import codebook_summary, commitment_loss, freeze, strip, wrap
 from .quantize.fold import fold_batchnorm
 # NIR export and import
 from .nir.exporter import export_nir

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .errors import SpikeFitValueError
 from .runtime import reset, run
-from .quantize.wrap import commitment_loss, is_wrapped
+from .quantize.layers import is_wrapped
+from .quantize.wrap import commitment_loss
 
 __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 

@@ -11,7 +11,7 @@ import snn_spikefit as sf
 from snn_spikefit.baselines import (ClusterWeight, TernaryFunction, TernaryWeight, cluster, convert_to_snn,
                                     freeze_baseline, qat, qpsnn, relu_twin, strip_qat, ternary_layers, ttq)
 from snn_spikefit.deploy.metrics import model_size_bits
-from snn_spikefit.quantize.wrap import compressed_bits
+from snn_spikefit.quantize.quantizer import compressed_bits
 
 from conftest import needs_snntorch
 
@@ -75,13 +75,14 @@ def test_cluster_gives_m_centroids_on_the_int8_grid(method):
     for layer in (net[0], net[2], net[4]):
         q = layer.parametrizations.weight[0]
         assert isinstance(q, ClusterWeight)
-        state = q.frozen_state(None)
-        ints, scale = state["ints"], state["scale"]
-        assert torch.equal(ints, ints.round()) and int(ints.abs().max()) <= 127
-        assert torch.equal(state["values"], ints * scale)
+        form = q.integer_form(layer.parametrizations.weight.original)
+        ints, scale = form.ints, form.scale
+        assert ints.dtype == torch.int8 and int(ints.abs().max()) <= 127
+        assert torch.equal(form.values, ints.float() * scale[:, None])
         used = layer.weight.detach().unique()
         assert used.numel() == 4
-        assert set(used.tolist()) <= set(state["values"].flatten().tolist())
+        assert set(used.tolist()) <= set(form.values.flatten().tolist())
+        assert torch.equal(form.decode(), layer.weight)
 
 
 def test_cluster_uses_scikit_learn_kmeans():

@@ -11,7 +11,7 @@ import snn_spikefit as sf
 from snn_spikefit.deploy.hardware import HardwareProfile
 from snn_spikefit.deploy.metrics import deploy_ratio, macro_f1, model_size_bits
 from snn_spikefit.train import scores
-from snn_spikefit.quantize.wrap import compressed_bits
+from snn_spikefit.quantize.quantizer import compressed_bits
 
 from conftest import needs_snntorch
 

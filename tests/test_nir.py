@@ -331,14 +331,10 @@ def test_wrapped_model_keeps_codebooks_through_nir(granularity, freeze, tmp_path
         groups = c.module.weight.shape[0] if granularity == "channel" else 1
         per_group = c.module.weight.reshape(groups, -1)
         assert max(int(r.unique().numel()) for r in per_group) <= 4
-        orig = before[c.name]
-        state = orig.quantizer if orig.frozen else orig.quantizer.frozen_state(
-            orig.module.parametrizations.weight.original)
-        codes = orig.quantizer.codes if orig.frozen else state["codes"]
-        ints = orig.quantizer.codebook_int if orig.frozen else state["ints"]
-        assert torch.equal(c.quantizer.codes, codes)
-        assert torch.equal(c.quantizer.codebook_int.long(), ints.long())
-        assert torch.equal(c.module.weight, orig.module.weight)
+        form = before[c.name].integer_form()
+        assert torch.equal(c.quantizer.codes, form.codes)
+        assert torch.equal(c.quantizer.codebook_int.long(), form.ints.long())
+        assert torch.equal(c.module.weight, before[c.name].module.weight)
     assert_same_spikes(model, back, x)
 
 

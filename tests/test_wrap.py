@@ -143,7 +143,7 @@ def test_weight_computed_once_per_forward_pass_over_time():
     assign_calls = []
     orig = q.assign
     q.assign = lambda *a, **k: (assign_calls.append(1), orig(*a, **k))[1]
-    q._cache.clear()  # registration already computed (and cached) the weight once
+    q.invalidate()  # registration already computed (and cached) the weight once
     x = torch.randn(2, 10)
     out = sum(model(x) for _ in range(5))  # T = 5 steps, one forward pass
     assert len(assign_calls) == 1
@@ -416,7 +416,7 @@ def test_commitment_loss_reuses_the_forward_assignment():
     calls = []
     orig = q.assign
     q.assign = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
-    q._cache.clear()
+    q.invalidate()
     loss = model(torch.randn(2, 10)).sum() + sf.commitment_loss(model)
     assert len(calls) == 1  # the forward's assignment, reused by the commitment term
     loss.backward()

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..quantize.wrap import COMPRESSIBLE_TYPES, is_wrapped, remove_parametrization
+from ..quantize.layers import candidates, compressed_layers, remove_parametrization
+from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
 __all__ = ["FakeQuantWeight", "ClusterWeight", "qat", "strip_qat", "cluster", "cluster_values",
            "CLUSTER_METHODS", "int8_grid"]
@@ -56,8 +57,12 @@ def int8_grid(values: Tensor, bits: int = 8) -> tuple[Tensor, Tensor, Tensor]:
     return ints * scale, ints, scale
 
 
-class FakeQuantWeight(nn.Module):
-    """QAT parametrization: ``w -> scale * round(w / scale)`` on a ``bits``-bit grid, gradient straight through."""
+class FakeQuantWeight(Quantizer):
+    """QAT parametrization: ``w -> scale * round(w / scale)`` on a ``bits``-bit grid, gradient straight through.
+
+    A quantizer like any other (``m = 2^bits - 1`` levels, one scale per layer):
+    measured, checked, frozen and exported as what it is, integers times a scale.
+    """
 
     granularity = "layer"
 
@@ -76,14 +81,18 @@ class FakeQuantWeight(nn.Module):
     def right_inverse(self, weight: Tensor) -> Tensor:
         return weight
 
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return f"{self.bits}-bit fake-quantizer (qat)"
+
     @torch.no_grad()
-    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
+    def integer_form(self, latent: Tensor) -> IntegerForm:
         """Codes ``k + q`` over the whole grid ``-q..q`` (``q = 2^(bits-1) - 1``), one scale."""
         qmax = 2 ** (self.bits - 1) - 1
-        _, ints, scale = int8_grid(weight, self.bits)
-        book = torch.arange(-qmax, qmax + 1, dtype=weight.dtype, device=weight.device).reshape(1, -1)
-        return {"codes": (ints + qmax).reshape(1, -1).to(torch.uint8), "values": book * scale, "ints": book,
-                "scale": scale.reshape(1)}
+        _, ints, scale = int8_grid(latent, self.bits)
+        book = torch.arange(-qmax, qmax + 1, dtype=latent.dtype, device=latent.device).reshape(1, -1)
+        codes = (ints + qmax).reshape(1, -1).to(code_dtype(self.m))
+        return IntegerForm(latent.shape, codes, book * scale, book.to(int_dtype(self.bits)), scale.reshape(1))
 
 
 def cluster_values(weight: Tensor, m: int, *, method: str = "kmeans", seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -113,7 +122,7 @@ def cluster_values(weight: Tensor, m: int, *, method: str = "kmeans", seed: int 
             torch.as_tensor(labels, dtype=torch.long, device=weight.device))
 
 
-class ClusterWeight(nn.Module):
+class ClusterWeight(Quantizer):
     """Parametrization: weight = ``int8_grid(centroids)[labels]``; centroids learnable, labels fixed.
 
     Registered with ``unsafe=True``: the latent weight is released (an empty
@@ -121,6 +130,7 @@ class ClusterWeight(nn.Module):
     """
 
     granularity = "layer"
+    kind = "clustered codebook"
 
     def __init__(self, shape: torch.Size, centroids: Tensor, labels: Tensor, *, bits: int = 8) -> None:
         super().__init__()
@@ -144,18 +154,25 @@ class ClusterWeight(nn.Module):
         return weight.new_empty(0)
 
     @torch.no_grad()
-    def frozen_state(self, _released: Tensor) -> dict[str, Tensor | None]:
+    def integer_form(self, latent: Tensor | None = None) -> IntegerForm:
+        """The labels as codes, the centroids on the grid (``latent`` is the released placeholder)."""
         values, ints, scale = int8_grid(self.centroids, self.bits)
-        return {"codes": self.labels.reshape(1, -1).to(torch.uint8 if self.m <= 256 else torch.int64),
-                "values": values.reshape(1, -1), "ints": ints.reshape(1, -1), "scale": scale.reshape(1)}
+        return IntegerForm(self.shape, self.labels.reshape(1, -1).to(code_dtype(self.m)), values.reshape(1, -1),
+                           ints.reshape(1, -1).to(int_dtype(self.bits)), scale.reshape(1))
+
+    @torch.no_grad()
+    def select_channels(self, keep: Tensor, dim: int, latent: Tensor) -> Tensor:
+        """Slice the fixed assignments; the centroids stay, the placeholder latent too."""
+        labels = self.labels.reshape(self.shape).index_select(dim, keep.to(self.labels.device))
+        self.shape = labels.shape
+        self.labels = labels.reshape(-1).clone()
+        return latent
 
 
-def _layers(model: nn.Module, what: str) -> list[tuple[str, nn.Module]]:
+def _layers(model: nn.Module, what: str) -> list[tuple[str, nn.Module, str]]:
     if not isinstance(model, nn.Module):
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if is_wrapped(model):
-        raise SpikeFitValueError(f"{what}: model carries CAT codebooks; pass a plain (or QAT) model")
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
+    layers = candidates(model)
     if not layers:
         raise SpikeFitValueError(f"{what}: model has no Linear/Conv layer")
     return layers
@@ -167,30 +184,31 @@ def _check_bits(bits: object) -> int:
     return bits
 
 
+def _parametrized(module: nn.Module, param: str) -> list[nn.Module]:
+    return list(module.parametrizations[param]) if parametrize.is_parametrized(module, param) else []
+
+
 def qat(model: nn.Module, *, bits: int = 8) -> nn.Module:
-    """Put a ``bits``-bit fake-quantizer (straight-through) on every compressible weight, in place."""
+    """Put a ``bits``-bit fake-quantizer (straight-through) on every compressible weight, in place.
+
+    The weights are those :func:`snn_spikefit.wrap` compresses (adapters' weights included).
+    """
     _check_bits(bits)
     layers = _layers(model, "qat")
-    taken = [n for n, m in layers if parametrize.is_parametrized(m, "weight")]
+    taken = [n for n, m, param in layers if _parametrized(m, param)]
     if taken:
         raise SpikeFitValueError(f"qat: layers {taken} already have parametrized weights; pass a plain model")
-    for _, module in layers:
-        parametrize.register_parametrization(module, "weight", FakeQuantWeight(bits))
+    for _, module, param in layers:
+        parametrize.register_parametrization(module, param, FakeQuantWeight(bits))
     return model
-
-
-def remove_weight_parametrizations(module: nn.Module, *, leave_parametrized: bool) -> None:
-    """``remove_parametrizations(module, "weight")`` that leaves deep copies of ``module`` intact."""
-    remove_parametrization(module, "weight", leave_parametrized=leave_parametrized)
 
 
 @torch.no_grad()
 def strip_qat(model: nn.Module) -> nn.Module:
     """Remove the fake-quantizers, leaving each layer's weight on its INT grid, in place."""
-    for _, module in list(model.named_modules()):
-        if parametrize.is_parametrized(module, "weight") and any(
-                isinstance(p, FakeQuantWeight) for p in module.parametrizations.weight):
-            remove_weight_parametrizations(module, leave_parametrized=True)
+    for layer in compressed_layers(model):
+        if isinstance(layer.quantizer, FakeQuantWeight):
+            remove_parametrization(layer.module, layer.param, leave_parametrized=True)
     return model
 
 
@@ -199,8 +217,8 @@ def cluster(model: nn.Module, *, m: int, method: str = "kmeans", bits: int = 8, 
 
     A QAT model (:func:`qat`) is clustered on its fake-quantized weights (the
     quantizers are removed first). Every layer then holds a :class:`ClusterWeight`:
-    ``m`` learnable centroids, fixed assignments. All layers are clustered, as CAT's
-    :func:`snn_spikefit.wrap` compresses all layers by default.
+    ``m`` learnable centroids, fixed assignments. All the weights CAT's
+    :func:`snn_spikefit.wrap` compresses by default are clustered.
 
     Args:
         m: centroids per layer, ``2 <= m <= 2**bits - 1``.
@@ -215,20 +233,20 @@ def cluster(model: nn.Module, *, m: int, method: str = "kmeans", bits: int = 8, 
     if method not in CLUSTER_METHODS:
         raise SpikeFitValueError(f"method={method!r} is not allowed; use one of {CLUSTER_METHODS}")
     layers = _layers(model, "cluster")
-    other = [n for n, mod in layers if parametrize.is_parametrized(mod, "weight") and not all(
-        isinstance(p, FakeQuantWeight) for p in mod.parametrizations.weight)]
+    other = [n for n, mod, param in layers
+             if not all(isinstance(p, FakeQuantWeight) for p in _parametrized(mod, param))]
     if other:
         raise SpikeFitValueError(f"cluster: layers {other} carry parametrizations other than qat's; pass a plain "
                                  f"or QAT model")
     plans = []
-    for name, module in layers:  # cluster everything before changing anything
-        weight = module.weight.detach()
+    for name, module, param in layers:  # cluster everything before changing anything
+        weight = getattr(module, param).detach()
         if not bool(torch.isfinite(weight).all()):
             raise SpikeFitValueError(f"layer {name!r} has NaN/inf weights; cluster needs finite weights")
-        plans.append((module, weight.shape, *cluster_values(weight, m, method=method, seed=seed)))
+        plans.append((module, param, weight.shape, *cluster_values(weight, m, method=method, seed=seed)))
     strip_qat(model)
-    for module, shape, centroids, labels in plans:
-        parametrize.register_parametrization(module, "weight", ClusterWeight(shape, centroids, labels, bits=bits),
+    for module, param, shape, centroids, labels in plans:
+        parametrize.register_parametrization(module, param, ClusterWeight(shape, centroids, labels, bits=bits),
                                              unsafe=True)
-        module.parametrizations.weight.original.requires_grad_(False)
+        module.parametrizations[param].original.requires_grad_(False)
     return model

@@ -12,7 +12,9 @@ so every weight of channel ``c`` is ``(gamma_c / q) * k`` with an integer
 ``|k| <= q``. ``gamma`` is recomputed from the latent weights at every forward
 pass and treated as a constant (no gradient); the latent weights get the
 straight-through gradient inside the clip range and none outside it. The
-value is ``w_q`` bit-exactly (``w_q + (w - sg(w)) * inside``).
+value is ``w_q`` bit-exactly (``w_q + (w - sg(w)) * inside``). Channel surgery
+slices the latent weight; removing input channels changes ``gamma`` of every
+row (it is their mean magnitude), never the number of levels.
 
 >>> import torch
 >>> from torch import nn
@@ -28,7 +30,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..quantize.wrap import COMPRESSIBLE_TYPES, is_wrapped
+from ..quantize.layers import candidates
+from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
 __all__ = ["UniformWeight", "qpsnn", "rescaw"]
 
@@ -50,18 +53,29 @@ def rescaw(weight: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (ints * step).reshape(weight.shape), ints, step, (ratio.abs() <= 1).reshape(weight.shape)
 
 
-class UniformWeight(nn.Module):
-    """Parametrization: per-channel uniform ``bits``-bit weights scaled by ``gamma = mean |W_c|``."""
+class UniformWeight(Quantizer):
+    """Parametrization: per-channel uniform ``bits``-bit weights scaled by ``gamma = mean |W_c|``.
+
+    Args:
+        bits: width of the signed integer levels.
+        channels: output channels of the weight (one scale each).
+    """
 
     granularity = "channel"
+    kind = "uniform (QP-SNN) weight"
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, *, channels: int) -> None:
         super().__init__()
         self.bits = bits
         self.m = 2 ** bits - 1
+        self.channels = int(channels)
+
+    @property
+    def groups(self) -> int:
+        return self.channels
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}, channels={self.channels}"
 
     def forward(self, weight: Tensor) -> Tensor:
         w_q, _, _, inside = rescaw(weight, self.bits)
@@ -71,32 +85,38 @@ class UniformWeight(nn.Module):
         return weight
 
     @torch.no_grad()
-    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
+    def integer_form(self, latent: Tensor) -> IntegerForm:
         """Per channel: codes ``k + q`` (0..2q), integer codebook ``-q..q``, scale ``gamma_c / q``."""
         qmax = 2 ** (self.bits - 1) - 1
-        _, ints, step, _ = rescaw(weight, self.bits)
-        levels = torch.arange(-qmax, qmax + 1, dtype=weight.dtype, device=weight.device)
+        _, ints, step, _ = rescaw(latent, self.bits)
+        levels = torch.arange(-qmax, qmax + 1, dtype=latent.dtype, device=latent.device)
         book = levels.expand(ints.shape[0], -1).contiguous()
-        return {"codes": (ints + qmax).to(torch.uint8), "values": book * step, "ints": book,
-                "scale": step.flatten()}
+        return IntegerForm(latent.shape, (ints + qmax).to(code_dtype(self.m)), book * step,
+                           book.to(int_dtype(self.bits)), step.flatten())
+
+    def select_channels(self, keep: Tensor, dim: int, latent: Tensor) -> Tensor:
+        if dim == 0:
+            self.channels = int(keep.numel())
+        return super().select_channels(keep, dim, latent)
 
 
 def qpsnn(model: nn.Module, *, bits: int = 4) -> nn.Module:
     """Quantize every compressible layer's weight to ``bits``-bit uniform levels with ReScaW, in place.
 
-    All ``Linear``/``Conv*`` layers are quantized, as CAT's :func:`snn_spikefit.wrap` does by
-    default. Fine-tune afterwards with any loop; re-estimate BatchNorm statistics after it.
+    The weights quantized are those CAT's :func:`snn_spikefit.wrap` compresses by default
+    (``Linear``/``Conv*`` and the adapters' weights). Fine-tune afterwards with any loop; re-estimate BatchNorm statistics after it.
     """
     if not isinstance(model, nn.Module):
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise SpikeFitValueError(f"bits={bits!r} is not allowed; use an int in 2..8")
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
+    layers = candidates(model)
     if not layers:
         raise SpikeFitValueError("qpsnn: model has no Linear/Conv layer")
-    taken = [n for n, m in layers if parametrize.is_parametrized(m, "weight")]
-    if taken or is_wrapped(model):
+    taken = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    if taken:
         raise SpikeFitValueError(f"qpsnn: layers {taken} already have parametrized weights; pass a plain model")
-    for _, module in layers:
-        parametrize.register_parametrization(module, "weight", UniformWeight(bits))
+    for _, module, param in layers:
+        channels = getattr(module, param).shape[0]
+        parametrize.register_parametrization(module, param, UniformWeight(bits, channels=channels))
     return model

@@ -23,6 +23,8 @@ the derivative of the normalisation). ``W_p``/``W_n`` start at the mean
 magnitude of the weights above/below the threshold (the least-squares fit, as
 in TWN) rather than at 1, so the quantized layer starts where the FP32 one was.
 The first and last compressible layers stay full precision by default, as in the paper.
+Channel surgery slices the latent weight; the learned scales stay, so a pruned
+layer keeps its three values (``max|w|``, and so ``Delta``, is that of the weights left).
 
 >>> import torch
 >>> from torch import nn
@@ -40,9 +42,16 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from ..quantize.wrap import COMPRESSIBLE_TYPES, is_wrapped
+from ..quantize.layers import candidates, compressed_layers
+from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype
 
 __all__ = ["TernaryWeight", "TernaryFunction", "ttq", "ternary_layers"]
+
+
+def _signs(weight: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """``(positive, negative)`` masks: ``w / max|w|`` above ``threshold`` / below ``-threshold``."""
+    normed = weight / weight.abs().amax().clamp_min(torch.finfo(weight.dtype).tiny)
+    return normed > threshold, normed < -threshold
 
 
 class TernaryFunction(torch.autograd.Function):
@@ -50,8 +59,7 @@ class TernaryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: Tensor, w_p: Tensor, w_n: Tensor, threshold: float) -> Tensor:
-        normed = weight / weight.abs().amax().clamp_min(torch.finfo(weight.dtype).tiny)
-        pos, neg = normed > threshold, normed < -threshold
+        pos, neg = _signs(weight, threshold)
         ctx.save_for_backward(pos, neg, w_p, w_n)
         zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
         return torch.where(pos, w_p, torch.where(neg, -w_n, zero))
@@ -65,7 +73,7 @@ class TernaryFunction(torch.autograd.Function):
         return grad * factor, grad_w_p, grad_w_n, None
 
 
-class TernaryWeight(nn.Module):
+class TernaryWeight(Quantizer):
     """Parametrization giving a weight the three values ``{-W_n, 0, +W_p}``.
 
     Args:
@@ -76,14 +84,14 @@ class TernaryWeight(nn.Module):
     m = 3
     bits = None
     granularity = "layer"
+    kind = "ternary (TTQ) weight"
 
     def __init__(self, weight: Tensor, *, threshold: float = 0.05) -> None:
         super().__init__()
         self.threshold = float(threshold)
         with torch.no_grad():
             w = weight.detach()
-            normed = w / w.abs().amax().clamp_min(torch.finfo(w.dtype).tiny)
-            pos, neg = normed > threshold, normed < -threshold
+            pos, neg = _signs(w, threshold)
             w_p = w[pos].mean() if bool(pos.any()) else w.abs().amax()
             w_n = (-w[neg]).mean() if bool(neg.any()) else w.abs().amax()
         self.w_p = nn.Parameter(w_p.reshape(()).clone())
@@ -99,26 +107,25 @@ class TernaryWeight(nn.Module):
         return weight
 
     @torch.no_grad()
-    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
-        """Codes 0/1/2 for ``-W_n``/``0``/``+W_p`` and the float codebook (see :func:`freeze_baseline`)."""
+    def integer_form(self, latent: Tensor) -> IntegerForm:
+        """Codes 0/1/2 for ``-W_n``/``0``/``+W_p`` and the float codebook."""
         values = torch.stack([-self.w_n, torch.zeros_like(self.w_p), self.w_p]).reshape(1, 3).detach().clone()
-        q = self.forward(weight)
-        codes = torch.where(q > 0, 2, torch.where(q < 0, 0, 1)).reshape(1, -1).to(torch.uint8)
-        return {"codes": codes, "values": values, "ints": None, "scale": None}
+        pos, neg = _signs(latent, self.threshold)
+        codes = torch.where(pos, 2, torch.where(neg, 0, 1)).reshape(1, -1).to(code_dtype(self.m))
+        return IntegerForm(latent.shape, codes, values, None, None)
 
 
 def ternary_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every layer of ``model`` whose weight carries a :class:`TernaryWeight`."""
-    return [(n, m) for n, m in model.named_modules()
-            if parametrize.is_parametrized(m, "weight")
-            and any(isinstance(p, TernaryWeight) for p in m.parametrizations.weight)]
+    """``(name, module)`` of every weight of ``model`` that carries a :class:`TernaryWeight`."""
+    return [(c.name, c.module) for c in compressed_layers(model) if isinstance(c.quantizer, TernaryWeight)]
 
 
 def ttq(model: nn.Module, *, threshold: float = 0.05, exclude_first_last: bool = True) -> nn.Module:
     """Give the compressible layers of ``model`` trained ternary weights, in place; returns ``model``.
 
     Args:
-        model: any ``nn.Module`` with ``Linear``/``Conv*`` layers (snnTorch, Norse, torch).
+        model: any ``nn.Module`` with ``Linear``/``Conv*`` layers (snnTorch, Norse, torch); the
+            weights quantized are those :func:`snn_spikefit.wrap` compresses (adapters' weights included).
         threshold: TTQ's ``t`` (0.05 in the paper), in ``(0, 1)``.
         exclude_first_last: leave the first and the last compressible layer (in
             ``named_modules`` order) in full precision, as the paper does.
@@ -131,18 +138,19 @@ def ttq(model: nn.Module, *, threshold: float = 0.05, exclude_first_last: bool =
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise SpikeFitValueError(f"threshold={threshold!r} is not allowed; use a number in (0, 1) (TTQ uses 0.05)")
-    taken = [n for n, m in model.named_modules() if parametrize.is_parametrized(m, "weight")]
-    if taken or is_wrapped(model):
+    taken = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    if taken:
         raise SpikeFitValueError(f"model already has parametrized weights in layers {taken}; ttq needs plain layers")
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
+    layers = candidates(model)
     chosen = layers[1:-1] if exclude_first_last else layers
     if not chosen:
         raise SpikeFitValueError(
-            f"model has {len(layers)} compressible layers {[n for n, _ in layers]}; with "
+            f"model has {len(layers)} compressible layers {[n for n, _, _ in layers]}; with "
             f"exclude_first_last={exclude_first_last} none is left to quantize")
-    for name, module in chosen:
-        if not bool(torch.isfinite(module.weight).all()):
+    for name, module, param in chosen:
+        if not bool(torch.isfinite(getattr(module, param)).all()):
             raise SpikeFitValueError(f"layer {name!r} has NaN/inf weights; ttq needs finite weights")
-    for _, module in chosen:
-        parametrize.register_parametrization(module, "weight", TernaryWeight(module.weight, threshold=threshold))
+    for _, module, param in chosen:
+        quantizer = TernaryWeight(getattr(module, param), threshold=threshold)
+        parametrize.register_parametrization(module, param, quantizer)
     return model

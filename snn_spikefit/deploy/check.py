@@ -48,7 +48,8 @@ from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import WRAP_MAX_BITS, HardwareProfile, as_profile
 from .ops import connection_layers
 from ..table import Table
-from ..quantize.wrap import compressed_layers
+from ..quantize.layers import compressed_layers
+from ..quantize.quantizer import distinct_per_row
 
 __all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES"]
 
@@ -129,10 +130,8 @@ class CheckReport:
 
 
 def _distinct_nonzero(rows: Tensor) -> Tensor:
-    """Distinct non-zero values per row of ``[G, N]`` (sort + diff)."""
-    srt = rows.sort(dim=1).values
-    distinct = 1 + (srt[:, 1:] != srt[:, :-1]).sum(dim=1)
-    return distinct - (srt == 0).any(dim=1).long()
+    """Distinct non-zero values per row of ``[G, N]``."""
+    return distinct_per_row(rows, nonzero=True)
 
 
 def _layer_bits(module: nn.Module, quantizer, weight: Tensor, chip_bits: int) -> int:

@@ -39,7 +39,7 @@ from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
 from ..runtime import run
 from ..table import Table
 from ..train import scores
-from ..quantize.wrap import compressed_bits, compressed_layers
+from ..quantize.layers import compressed_layers
 
 __all__ = ["evaluate", "DeployReport", "model_size_bits", "macro_f1", "deploy_ratio"]
 
@@ -61,10 +61,12 @@ def macro_f1(pred: Tensor, target: Tensor) -> float:
 
 
 def model_size_bits(model: nn.Module) -> tuple[int, int]:
-    """``(parameters P, storage bits)``: codebook layers at their real bits, every other parameter as stored.
+    """``(parameters P, storage bits)``: quantized weights at their real bits, every other parameter as stored.
 
-    A codebook layer's weight costs :func:`snn_spikefit.wrap.compressed_bits`
-    (index bits per weight + the codebook + its scales); every other parameter
+    A quantized weight (any parameter carrying a quantizer: CAT or a baseline)
+    costs its quantizer's ``size_bits`` (by default
+    :func:`snn_spikefit.quantize.quantizer.compressed_bits`: index bits per
+    weight + the codebook + its scales); every other parameter
     (biases, plain layers, BatchNorm affine, learnable neuron constants) costs
     its dtype's width (32 for float32). Buffers (BatchNorm running statistics,
     neuron state and constants) are not parameters and are not counted.
@@ -72,12 +74,12 @@ def model_size_bits(model: nn.Module) -> tuple[int, int]:
     params, bits = 0, 0
     skip: set[int] = set()
     for layer in compressed_layers(model):
-        q = layer.quantizer
-        n = int(layer.module.weight.numel())
+        n = int(layer.weight.numel())
         params += n
-        bits += compressed_bits(n, q.groups, q.m, q.bits)
-        skip.update(id(p) for p in layer.module.parametrizations.weight.parameters())
-        skip.add(id(layer.module.parametrizations.weight.original))
+        bits += layer.quantizer.size_bits(n)
+        plist = layer.module.parametrizations[layer.param]
+        skip.update(id(p) for p in plist.parameters())
+        skip.add(id(plist.original))
     for p in model.parameters():
         if id(p) in skip:
             continue

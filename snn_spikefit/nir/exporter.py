@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, PRODUCER, RESET_KEY, layer_for_module
 from ..trace import INPUT, UNKNOWN, trace
-from ..quantize.wrap import compressed_layers
+from ..quantize.layers import compressed_layers
 
 __all__ = ["export_nir", "codebook_metadata", "DEFAULT_DT"]
 
@@ -31,27 +31,35 @@ DEFAULT_DT = 1e-3
 
 
 def codebook_metadata(layer) -> dict[str, Any]:
-    """``spikefit.*`` node metadata of one :class:`~snn_spikefit.wrap.CompressedLayer`.
+    """``spikefit.*`` node metadata of one :class:`~snn_spikefit.quantize.layers.CompressedLayer`.
 
-    A trainable layer is described by what :func:`~snn_spikefit.freeze` would store.
+    The quantizer's exact integer form (what :func:`~snn_spikefit.freeze` stores),
+    for CAT codebooks and baselines alike, whatever the weight parameter is called.
     """
     q = layer.quantizer
-    if layer.frozen:
-        codes, values, ints, scale = q.codes, q.values, q.codebook_int, q.scale
-    else:
-        state = q.frozen_state(layer.module.parametrizations.weight.original)
-        codes, values, ints, scale = state["codes"], state["values"], state["ints"], state["scale"]
+    form = layer.integer_form()
     meta: dict[str, Any] = {
-        "spikefit.codes": codes.cpu().numpy().copy(),
-        "spikefit.codebook": values.detach().cpu().numpy().astype(np.float32),
+        "spikefit.codes": form.codes.cpu().numpy().copy(),
+        "spikefit.codebook": form.values.detach().cpu().numpy().astype(np.float32),
         "spikefit.m": int(q.m),
         "spikefit.granularity": str(q.granularity),
     }
-    if ints is not None:  # NIR metadata has no "None": absent keys mean a float codebook
-        meta["spikefit.codebook_int"] = ints.cpu().numpy().astype(np.int16 if ints.abs().max() > 127 else np.int8)
-        meta["spikefit.scale"] = scale.detach().cpu().numpy().astype(np.float32)
+    if form.ints is not None:  # NIR metadata has no "None": absent keys mean a float codebook
+        ints = form.ints.cpu().numpy()
+        meta["spikefit.codebook_int"] = ints.astype(np.int16 if np.abs(ints).max() > 127 else np.int8)
+        meta["spikefit.scale"] = form.scale.detach().cpu().numpy().astype(np.float32)
         meta["spikefit.bits"] = int(q.bits)
     return meta
+
+
+def _codebook_of(label: str, module: nn.Module, codebooks: dict[int, list]) -> dict[str, Any]:
+    """Metadata of the one compressed weight of a layer node (none: ``{}``)."""
+    layers = codebooks.get(id(module), [])
+    if len(layers) > 1:
+        raise UnsupportedLayerError(
+            f"layer {label!r} ({type(module).__name__}) carries {len(layers)} compressed weights "
+            f"{[c.param for c in layers]}; a NIR node's metadata describes one weight")
+    return codebook_metadata(layers[0]) if layers else {}
 
 
 def _neuron_dt(model: nn.Module) -> float | None:
@@ -116,7 +124,9 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout
 def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     graph = trace(model, sample)
     adapter = graph.adapter
-    codebooks = {id(layer.module): layer for layer in compressed_layers(model)}
+    codebooks: dict[int, list] = {}
+    for layer in compressed_layers(model):
+        codebooks.setdefault(id(layer.module), []).append(layer)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
     edges: list[tuple[str, str]] = []
     names = {INPUT: "input"}
@@ -143,8 +153,7 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
                     UserWarning, stacklevel=4)  # the caller of export_nir
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
-            if id(n.module) in codebooks:
-                node.metadata.update(codebook_metadata(codebooks[id(n.module)]))
+            node.metadata.update(_codebook_of(label, n.module, codebooks))
         nodes[key] = node
         names[n.name] = key
         edges.append((names[n.inputs[0]], key))

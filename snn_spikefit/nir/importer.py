@@ -31,7 +31,7 @@ from torch import nn
 
 from ..adapter import get_adapter
 from ..quantize.codebook import FrozenCodebook
-from ..quantize.wrap import install_frozen
+from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, layer_for_node, supported_layers
 from .exporter import DEFAULT_DT, _check_dt
@@ -141,8 +141,14 @@ class NIRGraphModule(nn.Module):
             values[name] = h
 
 
-def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
-    """Register a frozen codebook rebuilt from the node's ``spikefit.*`` metadata."""
+def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None:
+    """Register a frozen codebook rebuilt from the node's ``spikefit.*`` metadata on the module's one weight."""
+    params = weight_names(module, adapter)
+    if len(params) != 1:
+        raise SpikeFitValueError(
+            f"node {name!r} carries spikefit.* codebook metadata, but its {type(module).__name__} has "
+            f"{len(params)} compressible weights {params}; a codebook describes exactly one")
+    param = params[0]
     try:
         codes = torch.from_numpy(np.array(meta["spikefit.codes"]))
         values = torch.from_numpy(np.array(meta["spikefit.codebook"], dtype=np.float32))
@@ -152,7 +158,7 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
         scale = torch.from_numpy(np.array(meta["spikefit.scale"], dtype=np.float32)) if bits is not None else None
     except KeyError as exc:
         raise SpikeFitValueError(f"node {name!r}: codebook metadata lacks {exc.args[0]!r}") from None
-    weight = module.weight.detach()
+    weight = getattr(module, param).detach()
     ok = (codes.ndim == 2 and values.ndim == 2 and codes.shape[0] == values.shape[0] == (1 if granularity == "layer"
           else weight.shape[0]) and codes.numel() == weight.numel() and int(codes.max()) < values.shape[1])
     frozen = FrozenCodebook(weight.shape, codes, values, ints, scale, m=m, bits=bits, granularity=granularity) if ok else None
@@ -161,7 +167,7 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict) -> None:
             f"node {name!r}: its spikefit.* codebook metadata (codes {tuple(codes.shape)}, codebook "
             f"{tuple(values.shape)}) does not reproduce its weight {tuple(weight.shape)} exactly; the file is "
             f"inconsistent (drop the spikefit.* keys to import the plain weights)")
-    install_frozen(module, frozen)
+    install_frozen(module, frozen, param)
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
@@ -176,7 +182,7 @@ def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Mo
         except Exception as exc:
             raise SpikeFitValueError(f"node {name!r} ({type(node).__name__}) is malformed: {exc}") from None
         if "spikefit.codes" in node.metadata:
-            _restore_codebook(name, module, node.metadata)
+            _restore_codebook(name, module, node.metadata, adapter)
         return [module]
     try:
         return adapter.neuron_from_nir(node, dt=dt)

@@ -33,7 +33,8 @@ from torch.nn.utils import parametrize
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from ..deploy.ops import connection_layers
 from ..table import Table, format_value
-from ..quantize.wrap import compressed_layers
+from ..quantize.layers import compressed_layers
+from ..quantize.quantizer import distinct_per_row
 
 __all__ = ["layer_stats", "codebook_records", "write_report", "REPORT_FORMATS", "DR_COMPONENTS"]
 
@@ -50,17 +51,22 @@ DR_COMPONENTS = (
 
 @torch.no_grad()
 def layer_stats(model: nn.Module) -> list[dict[str, Any]]:
-    """Per connection layer (Linear/Conv): channels, inputs, distinct weights (whole layer, most in one neuron).
+    """Per connection layer (Linear/Conv) and per other compressed weight: channels, inputs, distinct weights.
 
-    Zero counts as a value here (a pruned or zero weight still occupies a slot in a dense table).
+    ``distinct`` counts the whole weight, ``distinct_per_neuron`` the most in one
+    output channel. Zero counts as a value here (a pruned or zero weight still
+    occupies a slot in a dense table).
     """
     if not isinstance(model, nn.Module):
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    weights = [(name, module, "weight") for name, module in connection_layers(model)]
+    seen = {id(module) for _, module, _ in weights}
+    weights += [(c.name, c.module, c.param) for c in compressed_layers(model) if id(c.module) not in seen]
     out = []
-    for name, module in connection_layers(model):
-        w = module.weight.detach()
-        rows = w.reshape(w.shape[0], -1).sort(dim=1).values
-        per = 1 + (rows[:, 1:] != rows[:, :-1]).sum(dim=1)
+    for name, module, param in weights:
+        w = getattr(module, param).detach()
+        rows = w.reshape(w.shape[0], -1)
+        per = distinct_per_row(rows)
         out.append({
             "layer": name, "type": parametrize.type_before_parametrizations(module).__name__,
             "channels": int(w.shape[0]), "inputs": int(rows.shape[1]),
@@ -70,24 +76,16 @@ def layer_stats(model: nn.Module) -> list[dict[str, Any]]:
 
 
 def codebook_records(model: nn.Module) -> list[dict[str, Any]]:
-    """Per compressed layer: m, bits, granularity and every group's codebook (integers when ``bits`` is set)."""
+    """Per compressed weight: m, bits, granularity and every group's codebook (integers when ``bits`` is set)."""
     out = []
     for layer in compressed_layers(model):
-        q = layer.quantizer
-        if layer.frozen:
-            ints, values, scale = q.codebook_int, q.values, q.scale
-        else:
-            from ..quantize.codebook import quantize_codebook
-
-            values, ints, scale = q.codebook.detach(), None, None
-            if q.bits is not None:
-                values, ints, scale = quantize_codebook(values, q.bits)
+        q, form = layer.quantizer, layer.integer_form()
         out.append({
             "layer": layer.name, "m": int(q.m), "bits": q.bits, "granularity": q.granularity,
-            "groups": int(values.shape[0]),
-            "codebook_int": ints.to(torch.int64).tolist() if ints is not None else None,
-            "codebook": values.detach().float().tolist(),
-            "scale": scale.detach().float().tolist() if scale is not None else None,
+            "groups": form.groups,
+            "codebook_int": form.ints.to(torch.int64).tolist() if form.ints is not None else None,
+            "codebook": form.values.detach().float().tolist(),
+            "scale": form.scale.detach().float().tolist() if form.scale is not None else None,
         })
     return out
 

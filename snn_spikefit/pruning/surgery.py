@@ -15,11 +15,11 @@ does to channels:
 
 Modules keep their identity: parameters are replaced in place by smaller ones,
 and ``in_channels``/``out_channels``/``in_features``/``out_features``/
-``num_features`` are updated. Layers carrying a codebook (:func:`snn_spikefit.wrap`)
-keep it: the latent weight is sliced, per-channel codebooks lose the rows of
-removed channels, a layer codebook stays as it is; frozen layers slice their
-integer ``codes`` (and per-channel ``values``/``codebook_int``/``scale``) and
-update their ``shape``. So every codebook invariant (at most ``m`` values per
+``num_features`` are updated. A weight carrying a quantizer (a CAT codebook,
+trainable or frozen, or a baseline's) keeps it: :func:`slice_weight` asks the
+quantizer to select the channels (:meth:`~snn_spikefit.quantize.quantizer.Quantizer.select_channels`:
+per-channel codebooks lose the rows of removed channels, frozen layers slice
+their integer codes), so every quantizer invariant (at most ``m`` values per
 group) still holds after surgery.
 
 Register your own module type with :func:`register_surgery`.
@@ -49,7 +49,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..adapter import Adapter
-from ..quantize.codebook import CodebookWeight, FrozenCodebook
+from ..quantize.layers import select_channels
+from ..quantize.quantizer import Quantizer
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..trace import INPUT, UNKNOWN, Graph, trace
 
@@ -70,6 +71,7 @@ class Surgery:
     inp: Callable[[nn.Module, Tensor], None] | None = None  # layer: keep these input channels
     map_keep: Callable[[nn.Module, Tensor, tuple], Tensor] | None = None  # flatten: channel -> feature indices
     check: Callable[[nn.Module], str | None] | None = None  # why this module cannot be pruned, or None
+    weight: str = "weight"  # layer: the synaptic weight parameter, output channels first
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -90,38 +92,12 @@ def _replace_param(module: nn.Module, name: str, dim: int, keep: Tensor) -> None
     setattr(module, name, new)
 
 
-def slice_weight(module: nn.Module, dim: int, keep: Tensor) -> None:
-    """Keep the indices ``keep`` of ``module.weight`` along ``dim`` (plain, wrapped or frozen)."""
-    if not parametrize.is_parametrized(module, "weight"):
-        _replace_param(module, "weight", dim, keep)
+def slice_weight(module: nn.Module, dim: int, keep: Tensor, param: str = "weight") -> None:
+    """Keep the indices ``keep`` of ``module.<param>`` along ``dim`` (plain, or carrying any quantizer)."""
+    if not parametrize.is_parametrized(module, param):
+        _replace_param(module, param, dim, keep)
         return
-    plist = module.parametrizations.weight
-    q = plist[0]
-    if len(plist) != 1 or not isinstance(q, (CodebookWeight, FrozenCodebook)):
-        raise UnsupportedLayerError(
-            f"{type(module).__name__} has parametrizations {[type(p).__name__ for p in plist]} on its "
-            f"weight; channel surgery supports plain weights and snn_spikefit codebooks only"
-        )
-    if isinstance(q, CodebookWeight):
-        latent = plist.original
-        keep_d = keep.to(latent.device)
-        plist.original = nn.Parameter(latent.detach().index_select(dim, keep_d).clone(),
-                                      requires_grad=latent.requires_grad)
-        if dim == 0 and q.granularity == "channel":
-            q.codebook = nn.Parameter(q.codebook.detach().index_select(0, keep_d).clone(),
-                                      requires_grad=q.codebook.requires_grad)
-    else:
-        keep_d = keep.to(q.codes.device)
-        codes = q.codes.reshape(q.shape).index_select(dim, keep_d)
-        shape = codes.shape
-        q.codes = codes.reshape(q.groups if q.granularity == "layer" else shape[0], -1).clone()
-        if dim == 0 and q.granularity == "channel":
-            q.values = q.values.index_select(0, keep_d).clone()
-            if q.codebook_int is not None:
-                q.codebook_int = q.codebook_int.index_select(0, keep_d).clone()
-                q.scale = q.scale.index_select(0, keep_d).clone()
-        q.shape = torch.Size(shape)
-    q._cache.clear()
+    select_channels(module, param, dim, keep)
 
 
 def _conv_check(module: nn.Module) -> str | None:
@@ -219,12 +195,12 @@ def surgery_for(module: nn.Module) -> Surgery | None:
 def count_parameters(model: nn.Module) -> int:
     """Number of effective parameter values: weights as the layer uses them, biases, BN, neuron parameters.
 
-    A codebook layer counts its weight's elements once (not its latent weight
-    plus codebook); a frozen layer counts its weight too.
+
+
     """
     total = 0
     for module in model.modules():
-        if isinstance(module, parametrize.ParametrizationList) or isinstance(module, (CodebookWeight, FrozenCodebook)):
+        if isinstance(module, (parametrize.ParametrizationList, Quantizer)):
             continue
         for name, p in module.named_parameters(recurse=False):
             total += p.numel()
@@ -329,7 +305,8 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
         shape = node.out_shape
         if shape is None or len(shape) < 2:
             raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
-        weight = graph.node(producer).module.weight
+        producer_module = graph.node(producer).module
+        weight = getattr(producer_module, surgery_for(producer_module).weight)
         if weight.shape[0] != shape[1]:
             raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
         out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,

@@ -29,13 +29,14 @@ from them and nothing else.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CodebookWeight", "FrozenCodebook", "quantize_codebook", "code_dtype"]
+from .quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
+
+__all__ = ["CodebookWeight", "FrozenCodebook", "quantize_codebook"]
 
 
 def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -56,17 +57,6 @@ def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tens
         scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
         ints = torch.clamp(torch.round(codebook.detach() / scale[:, None]), -qmax, qmax)
     return ints * scale[:, None], ints, scale
-
-
-def code_dtype(m: int) -> torch.dtype:
-    """The smallest unsigned integer dtype that holds codes ``0 .. m-1``."""
-    if m <= 2**8:
-        return torch.uint8
-    if m <= 2**16:
-        return torch.uint16
-    if m <= 2**32:
-        return torch.uint32
-    return torch.int64
 
 
 class _VersionCache:
@@ -104,7 +94,7 @@ class _VersionCache:
         self.key, self.value = None, None
 
 
-class CodebookWeight(nn.Module):
+class CodebookWeight(Quantizer):
     """Parametrization giving a weight at most ``m`` distinct values per group.
 
     Args:
@@ -118,6 +108,8 @@ class CodebookWeight(nn.Module):
 
     Use :func:`snn_spikefit.wrap` rather than registering this by hand.
     """
+
+    kind = "trainable codebook"
 
     def __init__(
         self,
@@ -231,26 +223,42 @@ class CodebookWeight(nn.Module):
         quantized = torch.gather(values, 1, idx)
         return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
 
+    # -- the quantizer protocol --------------------------------------------------------
     @torch.no_grad()
-    def frozen_state(self, weight: Tensor) -> dict[str, Tensor | None]:
-        """Codes, codebook values and (with ``bits``) integers and scale."""
+    def integer_form(self, latent: Tensor) -> IntegerForm:
+        """Codes of ``latent``, the codebook as used (and with ``bits`` its integers and scale)."""
         if self.bits is None:
             values, ints, scale = self.codebook.detach().clone(), None, None
         else:
             values, ints, scale = quantize_codebook(self.codebook, self.bits)
-        codes = self.assign(weight, values).to(code_dtype(self.m))
-        return {"codes": codes, "values": values, "ints": ints, "scale": scale}
+            ints = ints.to(int_dtype(self.bits))
+        codes = self.assign(latent, values).to(code_dtype(self.m))
+        return IntegerForm(latent.shape, codes, values, ints, scale)
+
+    @torch.no_grad()
+    def select_channels(self, keep: Tensor, dim: int, latent: Tensor) -> Tensor:
+        """The latent weight sliced; a per-channel codebook loses the rows of removed output channels."""
+        if dim == 0 and self.granularity == "channel":
+            self.codebook = nn.Parameter(self.codebook.detach().index_select(0, keep.to(latent.device)).clone(),
+                                         requires_grad=self.codebook.requires_grad)
+        return super().select_channels(keep, dim, latent)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
 
 
-class FrozenCodebook(nn.Module):
+class FrozenCodebook(Quantizer):
     """Frozen codebook layer: the weight is ``values[codes]`` and nothing else.
 
     Buffers: ``codes`` (``[groups, n]``, smallest unsigned dtype that fits ``m``),
     ``values`` (``[groups, m]`` float), and when ``bits`` is set ``codebook_int``
     (``[groups, m]``, ``int8``/``int16``) and ``scale`` (``[groups]``) with
     ``values == codebook_int * scale``. Registered with ``unsafe=True``; the
-    latent weight is released.
+    latent weight is released. Build one from any quantizer with
+    :meth:`Quantizer.freeze` (or :meth:`from_form`).
     """
+
+    frozen = True
 
     def __init__(
         self,
@@ -270,17 +278,28 @@ class FrozenCodebook(nn.Module):
         self.register_buffer("codes", codes)
         self.register_buffer("values", values)
         if ints is not None:
-            dtype = torch.int8 if bits is not None and bits <= 8 else torch.int16
-            self.register_buffer("codebook_int", ints.to(dtype))
+            self.register_buffer("codebook_int", ints.to(int_dtype(bits)))
             self.register_buffer("scale", scale)
         else:
             self.codebook_int = None
             self.scale = None
         self._cache = _VersionCache()
 
+    @classmethod
+    def from_form(cls, form: IntegerForm, *, m: int, bits: int | None, granularity: str) -> "FrozenCodebook":
+        """The frozen layer that stores ``form`` (its tensors are copied)."""
+        ints = form.ints.clone() if form.ints is not None else None
+        scale = form.scale.detach().clone() if form.scale is not None else None
+        return cls(form.shape, form.codes.clone(), form.values.detach().clone(), ints, scale,
+                   m=m, bits=bits, granularity=granularity)
+
     @property
     def groups(self) -> int:
         return int(self.values.shape[0])
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return f"frozen {self.granularity} codebook"
 
     def extra_repr(self) -> str:
         return (
@@ -309,5 +328,42 @@ class FrozenCodebook(nn.Module):
         # The frozen layer owns no latent weight: keep an empty placeholder.
         return weight.new_empty(0)
 
-    def index_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.m)))
+    # -- the quantizer protocol --------------------------------------------------------
+    def integer_form(self, latent: Tensor | None = None) -> IntegerForm:
+        """The stored buffers themselves (``latent`` is the released placeholder and is ignored)."""
+        return IntegerForm(self.shape, self.codes, self.values, self.codebook_int, self.scale)
+
+    @torch.no_grad()
+    def select_channels(self, keep: Tensor, dim: int, latent: Tensor) -> Tensor:
+        """Slice the codes (and a per-channel codebook's rows); the placeholder latent stays."""
+        keep = keep.to(self.codes.device)
+        codes = self.codes.reshape(self.shape).index_select(dim, keep)
+        shape = codes.shape
+        self.codes = codes.reshape(self.groups if self.granularity == "layer" else shape[0], -1).clone()
+        if dim == 0 and self.granularity == "channel":
+            self.values = self.values.index_select(0, keep).clone()
+            if self.codebook_int is not None:
+                self.codebook_int = self.codebook_int.index_select(0, keep).clone()
+                self.scale = self.scale.index_select(0, keep).clone()
+        self.shape = torch.Size(shape)
+        self.invalidate()
+        return latent
+
+    @property
+    def scales_channels(self) -> bool:
+        return self.granularity == "channel" and self.codebook_int is not None
+
+    @torch.no_grad()
+    def scale_channels(self, factor: Tensor) -> None:
+        """``scale *= factor`` per output channel; the integers do not change."""
+        if not self.scales_channels:
+            super().scale_channels(factor)
+        self.scale.mul_(factor.to(self.scale.dtype))
+        self.values.copy_(self.codebook_int.to(self.values.dtype) * self.scale[:, None])
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def freeze(self, latent: Tensor | None = None) -> "FrozenCodebook":
+        return self

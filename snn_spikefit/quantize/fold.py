@@ -10,10 +10,13 @@ the weights and bias of the Conv/Linear that feeds it,
 
 (per output channel, running statistics). Fold after training and before
 :func:`snn_spikefit.wrap`, so the codebooks are learned on the weights the chip
-will hold. A frozen codebook layer with ``granularity="channel"`` and ``bits``
-folds exactly into its per-channel scales (the integers do not change); any
-other wrapped layer is refused, because folding would give it more than ``m``
-values.
+will hold. A layer is a Conv/Linear, or any module with a ``bias`` whose one
+synaptic weight its adapter names (``Adapter.weight_names``). A quantized weight
+folds only where its quantizer can scale its output channels exactly
+(:meth:`~snn_spikefit.quantize.quantizer.Quantizer.scale_channels`: a frozen
+codebook with ``granularity="channel"`` and ``bits``, whose per-channel scales
+absorb the factor while the integers stay); any other quantizer is refused,
+because folding would give it more than ``m`` values.
 
 >>> import torch
 >>> from torch import nn
@@ -32,8 +35,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .codebook import CodebookWeight, FrozenCodebook
+from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitValueError, UnsupportedLayerError
+from .layers import quantizer_of, weight_names
 
 __all__ = ["fold_batchnorm"]
 
@@ -55,26 +59,31 @@ def _pairs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str, nn.Mo
     return out
 
 
-def _check(name: str, layer: nn.Module, bn_name: str, bn: nn.Module) -> None:
-    if not isinstance(layer, _FOLDABLE):
+def _weight_param(layer: nn.Module, adapter: Adapter) -> str | None:
+    """The one synaptic weight a BatchNorm folds into, or None when ``layer`` cannot absorb one."""
+    if isinstance(layer, _FOLDABLE):
+        return "weight"
+    names = weight_names(layer, adapter)
+    return names[0] if len(names) == 1 and hasattr(layer, "bias") else None
+
+
+def _check(name: str, layer: nn.Module, param: str | None, bn_name: str, bn: nn.Module) -> None:
+    if param is None:
         raise UnsupportedLayerError(
             f"BatchNorm {bn_name!r} follows {name!r} ({type(layer).__name__}); only "
-            f"{[t.__name__ for t in _FOLDABLE]} can absorb a BatchNorm")
+            f"{[t.__name__ for t in _FOLDABLE]} (or a layer with a bias and one weight its adapter names) "
+            f"can absorb a BatchNorm")
     if not bn.track_running_stats or bn.running_mean is None:
         raise SpikeFitValueError(f"BatchNorm {bn_name!r} has no running statistics (track_running_stats=False); "
                                  f"it cannot be folded")
-    out_channels = layer.weight.shape[0]
+    out_channels = getattr(layer, param).shape[0]
     if bn.num_features != out_channels:
         raise SpikeFitValueError(f"BatchNorm {bn_name!r} has {bn.num_features} features but {name!r} has "
                                  f"{out_channels} output channels")
-    if parametrize.is_parametrized(layer, "weight"):
-        plist = layer.parametrizations.weight
-        q = plist[0]
-        ok = (len(plist) == 1 and isinstance(q, FrozenCodebook) and q.granularity == "channel"
-              and q.scale is not None)
-        if not ok:
-            kind = "trainable codebook" if isinstance(q, CodebookWeight) else (
-                f"frozen {q.granularity} codebook" if isinstance(q, FrozenCodebook) else type(q).__name__)
+    if parametrize.is_parametrized(layer, param):
+        plist, q = layer.parametrizations[param], quantizer_of(layer, param)
+        if len(plist) != 1 or q is None or not q.scales_channels:
+            kind = q.kind if q is not None else type(plist[0]).__name__
             raise UnsupportedLayerError(
                 f"layer {name!r} has a {kind}; folding {bn_name!r} into it would give it more distinct "
                 f"weights than its codebook allows. Fold before wrap(), or freeze with "
@@ -90,26 +99,26 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     pair is checked before anything changes, so a refusal leaves the model as
     it was. Returns ``model``.
     """
-    pairs = _pairs(model)
-    for _, name, layer, bn_name, bn in pairs:
-        _check(name, layer, bn_name, bn)
-    for parent, _, layer, bn_name, bn in pairs:
+    adapter = get_adapter(model)
+    pairs = [(parent, name, layer, _weight_param(layer, adapter), bn_name, bn)
+             for parent, name, layer, bn_name, bn in _pairs(model)]
+    for _, name, layer, param, bn_name, bn in pairs:
+        _check(name, layer, param, bn_name, bn)
+    for parent, _, layer, param, bn_name, bn in pairs:
         factor = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
         factor = factor / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-        shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-        if parametrize.is_parametrized(layer, "weight"):
-            q = layer.parametrizations.weight[0]
-            q.scale.mul_(factor.to(q.scale.dtype))
-            q.values.copy_(q.codebook_int.to(q.values.dtype) * q.scale[:, None])
-            q._cache.clear()
+        weight = getattr(layer, param)
+        q = quantizer_of(layer, param)
+        if q is not None:
+            q.scale_channels(factor)
         else:
-            layer.weight.mul_(factor.reshape(shape))
+            weight.mul_(factor.reshape((-1,) + (1,) * (weight.dim() - 1)))
         bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
         new_bias = (bias - bn.running_mean) * factor + shift
         if layer.bias is not None:
             layer.bias.copy_(new_bias)
         else:
-            layer.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
+            layer.bias = nn.Parameter(new_bias.to(weight.dtype))
         parent._modules[bn_name.rsplit(".", 1)[-1]] = nn.Identity()  # the key within the Sequential
     return model

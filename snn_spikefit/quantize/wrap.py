@@ -1,4 +1,4 @@
-"""Attach, train, freeze and strip learnable codebooks (CAT).
+"""Attach, train, freeze and strip learnable codebooks (CAT); freeze and strip serve every quantizer.
 
 >>> import torch
 >>> from torch import nn
@@ -17,106 +17,24 @@ torch.uint8
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .codebook import CodebookWeight, FrozenCodebook
+from ..deploy.hardware import get_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
-from .init import INITS, init_codebook
 from ..table import Table
+from .codebook import CodebookWeight
+from .init import INITS, init_codebook
+from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
+                     is_wrapped, remove_parametrization)
+from .quantizer import distinct_per_row
 
-__all__ = [
-    "wrap",
-    "commitment_loss",
-    "freeze",
-    "strip",
-    "codebook_summary",
-    "compressed_layers",
-    "is_wrapped",
-    "COMPRESSIBLE_TYPES",
-    "CompressedLayer",
-    "install_frozen",
-    "remove_parametrization",
-    "GRANULARITIES",
-]
+__all__ = ["wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "GRANULARITIES"]
 
-#: Layer types whose ``weight`` :func:`wrap` compresses.
-COMPRESSIBLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 GRANULARITIES = ("layer", "channel")
-
-
-@dataclass(frozen=True)
-class CompressedLayer:
-    """One compressed weight: where it lives and its parametrization.
-
-    ``name`` is the module's name for a ``weight``, ``"<module>.<param>"`` for any
-    other weight parameter (e.g. a Norse recurrent cell's ``recurrent_weights``).
-    """
-
-    name: str
-    module: nn.Module
-    quantizer: CodebookWeight | FrozenCodebook
-    param: str = "weight"
-
-    @property
-    def frozen(self) -> bool:
-        return isinstance(self.quantizer, FrozenCodebook)
-
-    @property
-    def weight(self) -> Tensor:
-        """The effective (quantized) weight."""
-        return getattr(self.module, self.param)
-
-    @property
-    def latent(self) -> Tensor:
-        """The tensor under the parametrization (latent weight; empty once frozen)."""
-        return self.module.parametrizations[self.param].original
-
-
-def _quantizers_of(module: nn.Module) -> list[tuple[str, CodebookWeight | FrozenCodebook]]:
-    if not parametrize.is_parametrized(module):
-        return []
-    out = []
-    for param, plist in module.parametrizations.items():
-        for p in plist:
-            if isinstance(p, (CodebookWeight, FrozenCodebook)):
-                out.append((param, p))
-                break
-    return out
-
-
-def _layer_name(module_name: str, param: str) -> str:
-    if param == "weight":
-        return module_name
-    return f"{module_name}.{param}" if module_name else param
-
-
-def compressed_layers(model: nn.Module) -> list[CompressedLayer]:
-    """Every weight of ``model`` that carries a codebook (trainable or frozen)."""
-    out = []
-    for name, module in model.named_modules():
-        for param, q in _quantizers_of(module):
-            out.append(CompressedLayer(_layer_name(name, param), module, q, param))
-    return out
-
-
-def install_frozen(module: nn.Module, frozen: FrozenCodebook, param: str = "weight") -> None:
-    """Register a :class:`FrozenCodebook` on ``module.<param>`` (which must not be parametrized).
-
-    The one place that knows how a frozen layer is attached; used by
-    :func:`freeze`, NIR import and the baselines.
-    """
-    parametrize.register_parametrization(module, param, frozen, unsafe=True)
-    module.parametrizations[param].original.requires_grad_(False)
-
-
-def is_wrapped(model: nn.Module) -> bool:
-    """True if any layer of ``model`` carries a codebook."""
-    return bool(compressed_layers(model))
 
 
 def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
@@ -145,31 +63,11 @@ def _as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | No
     return pats
 
 
-def _candidates(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """``(layer name, module, parameter)`` of every weight ``wrap`` can compress.
-
-    ``weight`` of :data:`COMPRESSIBLE_TYPES`, plus the synaptic weight
-    parameters an adapter names for its own modules (``Adapter.weight_names``).
-    """
-    from ..adapter import get_adapter
-
-    adapter = get_adapter(model)
-    out = []
-    for n, m in model.named_modules():
-        if ".parametrizations" in f".{n}":
-            continue
-        if isinstance(m, COMPRESSIBLE_TYPES):
-            out.append((n, m, "weight"))
-        else:
-            out.extend((_layer_name(n, p), m, p) for p in adapter.weight_names(m))
-    return out
-
-
 def _select_layers(
     model: nn.Module, include: list[str] | None, exclude: list[str] | None
 ) -> list[tuple[str, nn.Module, str]]:
-    candidates = _candidates(model)
-    names = [n for n, _, _ in candidates]
+    found = candidates(model)
+    names = [n for n, _, _ in found]
     for arg, pats in (("include", include), ("exclude", exclude)):
         for p in pats or []:
             if not any(fnmatch.fnmatchcase(n, p) for n in names):
@@ -178,7 +76,7 @@ def _select_layers(
                     f"({', '.join(t.__name__ for t in COMPRESSIBLE_TYPES)}) are: {names}"
                 )
     chosen = []
-    for n, m, param in candidates:
+    for n, m, param in found:
         if include is not None and not any(fnmatch.fnmatchcase(n, p) for p in include):
             continue
         if exclude is not None and any(fnmatch.fnmatchcase(n, p) for p in exclude):
@@ -249,7 +147,7 @@ def wrap(
     if is_wrapped(model):
         names = [c.name for c in compressed_layers(model)]
         raise SpikeFitValueError(
-            f"model is already wrapped (layers with codebooks: {names}); wrap it once, or "
+            f"model is already wrapped (layers with quantizers: {names}); wrap it once, or "
             f"call snn_spikefit.strip(model) first"
         )
     layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
@@ -287,22 +185,8 @@ def wrap(
 
 
 def _from_profile(hardware: str, m, bits, granularity):
-    from ..deploy.hardware import get_profile  # local: profiles are optional until used
-
     profile = get_profile(hardware)
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
-
-
-def remove_parametrization(module: nn.Module, param: str = "weight", *, leave_parametrized: bool) -> None:
-    """``remove_parametrizations`` without breaking deep copies of ``module``.
-
-    PyTorch's deepcopy of a parametrized module shares the injected class with
-    the copy, and removal deletes the ``weight`` property from that class, which
-    breaks the copy. Give the module a private copy of its class first.
-    """
-    cls = module.__class__
-    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    parametrize.remove_parametrizations(module, param, leave_parametrized=leave_parametrized)
 
 
 def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
@@ -317,14 +201,11 @@ def commitment_loss(model: nn.Module) -> Tensor:
     """Sum over layers of Eq. 7, ``mean((w_q - sg(w))^2)``: pulls codebooks to the weights.
 
     Add it to your loss: ``loss = task_loss + beta * commitment_loss(model)``.
-    Frozen layers contribute nothing.
+    Only trainable codebooks contribute (frozen layers and baseline quantizers add nothing).
     """
     layers = _require_wrapped(model, "commitment_loss")
-    terms = []
-    for layer in layers:
-        if layer.frozen:
-            continue
-        terms.append(layer.quantizer.commitment(layer.latent))
+    terms = [layer.quantizer.commitment(layer.latent) for layer in layers
+             if isinstance(layer.quantizer, CodebookWeight)]
     if not terms:
         p = next(model.parameters())
         return torch.zeros((), device=p.device, dtype=p.dtype)
@@ -333,32 +214,29 @@ def commitment_loss(model: nn.Module) -> Tensor:
 
 @torch.no_grad()
 def freeze(model: nn.Module) -> nn.Module:
-    """Replace every trainable codebook by its frozen integer form, in place.
+    """Replace every quantizer (CAT codebook or baseline) by its frozen integer form, in place.
 
-    Each compressed layer then holds buffers ``codes`` (smallest unsigned dtype
-    that fits ``m``), ``values`` and, when ``bits`` was set, ``codebook_int`` and
-    ``scale``; its weight is exactly ``scale * codebook_int[codes]``. Outputs do
-    not change. Already frozen layers are left alone.
+    Each compressed layer then holds a :class:`~snn_spikefit.quantize.codebook.FrozenCodebook`:
+    buffers ``codes`` (smallest unsigned dtype that fits ``m``), ``values`` and,
+    when the quantizer has ``bits``, ``codebook_int`` and ``scale``; its weight is
+    exactly ``scale * codebook_int[codes]``. Outputs do not change. Already
+    frozen layers are left alone. Every layer is checked and frozen before any
+    is replaced, so a refusal leaves the model as it was.
     """
+    plans = []
     for layer in _require_wrapped(model, "freeze"):
         if layer.frozen:
             continue
-        module, q = layer.module, layer.quantizer
-        plist = module.parametrizations[layer.param]
+        plist = layer.module.parametrizations[layer.param]
         if len(plist) != 1:
             raise SpikeFitValueError(
                 f"layer {layer.name!r} has {len(plist)} parametrizations on its weight; freeze "
-                f"supports the codebook alone (remove the others first)"
+                f"supports the quantizer alone (remove the others first)"
             )
-        latent = plist.original
-        shape = latent.shape
-        state = q.frozen_state(latent)
-        frozen = FrozenCodebook(
-            shape, state["codes"], state["values"], state["ints"], state["scale"],
-            m=q.m, bits=q.bits, granularity=q.granularity,
-        )
-        remove_parametrization(module, layer.param, leave_parametrized=False)
-        install_frozen(module, frozen, layer.param)
+        plans.append((layer, layer.quantizer.freeze(layer.latent)))
+    for layer, frozen in plans:
+        remove_parametrization(layer.module, layer.param, leave_parametrized=False)
+        install_frozen(layer.module, frozen, layer.param)
     return model
 
 
@@ -373,13 +251,6 @@ def strip(model: nn.Module) -> nn.Module:
         remove_parametrization(layer.module, layer.param, leave_parametrized=True)
         getattr(layer.module, layer.param).requires_grad_(True)
     return model
-
-
-def _group_stats(weight: Tensor, groups: int) -> tuple[int, int]:
-    flat = weight.detach().reshape(groups, -1)
-    srt = flat.sort(dim=1).values
-    distinct = 1 + (srt[:, 1:] != srt[:, :-1]).sum(dim=1)
-    return int(distinct.max()), int(distinct.min())
 
 
 def codebook_summary(model: nn.Module) -> Table:
@@ -399,44 +270,17 @@ def codebook_summary(model: nn.Module) -> Table:
         q = layer.quantizer
         weight = layer.weight
         groups = q.groups
-        m_eff, _ = _group_stats(weight, groups)
-        if layer.frozen:
-            ints, scale, values = q.codebook_int, q.scale, q.values
+        m_eff = int(distinct_per_row(weight.reshape(groups, -1)).max())
+        form = layer.integer_form()
+        if form.ints is not None:
+            book = sorted(int(v) for v in form.ints[0].tolist())
+            scale_shown = float(form.scale[0]) if groups == 1 else f"{groups} scales"
         else:
-            from .codebook import quantize_codebook
-
-            values = q.codebook.detach()
-            ints = scale = None
-            if q.bits is not None:
-                values, ints, scale = quantize_codebook(q.codebook, q.bits)
-        if ints is not None:
-            book = sorted(int(v) for v in ints[0].tolist())
-            scale_shown = float(scale[0]) if groups == 1 else f"{groups} scales"
-        else:
-            book = sorted(round(float(v), 5) for v in values[0].tolist())
+            book = sorted(round(float(v), 5) for v in form.values[0].tolist())
             scale_shown = None
         n = weight.numel()
         table.add_row([
             layer.name, parametrize.type_before_parametrizations(layer.module).__name__, q.granularity, groups, q.m, m_eff,
-            q.bits, scale_shown, book, n, compressed_bits(n, groups, q.m, q.bits), 32 * n,
+            q.bits, scale_shown, book, n, q.size_bits(n), 32 * n,
         ])
     return table
-
-
-def compressed_bits(n_weights: int, groups: int, m: int, bits: int | None) -> int:
-    """Storage of a codebook layer: index bits per weight + codebooks (+ fp32 scales).
-
-    >>> compressed_bits(1000, 1, 4, 4)   # 2 bits x 1000 + 4 x 4-bit codebook + 32-bit scale
-    2048
-    """
-    index = max(1, (m - 1).bit_length())
-    book = groups * m * (bits if bits is not None else 32)
-    scales = groups * 32 if bits is not None else 0
-    return n_weights * index + book + scales
-
-
-def iter_latent(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
-    """Latent (full-precision) weights of trainable codebook layers, by layer name."""
-    for layer in compressed_layers(model):
-        if not layer.frozen:
-            yield layer.name, layer.latent
