@@ -42,7 +42,7 @@ def main() -> None:
 
     reports = {}
     for name, net in (("fp32", model), ("truenorth-cat", compressed)):
-        reports[name] = sf.evaluate(net, test_loader, num_steps=args.steps, profile="generic-45nm")
+        reports[name] = sf.evaluate(net, test_loader, num_steps=args.steps, hardware="generic-45nm")
         print(f"\n== {name} ==\n{reports[name]}")
         print(f"\n{sf.check(net, 'truenorth')}")
 

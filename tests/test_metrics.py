@@ -47,16 +47,16 @@ def test_accuracy_f1_and_energy_are_what_the_formula_says():
 def test_neuron_update_term_only_when_priced():
     net = nn.Sequential(nn.Linear(8, 3))
     priced = HardwareProfile("priced", e_mac_pj=2.0, e_ac_pj=1.0, e_neuron_pj=0.5)
-    r = sf.evaluate(net, _data(), num_steps=2, profile=priced, progress=False)
+    r = sf.evaluate(net, _data(), num_steps=2, hardware=priced, progress=False)
     assert r.energy_mj == pytest.approx((2.0 * r.macs + 1.0 * r.acs + 0.5 * r.neuron_updates) * 1e-9)
 
 
 def test_energy_unavailable_when_the_chip_has_no_figure():
     net = nn.Sequential(nn.Linear(8, 3))
-    r = sf.evaluate(net, _data(), num_steps=2, profile="truenorth", progress=False)  # MACs, no E_MAC
+    r = sf.evaluate(net, _data(), num_steps=2, hardware="truenorth", progress=False)  # MACs, no E_MAC
     assert r.energy_mj is None and r.dr_acc is None and r.dr_f1 is None
     assert "no E_MAC" in r.energy_note
-    r = sf.evaluate(net, _data(), num_steps=2, profile="loihi2", progress=False)
+    r = sf.evaluate(net, _data(), num_steps=2, hardware="loihi2", progress=False)
     assert r.energy_mj is None and "unavailable under loihi2" in str(r)
 
 
@@ -127,6 +127,14 @@ def test_errors_are_clear():
     with pytest.raises(sf.SpikeFitTypeError, match="data must be an iterable"):
         sf.evaluate(net, 3, num_steps=1, progress=False)
     with pytest.raises(sf.SpikeFitValueError, match="unknown hardware profile 'x'; known profiles"):
-        sf.evaluate(net, _data(), profile="x", progress=False)
+        sf.evaluate(net, _data(), hardware="x", progress=False)
     with pytest.raises(sf.SpikeFitValueError, match="warmup=-1"):
         sf.evaluate(net, _data(), warmup=-1, progress=False)
+
+
+def test_profile_is_the_old_name_of_hardware():
+    net = nn.Sequential(nn.Linear(8, 3))
+    new = sf.evaluate(net, _data(), num_steps=2, hardware="loihi2", progress=False)
+    with pytest.warns(FutureWarning, match=r"renamed evaluate\(hardware=\.\.\.\)"):
+        old = sf.evaluate(net, _data(), num_steps=2, profile="loihi2", progress=False)
+    assert old.profile == new.profile == "loihi2" and (old.acs, old.macs) == (new.acs, new.macs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -222,20 +223,23 @@ def evaluate(
     model: nn.Module,
     data: Iterable,
     *,
-    profile: str | HardwareProfile = "generic-45nm",
+    hardware: str | HardwareProfile = "generic-45nm",
+    profile: str | HardwareProfile | None = None,
     num_steps: int | None = None,
     forward_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
     warmup: int = 1,
     progress: bool = True,
 ) -> DeployReport:
-    """Measure what a model costs to deploy on ``profile`` and how well it does on ``data``.
+    """Measure what a model costs to deploy on ``hardware`` and how well it does on ``data``.
 
     Args:
         model: an snnTorch, Norse or plain PyTorch classifier (put in eval mode for
             the measurement; its modes are restored afterwards).
         data: an iterable of ``(x, y)`` batches (a DataLoader); ``y`` class indices.
-        profile: a profile name (see :func:`snn_spikefit.list_profiles`) or a
-            :class:`~snn_spikefit.hardware.HardwareProfile`.
+        hardware: a profile name (see :func:`snn_spikefit.list_profiles`) or a
+            :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the same name and types as
+            ``wrap(hardware=)`` and ``check(hardware=)``).
+        profile: the former name of ``hardware`` (warns ``FutureWarning``).
         num_steps: steps for static inputs; ``None`` when ``x`` is time-major.
         forward_fn: ``(model, x) -> scores [B, classes]``; default: run over time,
             average the output over steps.
@@ -251,7 +255,10 @@ def evaluate(
         raise SpikeFitValueError(f"warmup={warmup!r} is not allowed; use an int >= 0")
     if forward_fn is not None and not callable(forward_fn):
         raise SpikeFitTypeError(f"forward_fn must be callable (model, x) -> scores, got {forward_fn!r}")
-    prof = as_profile(profile)
+    if profile is not None:  # the name before 0.2; `hardware=` is the one name across the API
+        warnings.warn("evaluate(profile=...) is renamed evaluate(hardware=...)", FutureWarning, stacklevel=2)
+        hardware = profile
+    prof = as_profile(hardware)
     try:
         one_shot = iter(data) is data
     except TypeError:

@@ -87,9 +87,9 @@ def _select_layers(
 
 def wrap(
     model: nn.Module,
+    *,
     m: int | None = None,
     bits: int | None = None,
-    *,
     granularity: str | None = None,
     init: str = "kmeans",
     include: str | Sequence[str] | None = None,
