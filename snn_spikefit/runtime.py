@@ -16,7 +16,14 @@ from torch import Tensor, nn
 from .adapter import get_adapter
 from .errors import SpikeFitTypeError, SpikeFitValueError
 
-__all__ = ["run", "reset", "check_input"]
+__all__ = ["run", "reset", "check_input", "DEFAULT_NUM_STEPS"]
+
+#: Steps every verb over a data loader feeds a static batch ``[B, ...]`` for, unless told
+#: otherwise: ``fit``, ``accuracy``, ``predict``, ``recalibrate_bn``, ``prune``, ``evaluate`` and
+#: ``compress`` read the same loader the same way. ``num_steps=None`` means the batches are
+#: already time-major ``[T, B, ...]`` (event data). The tensor-level ``run(model, x)`` and
+#: ``count_ops(model, x)`` take ``x`` as it is: time-major unless ``num_steps`` is given.
+DEFAULT_NUM_STEPS = 4
 
 
 def check_input(x: Any, num_steps: int | None) -> None:
@@ -51,7 +58,8 @@ def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Any:
             recordings): the adapter tells them apart by counting neuron calls.
         x: static input ``[B, ...]`` repeated ``num_steps`` times (direct encoding),
             or time-major ``[T, B, ...]`` with ``num_steps=None``.
-        num_steps: number of steps for a static input.
+        num_steps: number of steps for a static input; ``None`` (default) when ``x`` is
+            time-major.
 
     Returns:
         A tensor ``[T, B, ...]``, or a tuple of them when each step returns a tuple

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .errors import SpikeFitValueError
-from .runtime import reset, run
+from .runtime import reset, run, DEFAULT_NUM_STEPS
 from .quantize.layers import is_wrapped
 from .quantize.wrap import commitment_loss
 
@@ -35,7 +35,7 @@ def fit(
     data: Iterable,
     *,
     epochs: int = 1,
-    num_steps: int | None = 4,
+    num_steps: int | None = DEFAULT_NUM_STEPS,
     lr: float = 1e-3,
     beta: float = 0.25,
     optimizer: torch.optim.Optimizer | None = None,
@@ -109,7 +109,7 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 4,
+def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS,
                    num_batches: int | None = None, progress: bool = True) -> int:
     """Re-estimate every BatchNorm's running mean/variance with the current weights.
 
@@ -145,7 +145,7 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = 4) -> tuple[Tensor, Tensor]:
+def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> tuple[Tensor, Tensor]:
     """``(predicted, true)`` labels over all batches, in eval mode."""
     was_training = model.training
     model.eval()
@@ -162,7 +162,7 @@ def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = 4) -> t
     return torch.cat(preds), torch.cat(labels)
 
 
-def accuracy(model: nn.Module, data: Iterable, *, num_steps: int | None = 4) -> float:
+def accuracy(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> float:
     """Top-1 accuracy in percent."""
     pred, true = predict(model, data, num_steps=num_steps)
     return 100.0 * float((pred == true).float().mean())

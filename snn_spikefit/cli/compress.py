@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     note(args, "evaluating the original model")
     before = sf.evaluate(model, data.test, profile=profile, num_steps=data.num_steps, progress=progress)
 
-    sf.wrap(model, args.m, args.bits, granularity=args.granularity, hardware=profile.name, init=args.init,
+    sf.wrap(model, m=args.m, bits=args.bits, granularity=args.granularity, hardware=profile.name, init=args.init,
             exclude=args.exclude)
     books = sf.codebook_summary(model).records()
     note(args, f"wrapped {len(books)} layers: m={books[0]['m']}, bits={books[0]['bits']}, "

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
-from ..runtime import run
+from ..runtime import run, DEFAULT_NUM_STEPS
 from ..table import Table
 from ..train import scores
 from ..quantize.layers import compressed_layers
@@ -225,7 +225,7 @@ def evaluate(
     *,
     hardware: str | HardwareProfile = "generic-45nm",
     profile: str | HardwareProfile | None = None,
-    num_steps: int | None = None,
+    num_steps: int | None = DEFAULT_NUM_STEPS,
     forward_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
     warmup: int = 1,
     progress: bool = True,

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
-from ..runtime import run
+from ..runtime import run, DEFAULT_NUM_STEPS
 from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
 from ..table import Table
 from ..trace import Recorder
@@ -237,7 +237,7 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
 
 def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
-          num_steps: int | None = 4, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
+          num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
           finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:
     """Remove the least important ``amount`` of the channels of every prunable spiking layer, in place.
 
