@@ -196,8 +196,11 @@ class NorseAdapter(Adapter):
         return f"other:{type(module).__name__}"
 
     def neuron_hint(self, module: nn.Module, allowed) -> str | None:
-        """A leaky neuron on a chip that runs IF neurons: Norse's ``IAFCell`` is IF."""
-        if "IF" in allowed and self.neuron_model(module) in ("LIF", "CUBA-LIF"):
+        """The Norse cell of an allowed model: ``LIFBoxCell`` is LIF, ``IAFCell`` is IF."""
+        kind = self.neuron_model(module)
+        if kind == "CUBA-LIF" and "LIF" in allowed:
+            return "norse.torch.LIFBoxCell is LIF, without the synaptic current"
+        if kind in ("LIF", "CUBA-LIF") and "IF" in allowed:
             return "norse.torch.IAFCell is IF"
         return None
 
