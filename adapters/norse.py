@@ -20,7 +20,7 @@ NIR mapping (one NIR Euler step of ``dt`` is one Norse step; ``c = cell.dt``):
 * ``LIBoxCell`` <-> ``LI``, ``LICell`` <-> ``CubaLI``, ``IAFCell`` <-> ``IF`` (``r = 1 / dt``).
 
 On import, an ``r`` (or ``w_in``) the cell cannot hold becomes a
-:class:`~snn_spikefit.nir_common.Gain` in front of the cell. Norse cannot run
+:class:`~snn_spikefit.nir.common.Gain` in front of the cell. Norse cannot run
 snnTorch's subtract reset (threshold subtracted after the leak) and refuses it.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from snn_spikefit.adapter import Adapter, _step_inputs, stack_steps
+from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitTypeError, UnsupportedLayerError
 
 __all__ = ["NorseAdapter"]
@@ -54,6 +54,7 @@ class NorseAdapter(Adapter):
 
     name = "norse"
     framework = "norse"
+    calls_with_state = True  # model(x, state) -> (output, state)
 
     def is_neuron(self, module: nn.Module) -> bool:
         from norse.torch.module.snn import SNNCell, SNNRecurrentCell
@@ -80,7 +81,7 @@ class NorseAdapter(Adapter):
                 f"{type(model).__name__}.forward{tuple(params)} takes no state; a Norse model must be called "
                 f"as model(x, state) -> (output, state), e.g. norse.torch.SequentialState(...)")
         state, outputs = None, []
-        for xt in _step_inputs(x, num_steps):
+        for xt in step_inputs(x, num_steps):
             out, state = model(xt, state)
             outputs.append(out)
         return stack_steps(outputs)
@@ -95,6 +96,15 @@ class NorseAdapter(Adapter):
         return None
 
     # -- NIR -----------------------------------------------------------------------------
+    def nir_container(self, layers: list[tuple[str, nn.Module]]) -> nn.Module:
+        """A ``norse.torch.SequentialState`` of the modules (it threads the cells' states)."""
+        return _norse().SequentialState(*[m for _, m in layers])
+
+    def neuron_dt(self, module: nn.Module) -> float | None:
+        """The cell's own ``dt`` (Norse cells store the step they integrate with)."""
+        dt = getattr(module, "dt", None)
+        return float(dt) if isinstance(dt, (int, float)) and not isinstance(dt, bool) else None
+
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
         import nir
         import numpy as np
@@ -184,6 +194,15 @@ class NorseAdapter(Adapter):
         if isinstance(module, (norse.LIFAdExCell, norse.LIFAdExRecurrentCell)):
             return "AdEx"
         return f"other:{type(module).__name__}"
+
+    def neuron_hint(self, module: nn.Module, allowed) -> str | None:
+        """The Norse cell of an allowed model: ``LIFBoxCell`` is LIF, ``IAFCell`` is IF."""
+        kind = self.neuron_model(module)
+        if kind == "CUBA-LIF" and "LIF" in allowed:
+            return "norse.torch.LIFBoxCell is LIF, without the synaptic current"
+        if kind in ("LIF", "CUBA-LIF") and "IF" in allowed:
+            return "norse.torch.IAFCell is IF"
+        return None
 
     # -- pruning -------------------------------------------------------------------------
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from snn_spikefit.adapter import Adapter, _step_inputs, stack_steps
+from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
 
 __all__ = ["SnnTorchAdapter"]
@@ -64,7 +64,7 @@ class SnnTorchAdapter(Adapter):
         style = self._loop_style.get(model)
         if style == _LOOP_INSIDE:
             return self._run_inside(model, x, num_steps)
-        steps = _step_inputs(x, num_steps)
+        steps = step_inputs(x, num_steps)
         if style is None:
             first, calls = self._probe(model, steps[0])
             if calls > 1:
@@ -172,7 +172,7 @@ class SnnTorchAdapter(Adapter):
     # -- NIR ---------------------------------------------------------------------------------
     # Leaky -> LIF (IF when beta == 1), Synaptic -> CubaLIF, with beta = 1 - dt/tau,
     # r = tau/dt (and w_in = tau_syn/dt) so one NIR Euler step is one snnTorch step.
-    # Resets NIR cannot express are kept in node metadata (see snn_spikefit.nir_common).
+    # Resets NIR cannot express are kept in node metadata (see snn_spikefit.nir.common).
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
         import nir
         import numpy as np
@@ -283,3 +283,9 @@ class SnnTorchAdapter(Adapter):
                 return "IF"
             return "LIF"
         return f"other:{type(module).__name__}"
+
+    def neuron_hint(self, module: nn.Module, allowed) -> str | None:
+        """A leaky neuron on a chip that runs IF neurons: a ``Leaky`` with ``beta=1`` is IF."""
+        if "IF" in allowed and self.neuron_model(module) == "LIF":
+            return "a Leaky neuron with beta=1 is IF"
+        return None

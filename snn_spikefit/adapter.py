@@ -5,10 +5,14 @@ modules are spiking neurons, how to read their spikes and membrane potential,
 how to reset and run a model over time, how a neuron maps to NIR, how to shrink
 a neuron's per-channel parameters). Everything else lives once in the core.
 
-Adapters are found through the entry-point group ``snn_spikefit.adapters``
-(the built-in snnTorch and Norse adapters are registered there too, and are
-also found when the package runs from a source tree). A plugin that fails to
-load is skipped with a warning; it never breaks ``import snn_spikefit``.
+Adapters are found through the entry-point group ``snn_spikefit.adapters``.
+The built-in ones ship in the package ``snn_spikefit.adapters``, whose
+``ADAPTERS`` table lists them (so they are found from a source tree too, in
+that order); the core names no framework. Without that package (a core-only
+install) there are no built-in adapters, and its entry points are skipped
+quietly. A plugin that fails to load is skipped with a warning; it never breaks
+``import snn_spikefit``. Registration order is discovery order (built-ins,
+then entry points), then :func:`register_adapter` calls.
 
 A third-party adapter subclasses :class:`Adapter` and is registered with
 :func:`register_adapter` or an entry point::
@@ -22,6 +26,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import warnings
+from collections import OrderedDict
 from importlib.metadata import entry_points
 from typing import Any, Sequence
 
@@ -36,15 +41,16 @@ __all__ = [
     "register_adapter",
     "get_adapter",
     "list_adapters",
+    "nir_frameworks",
     "ENTRY_POINT_GROUP",
+    "BUILTIN_PACKAGE",
     "stack_steps",
+    "step_inputs",
 ]
 
 ENTRY_POINT_GROUP = "snn_spikefit.adapters"
-_BUILTIN = {
-    "snntorch": "snn_spikefit.adapters.snntorch:SnnTorchAdapter",
-    "norse": "snn_spikefit.adapters.norse:NorseAdapter",
-}
+#: The package that ships the built-in adapters; its ``ADAPTERS`` maps name -> ``"module:Class"``.
+BUILTIN_PACKAGE = "snn_spikefit.adapters"
 
 
 class Adapter:
@@ -57,6 +63,12 @@ class Adapter:
 
     name: str = "base"
     framework: str | None = None  # module that must be importable for the adapter to work
+    #: The step in seconds neuron time constants refer to when neither the caller nor the
+    #: neurons (:meth:`neuron_dt`) say otherwise (NIR export and import).
+    default_dt: float = 1e-3
+    #: Models of this framework are called ``model(x, state) -> (output, state)`` (state handed
+    #: back in by :meth:`run`); a NIR graph imported into it follows the same convention.
+    calls_with_state: bool = False
 
     # -- discovery -----------------------------------------------------------------------
     def available(self) -> bool:
@@ -132,6 +144,28 @@ class Adapter:
         """
         raise UnsupportedLayerError(f"adapter {self.name!r} cannot import NIR node {type(node).__name__}")
 
+    def imports_nir(self) -> bool:
+        """:func:`~snn_spikefit.import_nir` can build models of this framework.
+
+        Default: the adapter overrides :meth:`neuron_from_nir`.
+        """
+        return type(self).neuron_from_nir is not Adapter.neuron_from_nir
+
+    def nir_container(self, layers: list[tuple[str, nn.Module]]) -> nn.Module:
+        """The runnable model of an imported NIR chain: ``layers`` are ``(name, module)`` in order.
+
+        Default: ``nn.Sequential`` with those names (one step per call). A framework whose
+        models take a state argument returns its own sequential container.
+        """
+        return nn.Sequential(OrderedDict(layers))
+
+    def neuron_dt(self, module: nn.Module) -> float | None:
+        """The step in seconds the neuron ``module`` is discretised with, if it stores one.
+
+        NIR export uses it as the graph's ``dt`` when every neuron agrees (else :attr:`default_dt`).
+        """
+        return None
+
     # -- pruning --------------------------------------------------------------------------
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
         """Keep only the channels ``keep`` of the neuron's per-channel parameters, in place.
@@ -159,6 +193,13 @@ class Adapter:
         """
         return f"other:{type(module).__name__}"
 
+    def neuron_hint(self, module: nn.Module, allowed: Sequence[str]) -> str | None:
+        """How to make ``module`` one of the ``allowed`` neuron models, if the framework knows a way.
+
+        :func:`~snn_spikefit.check` appends it, in parentheses, to the ``neuron_model`` hint.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -179,7 +220,14 @@ def stack_steps(outputs: Sequence[Any]) -> Any:
     )
 
 
-def _step_inputs(x: Tensor, num_steps: int | None):
+def step_inputs(x: Tensor, num_steps: int | None) -> list[Tensor]:
+    """The per-step inputs of :meth:`Adapter.run`: ``x`` repeated ``num_steps`` times, or ``x[t]``.
+
+    >>> [tuple(t.shape) for t in step_inputs(torch.zeros(2, 3), 2)]
+    [(2, 3), (2, 3)]
+    >>> len(step_inputs(torch.zeros(5, 2, 3), None))
+    5
+    """
     if num_steps is None:
         return [x[t] for t in range(x.shape[0])]
     return [x] * num_steps
@@ -201,7 +249,7 @@ class TorchAdapter(Adapter):
         return None
 
     def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
-        return stack_steps([model(xt) for xt in _step_inputs(x, num_steps)])
+        return stack_steps([model(xt) for xt in step_inputs(x, num_steps)])
 
 
 _REGISTRY: dict[str, Adapter] = {}
@@ -209,9 +257,13 @@ _DISCOVERED = False
 
 
 def register_adapter(adapter: Adapter, *, replace: bool = False) -> Adapter:
-    """Make ``adapter`` known to :func:`get_adapter` (tried before the fallback)."""
+    """Make ``adapter`` known to :func:`get_adapter` (after the discovered ones, before the fallback).
+
+    A name already taken (a built-in, a plugin, an earlier call) is refused unless ``replace=True``.
+    """
     if not isinstance(adapter, Adapter):
         raise SpikeFitTypeError(f"adapter must be an snn_spikefit.Adapter instance, got {type(adapter).__name__}")
+    _discover()
     if adapter.name in _REGISTRY and not replace:
         raise SpikeFitValueError(
             f"an adapter named {adapter.name!r} is already registered ({_REGISTRY[adapter.name]!r}); "
@@ -229,14 +281,33 @@ def _load(target: str) -> Any:
     return obj
 
 
+def _builtin_targets() -> dict[str, str] | None:
+    """``name -> "module:Class"`` of the built-in adapters, or ``None`` when their package is absent."""
+    try:
+        package = importlib.import_module(BUILTIN_PACKAGE)
+    except ModuleNotFoundError as exc:
+        if exc.name == BUILTIN_PACKAGE:
+            return None  # a core-only install: no built-in adapters
+        raise
+    return dict(getattr(package, "ADAPTERS", {}))
+
+
 def _discover() -> None:
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    targets = dict(_BUILTIN)
+    try:
+        builtin = _builtin_targets()
+    except Exception as exc:
+        warnings.warn(f"snn_spikefit: the built-in adapters ({BUILTIN_PACKAGE}) failed to load and are "
+                      f"skipped: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        builtin = None
+    targets = dict(builtin or {})
     try:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if builtin is None and ep.value.startswith(BUILTIN_PACKAGE + "."):
+                continue  # the built-in package is not installed: its entry points cannot load
             targets.setdefault(ep.name, ep.value)
     except Exception as exc:  # pragma: no cover - broken metadata
         warnings.warn(f"snn_spikefit: could not read entry points {ENTRY_POINT_GROUP!r}: {exc}")
@@ -258,9 +329,19 @@ def _discover() -> None:
 
 
 def list_adapters() -> list[str]:
-    """Names of the adapters whose framework is installed."""
+    """Names of the adapters whose framework is installed, in registration order."""
     _discover()
     return list(_REGISTRY)
+
+
+def nir_frameworks() -> list[str]:
+    """Names of the installed adapters that :func:`~snn_spikefit.import_nir` can import into.
+
+    Those whose :meth:`Adapter.imports_nir` is true, in registration order; the first is
+    ``import_nir``'s default.
+    """
+    _discover()
+    return [name for name, adapter in _REGISTRY.items() if adapter.imports_nir()]
 
 
 def get_adapter(model: nn.Module, name: str | None = None) -> Adapter:

@@ -134,3 +134,62 @@ def test_bad_arguments():
         sf.check("net", "truenorth")
     with pytest.raises(sf.SpikeFitTypeError, match="sample must be a torch.Tensor"):
         sf.check(nn.Linear(2, 2), "truenorth", sample=[1, 2])
+
+
+def _max_layers(limit):
+    def rule(ctx):
+        if len(ctx.layers) > limit:
+            ctx.add("max_layers", "max_layers", "(model)", limit, len(ctx.layers), "merge layers")
+    return rule
+
+
+def test_custom_rule_is_run_refused_twice_and_replaced():
+    from snn_spikefit.deploy.check import check_rules, register_check_rule, unregister_check_rule
+
+    builtin = list(check_rules())
+    assert builtin == ["layer_type", "kernel_size", "distinct_weights_per_neuron", "distinct_weights_per_layer",
+                       "weight_bits", "fan_in", "neurons_per_core", "cores", "neurons", "synapses", "inputs",
+                       "neuron_model"]
+    net = nn.Sequential(nn.Linear(300, 10), nn.Linear(10, 2))
+    chip = HardwareProfile("vendor-chip", fan_in=256)
+    register_check_rule("max_layers", _max_layers(1))
+    try:
+        report = sf.check(net, chip)
+        # a layer's findings first (model order), then the model-wide ones
+        assert [(v.rule, v.layer, v.limit, v.actual) for v in report.violations] == [
+            ("fan_in", "0", 256, 300), ("max_layers", "(model)", 1, 2)]
+        with pytest.raises(sf.SpikeFitValueError, match="check rule named 'max_layers' is already registered"):
+            register_check_rule("max_layers", _max_layers(5))
+        register_check_rule("max_layers", _max_layers(5), replace=True)
+        assert list(check_rules()) == builtin + ["max_layers"]
+        assert [v.rule for v in sf.check(net, chip).violations] == ["fan_in"]
+    finally:
+        unregister_check_rule("max_layers")
+    assert list(check_rules()) == builtin
+    with pytest.raises(sf.SpikeFitValueError, match="'max_layers' is not a registered check rule"):
+        unregister_check_rule("max_layers")
+    with pytest.raises(sf.SpikeFitValueError, match="check rule named 'fan_in' is already registered"):
+        register_check_rule("fan_in", _max_layers(1))
+    with pytest.raises(sf.SpikeFitTypeError, match="fn must be callable"):
+        register_check_rule("bad", 3)
+
+
+def test_replacing_a_builtin_rule_keeps_its_place():
+    from snn_spikefit.deploy.check import check_rules, register_check_rule
+
+    original = check_rules()["fan_in"]
+    net = nn.Sequential(nn.Linear(300, 10))
+
+    def strict_fan_in(ctx):
+        for f in ctx.layers:
+            ctx.add("fan_in", "fan_in", f.name, 1, int(f.nonzero_rows.max()), "vendor rule")
+
+    register_check_rule("fan_in", strict_fan_in, replace=True)
+    try:
+        assert list(check_rules()).index("fan_in") == 5
+        v = [v for v in sf.check(net, "truenorth").violations if v.rule == "fan_in"]
+        assert [(x.limit, x.actual, x.hint) for x in v] == [(1, 300, "vendor rule")]
+    finally:
+        register_check_rule("fan_in", original, replace=True)
+    v = [v for v in sf.check(net, "truenorth").violations if v.rule == "fan_in"]
+    assert [(x.limit, x.actual) for x in v] == [(256, 300)]

@@ -1,5 +1,6 @@
 """NIR export/import: exact round trips through files, hand-written graphs, codebooks, errors."""
 
+import re
 import warnings
 
 import numpy as np
@@ -377,6 +378,21 @@ def test_not_a_nir_file(tmp_path):
         sf.import_nir(42)
     with pytest.raises(sf.SpikeFitValueError, match="framework='keras' is not allowed"):
         sf.import_nir(bad, "keras")
+
+
+def test_import_frameworks_come_from_the_adapter_registry():
+    from snn_spikefit.adapter import TorchAdapter, nir_frameworks
+
+    names = nir_frameworks()
+    expected = (["snntorch"] if HAS_SNNTORCH else []) + (["norse"] if HAS_NORSE else [])
+    assert names[:len(expected)] == expected   # built-ins first, in snn_spikefit.adapters.ADAPTERS order
+    assert not TorchAdapter().imports_nir()
+    g = sf.export_nir(nn.Sequential(nn.Linear(3, 2)), torch.rand(1, 3))
+    with pytest.raises(sf.SpikeFitValueError, match=re.escape(f"framework='keras' is not allowed; use one of {names}")):
+        sf.import_nir(g, "keras")
+    if names:
+        default, named = sf.import_nir(g), sf.import_nir(g, names[0])
+        assert type(default) is type(named) and torch.equal(default[0].weight, named[0].weight)
 
 
 def _affine_graph(edges=None, out=2):

@@ -118,6 +118,33 @@ def test_neuron_model_names():
         == ["LIF", "CUBA-LIF", "IF", "other:LICell"]
 
 
+def test_check_hint_names_the_norse_cell_of_an_allowed_model():
+    import norse.torch as norse
+
+    net = norse.SequentialState(nn.Linear(4, 3), norse.LIFBoxCell(), nn.Linear(3, 2), norse.LIFCell())
+    hints = {v.layer: v.hint for v in sf.check(net, "speck").violations if v.rule == "neuron_model"}
+    assert hints == {"1": "SynSense Speck runs ['IF'] neurons (norse.torch.IAFCell is IF)",
+                     "3": "SynSense Speck runs ['IF'] neurons (norse.torch.IAFCell is IF)"}
+    lif_chip = sf.HardwareProfile("lif-chip", neuron_models=("LIF",))
+    v = [v for v in sf.check(net, lif_chip).violations if v.rule == "neuron_model"]
+    assert [(x.layer, x.actual, x.hint) for x in v] == [
+        ("3", "CUBA-LIF", "lif-chip runs ['LIF'] neurons (norse.torch.LIFBoxCell is LIF, without the synaptic current)")]
+
+
+def test_nir_frameworks_and_export_dt_come_from_the_adapter():
+    import norse.torch as norse
+
+    assert "norse" in sf.adapter.nir_frameworks()
+    net = norse.SequentialState(nn.Linear(4, 3), norse.LIFBoxCell(dt=2e-3))
+    assert sf.get_adapter(net).neuron_dt(net[1]) == 2e-3
+    g = sf.export_nir(net, torch.rand(1, 4))
+    assert g.metadata["spikefit.dt"] == 2e-3
+    mixed = norse.SequentialState(nn.Linear(4, 3), norse.LIFBoxCell(dt=2e-3), nn.Linear(3, 3), norse.LIFBoxCell())
+    assert sf.export_nir(mixed, torch.rand(1, 4)).metadata["spikefit.dt"] == sf.Adapter.default_dt
+    back = sf.import_nir(g, "norse")
+    assert type(back).__name__ == "SequentialState" and float(back[1].dt) == 2e-3
+
+
 def test_conv_builder_runs_over_time():
     from snn_spikefit.zoo.norse import conv_snn
 

@@ -110,10 +110,11 @@ def test_adapter_found_and_neurons_listed():
 
 def test_broken_plugin_warns_not_raises(monkeypatch):
     import snn_spikefit.adapter as ad
+    import snn_spikefit.adapters as builtin
 
     monkeypatch.setattr(ad, "_DISCOVERED", False)
     monkeypatch.setattr(ad, "_REGISTRY", {})
-    monkeypatch.setitem(ad._BUILTIN, "broken", "no_such_module_xyz:Adapter")
+    monkeypatch.setitem(builtin.ADAPTERS, "broken", "no_such_module_xyz:Adapter")
     with pytest.warns(RuntimeWarning, match="adapter plugin 'broken'.*failed to load"):
         names = ad.list_adapters()
     assert "broken" not in names

@@ -40,7 +40,7 @@ def _neuron_names(snn: nn.Module) -> list[str]:
     names = [n for n, _ in get_adapter(snn).neurons(snn)]
     if not names:
         raise SpikeFitValueError(f"{type(snn).__name__} has no spiking neuron of an installed framework; "
-                                 f"relu_twin/convert_to_snn need an SNN (snnTorch, Norse) as template")
+                                 f"relu_twin/convert_to_snn need an SNN as template")
     return names
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..adapter import nir_frameworks
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError
 
 __all__ = [
@@ -48,8 +49,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-factory", metavar="MODULE:FUNCTION",
                    help="for a state_dict checkpoint: a function returning the model to load it into, as "
                         "'package.module:function' or 'path/to/file.py:function'")
-    p.add_argument("--framework", choices=["snntorch", "norse"], default="snntorch",
-                   help="framework a .nir file is imported into (default snntorch)")
+    p.add_argument("--framework", choices=nir_frameworks(), default=None,
+                   help="framework a .nir file is imported into (default: the first of these)")
 
 
 def add_hardware_arg(p: argparse.ArgumentParser, *, required: bool = False, default: str | None = None) -> None:

@@ -1,14 +1,16 @@
 """Check a model against a chip's limits: every violated rule, by layer, with a fix.
 
-Rules (each applies only when the profile gives the limit):
+Each rule is one function registered by name (:func:`register_check_rule`; what a rule
+sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order they run
+(each applies only when the profile gives the limit):
 
 ============================  ==============================================================
+``layer_type``                   conv on a chip without convolution
+``kernel_size``                  largest conv kernel side
 ``distinct_weights_per_neuron``  distinct non-zero weights of one output channel (neuron)
 ``distinct_weights_per_layer``   distinct non-zero weights of a layer (per core on chip)
 ``weight_bits``                  bits of the layer's integer weights (32 for float weights)
 ``fan_in``                       non-zero weights into one neuron (a zero weight is no synapse)
-``kernel_size``                  largest conv kernel side
-``layer_type``                   conv on a chip without convolution
 ``neurons_per_core``             neurons of a layer, on chips that map a layer to one core
 ``cores``                        cores needed, ``sum(ceil(neurons / neurons_per_core))``
 ``neurons``                      neurons of the model (output elements of every connection layer)
@@ -21,7 +23,8 @@ Weights are the effective ones (``module.weight``: codebook values for wrapped
 or frozen layers). Counting conv neurons needs ``sample`` (one input batch,
 traced with :func:`snn_spikefit.trace.trace`); without it those rules are
 listed as skipped. A limit the profile marks uncertain gives a ``"warning"``,
-anything else an ``"error"``; ``ok`` means no error.
+anything else an ``"error"``; ``ok`` means no error. The report lists findings
+layer by layer in model order (a layer's in rule order), then the model-wide ones.
 
 >>> import torch
 >>> from torch import nn
@@ -41,17 +44,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import WRAP_MAX_BITS, HardwareProfile, as_profile
-from .ops import connection_layers
+from .rules import CheckContext, check_rules, layer_facts, register_check_rule, unregister_check_rule
 from ..table import Table
-from ..quantize.layers import compressed_layers
 from ..quantize.quantizer import distinct_per_row
 
-__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES"]
+__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES",
+           "register_check_rule", "unregister_check_rule", "check_rules"]
 
 #: Layers that need no check: they reshape, or fold into neighbours before deployment.
 PASSIVE_TYPES: tuple[type[nn.Module], ...] = (
@@ -143,147 +145,196 @@ def _layer_bits(module: nn.Module, quantizer, weight: Tensor, chip_bits: int) ->
     return 32
 
 
+def _layer_type(ctx: CheckContext) -> None:
+    for f in ctx.layers:
+        if f.is_conv and ctx.profile.conv is False:
+            ctx.add("layer_type", "conv", f.name, "dense layers only", f.cls.__name__,
+                    f"{ctx.chip} has no native convolution: replace {f.cls.__name__} by Linear layers, or use "
+                    f"a conv-capable chip")
+        elif f.is_conv and ctx.profile.conv is None:
+            ctx.skip("layer_type", f.name, f"whether {ctx.chip} supports convolution is not published")
+
+
+def _kernel_size(ctx: CheckContext) -> None:
+    lim = ctx.profile.max_kernel_size
+    for f in ctx.layers:
+        if f.is_conv and lim is not None and max(f.module.kernel_size) > lim:
+            ctx.add("kernel_size", "max_kernel_size", f.name, lim, max(f.module.kernel_size),
+                    f"use kernels of at most {lim}x{lim}")
+
+
+def _distinct_per_neuron(ctx: CheckContext) -> None:
+    lim = ctx.profile.distinct_weights_per_neuron
+    for f in ctx.layers if lim is not None else ():
+        per = _distinct_nonzero(f.rows)
+        worst = int(per.argmax())
+        if int(per[worst]) > lim:
+            ctx.add("distinct_weights_per_neuron", "distinct_weights_per_neuron", f.name, lim, int(per[worst]),
+                    f"layer {f.name} has {int(per[worst])} distinct weights per neuron (neuron {worst}), "
+                    f"{ctx.chip} allows {lim}: {ctx.rewrap}wrap(model, m={lim}, granularity='channel')")
+
+
+def _distinct_per_layer(ctx: CheckContext) -> None:
+    lim = ctx.profile.distinct_weights_per_layer
+    for f in ctx.layers if lim is not None else ():
+        d = int(_distinct_nonzero(f.rows.reshape(1, -1))[0])
+        if d > lim:
+            ctx.add("distinct_weights_per_layer", "distinct_weights_per_layer", f.name, lim, d,
+                    f"layer {f.name} has {d} distinct weights, {ctx.chip} allows {lim} per layer/core: "
+                    f"{ctx.rewrap}wrap(model, m={lim}, granularity='layer')")
+
+
+def _weight_bits(ctx: CheckContext) -> None:
+    lim = ctx.profile.weight_bits
+    for f in ctx.layers if lim is not None else ():
+        bits = _layer_bits(f.module, f.quantizer, f.weight, lim)
+        if bits > lim:
+            ctx.add("weight_bits", "weight_bits", f.name, lim, bits,
+                    f"{ctx.chip} weights have {lim} bits: {ctx.rewrap}wrap(model, m=..., "
+                    f"bits={min(lim, WRAP_MAX_BITS)}) then freeze(model)")
+
+
+def _fan_in(ctx: CheckContext) -> None:
+    lim = ctx.profile.fan_in
+    for f in ctx.layers if lim is not None else ():
+        fan_in = int(f.nonzero_rows.max()) if f.rows.numel() else 0
+        if fan_in > lim:
+            ctx.add("fan_in", "fan_in", f.name, lim, fan_in,
+                    f"a neuron of {f.name} has {fan_in} inputs, {ctx.chip} allows {lim}: fewer input "
+                    f"features/channels (prune the layer before), smaller kernels, or zero weights")
+
+
+def _neurons_per_core(ctx: CheckContext) -> None:
+    prof = ctx.profile
+    if not prof.layer_fits_one_core or prof.neurons_per_core is None:
+        return
+    for f in ctx.layers:
+        if f.neurons is not None and f.neurons > prof.neurons_per_core:
+            ctx.add("neurons_per_core", "neurons_per_core", f.name, prof.neurons_per_core, f.neurons,
+                    f"{ctx.chip} maps each layer to one core: fewer channels in {f.name} (prune(...)) or "
+                    f"smaller maps")
+
+
+def _cores(ctx: CheckContext) -> None:
+    prof = ctx.profile
+    counts = [f.neurons for f in ctx.layers if f.neurons is not None]
+    if prof.neurons_per_core is None or prof.cores is None or not counts:
+        return
+    needed = len(counts) if prof.layer_fits_one_core else sum(math.ceil(n / prof.neurons_per_core) for n in counts)
+    if needed > prof.cores:
+        ctx.add("cores", "cores", "(model)", prof.cores, needed,
+                f"the layers need {needed} cores of {prof.neurons_per_core} neurons, {ctx.chip} has "
+                f"{prof.cores}: fewer or smaller layers (prune channels)")
+
+
+def _neurons(ctx: CheckContext) -> None:
+    for f in ctx.layers:
+        if f.neurons is None:
+            ctx.skip("neurons", f.name, _NEEDS_SAMPLE)
+    total = sum(f.neurons for f in ctx.layers if f.neurons is not None)
+    lim = ctx.profile.max_neurons
+    if lim is not None and total > lim:
+        ctx.add("neurons", "max_neurons", "(model)", lim, total,
+                f"{total} neurons, {ctx.chip} holds {lim}: prune channels or use smaller layers")
+
+
+def _synapses(ctx: CheckContext) -> None:
+    lim = ctx.profile.max_synapses
+    if lim is None:
+        return
+    if any(f.neurons is None for f in ctx.layers):
+        ctx.skip("synapses", "(model)", _NEEDS_SAMPLE)
+        return
+    dense_only = ctx.profile.conv is False  # a conv layer is unrolled over its output positions
+    synapses = sum(int(f.nonzero_rows.sum()) * (f.neurons // f.weight.shape[0] if f.is_conv and dense_only else 1)
+                   for f in ctx.layers)
+    if synapses > lim:
+        ctx.add("synapses", "max_synapses", "(model)", lim, synapses,
+                f"{synapses} synapses, {ctx.chip} holds {lim}: prune channels or zero weights")
+
+
+def _inputs(ctx: CheckContext) -> None:
+    lim = ctx.profile.max_inputs
+    if lim is None:
+        return
+    inputs = None
+    if ctx.sample is not None:
+        inputs = int(ctx.sample[0].numel())
+    elif ctx.layers:
+        first = ctx.layers[0].module
+        inputs = int(first.in_features if isinstance(first, nn.Linear) else first.in_channels)
+    if inputs is not None and inputs > lim:
+        ctx.add("inputs", "max_inputs", "(input)", lim, inputs,
+                f"{ctx.chip} has {lim} input channels: reduce the input features")
+
+
+def _neuron_model(ctx: CheckContext) -> None:
+    allowed = ctx.profile.neuron_models
+    for name, module in ctx.adapter.neurons(ctx.model) if allowed is not None else ():
+        kind = ctx.adapter.neuron_model(module)
+        if kind in allowed:
+            continue
+        hint = f"{ctx.chip} runs {list(allowed)} neurons"
+        extra = ctx.adapter.neuron_hint(module, allowed)
+        if extra:
+            hint += f" ({extra})"
+        if kind.startswith("other:"):  # a model the adapter cannot name: maybe fine, say so
+            ctx.add("neuron_model", "__unknown__", name, list(allowed), kind, hint, severity="warning")
+        else:
+            ctx.add("neuron_model", "neuron_models", name, list(allowed), kind, hint)
+
+
+_NEEDS_SAMPLE = "conv output size needs sample=<an input batch>"
+
+for _name, _fn in [
+    ("layer_type", _layer_type), ("kernel_size", _kernel_size),
+    ("distinct_weights_per_neuron", _distinct_per_neuron), ("distinct_weights_per_layer", _distinct_per_layer),
+    ("weight_bits", _weight_bits), ("fan_in", _fan_in), ("neurons_per_core", _neurons_per_core),
+    ("cores", _cores), ("neurons", _neurons), ("synapses", _synapses), ("inputs", _inputs),
+    ("neuron_model", _neuron_model),
+]:
+    register_check_rule(_name, _fn)
+
+
+# -- check ----------------------------------------------------------------------------------------------
+
+def _unchecked(ctx: CheckContext) -> None:
+    """Note every leaf module that is no connection layer, neuron or passive layer."""
+    connection_ids = {id(f.module) for f in ctx.layers}
+    neuron_names = [n for n, _ in ctx.adapter.neurons(ctx.model)]
+    for name, module in ctx.model.named_modules():
+        if name == "" or ".parametrizations" in f".{name}" or id(module) in connection_ids:
+            continue
+        if ctx.adapter.is_neuron(module) or any(True for _ in module.children()) or isinstance(module, PASSIVE_TYPES):
+            continue
+        if any(name.startswith(n + ".") for n in neuron_names):
+            continue
+        ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
+
+
 @torch.no_grad()
 def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | None = None) -> CheckReport:
     """Every rule of ``profile`` that ``model`` breaks, by layer, with a fix hint.
 
     Args:
-        model: an snnTorch, Norse or plain PyTorch model (not changed).
+        model: a spiking model of any adapter, or plain PyTorch (not changed).
         profile: a profile name (:func:`snn_spikefit.list_profiles`) or a HardwareProfile.
         sample: one static input batch ``[B, ...]``; needed to count conv neurons.
+
+    The facts are collected once (:class:`CheckContext`), then every registered rule runs
+    (:func:`check_rules`, :func:`register_check_rule`). Findings are listed layer by layer in
+    model order (within a layer, in rule order), then those about the model as a whole.
     """
     if not isinstance(model, nn.Module):
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    prof = as_profile(profile)
-    out: list[Violation] = []
-    skipped: list[tuple[str, str, str]] = []
-    chip = prof.title or prof.name
-
-    def add(rule: str, field: str, layer: str, limit: Any, actual: Any, hint: str) -> None:
-        severity = "warning" if field in prof.uncertain else "error"
-        out.append(Violation(rule, layer, f"{limit} (uncertain)" if severity == "warning" else limit,
-                             actual, severity, hint))
-
-    quantizers = {c.name: c.quantizer for c in compressed_layers(model)}
-    rewrap = "strip(model), then " if quantizers else ""
-    nodes = {}
-    if sample is not None:
-        from ..trace import trace
-
-        nodes = {n.name: n for n in trace(model, sample).nodes}
-    layers = connection_layers(model)
-    neurons: dict[str, int] = {}
-    synapses, synapses_known = 0, True
-    for name, module in layers:
-        cls = parametrize.type_before_parametrizations(module)
-        is_conv = not issubclass(cls, nn.Linear)
-        weight = module.weight.detach()
-        rows = weight.reshape(weight.shape[0], -1)
-        nonzero_rows = (rows != 0).sum(dim=1)
-        if is_conv and prof.conv is False:
-            add("layer_type", "conv", name, "dense layers only", cls.__name__,
-                f"{chip} has no native convolution: replace {cls.__name__} by Linear layers, or use a conv-capable chip")
-        elif is_conv and prof.conv is None:
-            skipped.append(("layer_type", name, f"whether {chip} supports convolution is not published"))
-        if is_conv and prof.max_kernel_size is not None and max(module.kernel_size) > prof.max_kernel_size:
-            add("kernel_size", "max_kernel_size", name, prof.max_kernel_size, max(module.kernel_size),
-                f"use kernels of at most {prof.max_kernel_size}x{prof.max_kernel_size}")
-        if prof.distinct_weights_per_neuron is not None:
-            per = _distinct_nonzero(rows)
-            worst = int(per.argmax())
-            if int(per[worst]) > prof.distinct_weights_per_neuron:
-                lim = prof.distinct_weights_per_neuron
-                add("distinct_weights_per_neuron", "distinct_weights_per_neuron", name, lim,
-                    int(per[worst]), f"layer {name} has {int(per[worst])} distinct weights per neuron (neuron "
-                    f"{worst}), {chip} allows {lim}: {rewrap}wrap(model, m={lim}, granularity='channel')")
-        if prof.distinct_weights_per_layer is not None:
-            d = int(_distinct_nonzero(rows.reshape(1, -1))[0])
-            if d > prof.distinct_weights_per_layer:
-                lim = prof.distinct_weights_per_layer
-                add("distinct_weights_per_layer", "distinct_weights_per_layer", name, lim, d,
-                    f"layer {name} has {d} distinct weights, {chip} allows {lim} per layer/core: "
-                    f"{rewrap}wrap(model, m={lim}, granularity='layer')")
-        if prof.weight_bits is not None:
-            bits = _layer_bits(module, quantizers.get(name), weight, prof.weight_bits)
-            if bits > prof.weight_bits:
-                b = min(prof.weight_bits, WRAP_MAX_BITS)
-                add("weight_bits", "weight_bits", name, prof.weight_bits, bits,
-                    f"{chip} weights have {prof.weight_bits} bits: {rewrap}wrap(model, m=..., bits={b}) "
-                    f"then freeze(model)")
-        if prof.fan_in is not None:
-            fan_in = int(nonzero_rows.max()) if rows.numel() else 0
-            if fan_in > prof.fan_in:
-                add("fan_in", "fan_in", name, prof.fan_in, fan_in,
-                    f"a neuron of {name} has {fan_in} inputs, {chip} allows {prof.fan_in}: fewer input "
-                    f"features/channels (prune the layer before), smaller kernels, or zero weights")
-        if name in nodes and nodes[name].out_shape is not None:
-            n = math.prod(nodes[name].out_shape[1:])
-        elif not is_conv:
-            n = int(weight.shape[0])
-        else:
-            n = None
-            skipped.append(("neurons", name, "conv output size needs sample=<an input batch>"))
-        if n is not None:
-            neurons[name] = n
-            positions = n // weight.shape[0] if is_conv and prof.conv is False else 1
-            synapses += int(nonzero_rows.sum()) * positions
-        else:
-            synapses_known = False
-        if n is not None and prof.layer_fits_one_core and prof.neurons_per_core is not None \
-                and n > prof.neurons_per_core:
-            add("neurons_per_core", "neurons_per_core", name, prof.neurons_per_core, n,
-                f"{chip} maps each layer to one core: fewer channels in {name} (prune(...)) or smaller maps")
-    total = sum(neurons.values())
-    if prof.neurons_per_core is not None and prof.cores is not None and neurons:
-        needed = (len(neurons) if prof.layer_fits_one_core
-                  else sum(math.ceil(n / prof.neurons_per_core) for n in neurons.values()))
-        if needed > prof.cores:
-            add("cores", "cores", "(model)", prof.cores, needed,
-                f"the layers need {needed} cores of {prof.neurons_per_core} neurons, {chip} has {prof.cores}: "
-                f"fewer or smaller layers (prune channels)")
-    if prof.max_neurons is not None and total > prof.max_neurons:
-        add("neurons", "max_neurons", "(model)", prof.max_neurons, total,
-            f"{total} neurons, {chip} holds {prof.max_neurons}: prune channels or use smaller layers")
-    if prof.max_synapses is not None:
-        if not synapses_known:
-            skipped.append(("synapses", "(model)", "conv output size needs sample=<an input batch>"))
-        elif synapses > prof.max_synapses:
-            add("synapses", "max_synapses", "(model)", prof.max_synapses, synapses,
-                f"{synapses} synapses, {chip} holds {prof.max_synapses}: prune channels or zero weights")
-    if prof.max_inputs is not None:
-        inputs = None
-        if sample is not None:
-            inputs = int(sample[0].numel())
-        elif layers:
-            first = layers[0][1]
-            inputs = int(first.in_features if isinstance(first, nn.Linear) else first.in_channels)
-        if inputs is not None and inputs > prof.max_inputs:
-            add("inputs", "max_inputs", "(input)", prof.max_inputs, inputs,
-                f"{chip} has {prof.max_inputs} input channels: reduce the input features")
-    adapter = get_adapter(model)
-    for name, module in adapter.neurons(model):
-        if prof.neuron_models is None:
-            break
-        kind = adapter.neuron_model(module)
-        if kind not in prof.neuron_models:
-            severity_field = "neuron_models" if not kind.startswith("other:") else "__unknown__"
-            hint = f"{chip} runs {list(prof.neuron_models)} neurons"
-            if kind == "LIF" and "IF" in prof.neuron_models:
-                hint += " (a Leaky neuron with beta=1 is IF)"
-            if severity_field == "__unknown__":
-                out.append(Violation("neuron_model", name, list(prof.neuron_models), kind, "warning", hint))
-            else:
-                add("neuron_model", "neuron_models", name, list(prof.neuron_models), kind, hint)
-    connection_ids = {id(m) for _, m in layers}
-    neuron_names = [n for n, _ in adapter.neurons(model)]
-    for name, module in model.named_modules():
-        if name == "" or ".parametrizations" in f".{name}" or id(module) in connection_ids:
-            continue
-        if adapter.is_neuron(module) or any(True for _ in module.children()) or isinstance(module, PASSIVE_TYPES):
-            continue
-        if any(name.startswith(n + ".") for n in neuron_names):
-            continue
-        skipped.append(("layer_type", name, f"{type(module).__name__} is not checked against {chip}"))
-    return CheckReport(prof.name, tuple(out), tuple(skipped))
+    ctx = CheckContext(model, as_profile(profile), sample, get_adapter(model), layer_facts(model, sample))
+    for rule in check_rules().values():
+        rule(ctx)
+    _unchecked(ctx)
+    order = {f.name: i for i, f in enumerate(ctx.layers)}
+    by_layer = lambda layer: order.get(layer, len(order))  # noqa: E731  (sorted() is stable)
+    violations = [Violation(*v) for v in sorted(ctx.violations, key=lambda v: by_layer(v[1]))]
+    skipped = sorted(ctx.skipped, key=lambda s: by_layer(s[1]))
+    return CheckReport(ctx.profile.name, tuple(violations), tuple(skipped))

@@ -36,7 +36,7 @@ from ..errors import SpikeFitValueError, UnsupportedLayerError
 
 __all__ = [
     "Gain", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",
-    "broadcast_param", "compact_param", "PRODUCER", "DT_KEY", "RESET_KEY", "CODEBOOK_KEYS",
+    "broadcast_param", "compact_param", "check_dt", "PRODUCER", "DT_KEY", "RESET_KEY", "CODEBOOK_KEYS",
 ]
 
 PRODUCER = "snn_spikefit"
@@ -74,6 +74,17 @@ def broadcast_param(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray
         raise SpikeFitValueError(
             f"{what} has shape {arr.shape}, which does not broadcast to the neuron shape {shape}"
         ) from None
+
+
+def check_dt(dt: Any) -> float:
+    """``dt`` as a float, refused unless it is a positive finite number of seconds.
+
+    >>> check_dt(1e-3)
+    0.001
+    """
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
+        raise SpikeFitValueError(f"dt={dt!r} is not allowed; use a positive finite number of seconds")
+    return float(dt)
 
 
 def compact_param(value: Any) -> Tensor:

@@ -1,4 +1,4 @@
-"""Export an snnTorch or Norse model to NIR, compression facts included.
+"""Export a spiking model (any adapter's) to NIR, compression facts included.
 
 >>> import torch, snn_spikefit as sf
 >>> from torch import nn
@@ -21,13 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .common import DT_KEY, PRODUCER, RESET_KEY, layer_for_module
+from ..adapter import Adapter, get_adapter
+from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
 __all__ = ["export_nir", "codebook_metadata", "DEFAULT_DT"]
 
-DEFAULT_DT = 1e-3
+#: The step used when neither the caller nor the neurons give one (:attr:`Adapter.default_dt`).
+DEFAULT_DT = Adapter.default_dt
 
 
 def codebook_metadata(layer) -> dict[str, Any]:
@@ -62,15 +64,11 @@ def _codebook_of(label: str, module: nn.Module, codebooks: dict[int, list]) -> d
     return codebook_metadata(layers[0]) if layers else {}
 
 
-def _neuron_dt(model: nn.Module) -> float | None:
-    dts = {float(m.dt) for m in model.modules() if hasattr(m, "dt") and isinstance(getattr(m, "dt"), (int, float))}
-    return dts.pop() if len(dts) == 1 else None
-
-
-def _check_dt(dt: Any) -> float:
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
-        raise SpikeFitValueError(f"dt={dt!r} is not allowed; use a positive finite number of seconds")
-    return float(dt)
+def _model_dt(model: nn.Module) -> float:
+    """The neurons' own step when they all give the same one (:meth:`Adapter.neuron_dt`), else the default."""
+    adapter = get_adapter(model)
+    dts = {adapter.neuron_dt(m) for _, m in adapter.neurons(model)} - {None}
+    return dts.pop() if len(dts) == 1 else adapter.default_dt
 
 
 @torch.no_grad()
@@ -84,7 +82,7 @@ def export_nir(
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
     Args:
-        model: an snnTorch or Norse model (or plain torch) made of ``Linear``,
+        model: a spiking model of any adapter (or plain torch) made of ``Linear``,
             ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``LPPool2d(1)`` (sum pool),
             ``Flatten`` and the adapters' neurons; wrapped (codebook) layers export
             their quantized weight plus ``spikefit.*`` node metadata (integer codes,
@@ -92,7 +90,8 @@ def export_nir(
         sample: one input batch ``[B, ...]`` (only its first sample is used).
         path: write the graph with ``nir.write`` here.
         dt: the step in seconds that neuron time constants refer to. Default:
-            the Norse cells' ``dt`` when they agree, else ``1e-3``.
+            the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
+            a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -107,7 +106,7 @@ def export_nir(
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
-    dt = _check_dt(_neuron_dt(model) or DEFAULT_DT if dt is None else dt)
+    dt = check_dt(_model_dt(model) if dt is None else dt)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
     try:
@@ -136,7 +135,7 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
             raise UnsupportedLayerError(
                 f"layer {label!r} ({type(n.module).__name__}) gets its input from a functional op in forward "
                 f"(e.g. torch.flatten, x + y); NIR export needs module-to-module data flow: use modules "
-                f"(nn.Flatten, ...) in an nn.Sequential/SequentialState")
+                f"(nn.Flatten, ...) in an nn.Sequential or the framework's sequential container")
         if isinstance(n.module, _PASS_THROUGH):  # no-ops at inference (a folded BatchNorm, dropout)
             names[n.name] = names[n.inputs[0]]
             continue

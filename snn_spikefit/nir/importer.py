@@ -1,9 +1,11 @@
-"""Import a NIR graph (object or ``.nir`` file) as a runnable snnTorch or Norse model.
+"""Import a NIR graph (object or ``.nir`` file) as a runnable model of any NIR-capable adapter.
 
-Chain graphs (``Input -> node -> ... -> Output``) become an ``nn.Sequential``
-(snnTorch, neurons with ``init_hidden=True``) or a ``norse.torch.SequentialState``
-(Norse); other acyclic graphs become a :class:`NIRGraphModule` (a node receives
-the sum of its inputs). All run with :func:`snn_spikefit.run`. Layers that carry our
+Chain graphs (``Input -> node -> ... -> Output``) become the adapter's container
+(:meth:`~snn_spikefit.adapter.Adapter.nir_container`: an ``nn.Sequential`` for
+snnTorch, neurons with ``init_hidden=True``; a ``norse.torch.SequentialState``
+for Norse); other acyclic graphs become a :class:`NIRGraphModule` (a node
+receives the sum of its inputs). All run with :func:`snn_spikefit.run`. The
+frameworks one can import into are :func:`nir_frameworks` (the adapter registry). Layers that carry our
 ``spikefit.*`` codebook metadata come back frozen with exactly the stored
 integers, as :func:`~snn_spikefit.freeze` leaves them.
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapter import get_adapter
+from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .common import DT_KEY, layer_for_node, supported_layers
-from .exporter import DEFAULT_DT, _check_dt
+from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
 
-__all__ = ["import_nir", "read_nir", "NIRGraphModule", "FRAMEWORKS"]
-
-FRAMEWORKS = ("snntorch", "norse")
+__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
 
 
 def read_nir(graph_or_path: Any) -> nir.NIRGraph:
@@ -111,8 +109,9 @@ class NIRGraphModule(nn.Module):
     """Runs a NIR DAG: each node gets the sum of its predecessors' outputs (NIR's edge semantics).
 
     Built by :func:`import_nir` for graphs that are not chains. With
-    ``stateful=True`` (Norse) ``forward(x, state) -> (output, state)`` carries
-    the cells' states in a dict, like ``norse.torch.SequentialState``.
+    ``stateful=True`` (an adapter whose ``calls_with_state`` is set, e.g. Norse)
+    ``forward(x, state) -> (output, state)`` carries the states of the modules
+    that take a ``state`` argument in a dict, like ``norse.torch.SequentialState``.
     """
 
     def __init__(self, built: dict[str, list[nn.Module]], pred: dict[str, list[str]], output: str,
@@ -189,13 +188,13 @@ def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Mo
     except UnsupportedLayerError as exc:
         if "has no" in str(exc):
             raise UnsupportedLayerError(
-                f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: {_node_types()}"
-            ) from None
+                f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: "
+                f"{_node_types(adapter)}") from None
         raise UnsupportedLayerError(f"node {name!r}: {exc}") from None
 
 
-def _node_types() -> str:
-    return f"NIR nodes for layers {supported_layers()}; neurons LIF, CubaLIF, IF (+ LI, CubaLI in Norse)"
+def _node_types(adapter) -> str:
+    return f"NIR nodes for layers {supported_layers()}; the neurons the {adapter.name!r} adapter runs (above)"
 
 
 def _declared(shape_dict: Any) -> tuple[int, ...] | None:
@@ -239,49 +238,54 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
         values[name] = x
 
 
-def import_nir(graph_or_path: Any, framework: str = "snntorch", *, dt: float | None = None) -> nn.Module:
+def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
         graph_or_path: a ``nir.NIRGraph`` or the path of a file written by ``nir.write``.
-        framework: ``"snntorch"`` (returns ``nn.Sequential``) or ``"norse"``
-            (returns ``norse.torch.SequentialState``); a graph that is not a chain
-            returns a :class:`NIRGraphModule` in either framework.
+        framework: the adapter to build with, one of :func:`nir_frameworks` (e.g.
+            ``"snntorch"``, returning ``nn.Sequential``, or ``"norse"``, returning
+            ``norse.torch.SequentialState``); default: the first of them. A graph
+            that is not a chain returns a :class:`NIRGraphModule` in any framework.
         dt: the step in seconds the neurons are discretised with. Default: the
-            graph's ``spikefit.dt`` metadata, else ``1e-3`` (with a warning).
+            graph's ``spikefit.dt`` metadata, else the adapter's ``default_dt``
+            (``1e-3``, with a warning).
 
     Raises:
-        SpikeFitValueError: unreadable or non-NIR files, edges to missing nodes,
-            shape mismatches, inconsistent codebook metadata.
+        SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
+            to missing nodes, shape mismatches, inconsistent codebook metadata.
         UnsupportedLayerError: node types or dynamics the framework cannot run
             exactly (named), graphs with cycles or several inputs/outputs.
     """
-    if framework not in FRAMEWORKS:
-        raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {FRAMEWORKS}")
+    frameworks = nir_frameworks()
+    if framework is None and frameworks:
+        framework = frameworks[0]
+    if framework not in frameworks:
+        raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
+                                 f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
     graph = read_nir(graph_or_path)
     if dt is None:
         if DT_KEY in graph.metadata:
             dt = float(graph.metadata[DT_KEY])
         else:
-            dt = DEFAULT_DT
+            dt = adapter.default_dt
             warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                          f"dt={DEFAULT_DT} (pass dt=... to choose)", UserWarning, stacklevel=2)
-    dt = _check_dt(dt)
+                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
+    dt = check_dt(dt)
     order, pred, output = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
     _check_shapes(graph, order, pred, output, built, adapter)
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:
-        return NIRGraphModule(built, pred, output, stateful=framework == "norse")
-    if framework == "norse":
-        from norse.torch import SequentialState
+        return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state)
+    return adapter.nir_container([item for name in order for item in _named(name, built[name])])
 
-        return SequentialState(*[m for name in order for m in built[name]])
-    items: list[tuple[str, nn.Module]] = []
-    for name in order:
-        key = name.replace(".", "_")
-        mods = built[name]
-        items += [(f"{key}_gain", mods[0]), (key, mods[1])] if len(mods) == 2 else [(key, mods[0])]
-    return nn.Sequential(OrderedDict(items))
+
+def _named(name: str, modules: list[nn.Module]) -> list[tuple[str, nn.Module]]:
+    """Names of one node's modules: the last (the node itself) is ``key``, a Gain before it ``key_gain``."""
+    key = name.replace(".", "_")
+    *before, last = modules
+    return [(f"{key}_gain" if i == 0 and isinstance(m, Gain) else f"{key}_{i}", m)
+            for i, m in enumerate(before)] + [(key, last)]
