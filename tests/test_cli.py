@@ -174,7 +174,7 @@ def _one_line_error(code, stderr, match):
     (["evaluate", "{notmodel}", "--no-progress"], "not a model saved with torch.save(model)"),
     (["evaluate", "{notmodel}", "--model-factory", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
     (["evaluate", "{nir}", "--data", "{wrongdata}", "--no-progress"], "expects inputs of shape (1, 8, 8)"),
-    (["evaluate", "{nir}", "--data", "tonic:NMNIST", "--no-progress"], "needs --data-root"),
+    (["evaluate", "{nir}", "--data", "tonic:NMNIST", "--no-progress"], "needs root=DIR (on the command line --data-root DIR)"),
     (["evaluate", "{nir}", "--data", "mnist", "--no-progress"], "is not allowed"),
     (["compress", "{nir}", "--hardware", "truenorth", "--out", "{tmp}/no/dir/x.nir"], "does not exist"),
     (["compress", "{nir}", "--hardware", "truenorth", "--m", "8"], "m=8 is not allowed on truenorth"),
