@@ -253,6 +253,27 @@ def test_user_data_module(original_nir, tmp_path):
     assert code == 0 and json.loads(stdout)["samples"] == 30
 
 
+def test_registered_data_source_is_used_and_listed_by_the_cli(original_nir):
+    from snn_spikefit.data import DATA_SOURCES, register_data_source
+
+    def small_digits(options):
+        train, test = digits(seed=options.seed)
+        return torch.utils.data.Subset(train, range(40)), torch.utils.data.Subset(test, range(24))
+
+    register_data_source("digits-small-test", small_digits, help="24 test digits")
+    try:
+        code, stdout, stderr = run_cli("evaluate", original_nir, "--data", "digits-small-test", "--json",
+                                       "--no-progress")
+        assert code == 0, stderr
+        assert json.loads(stdout)["samples"] == 24
+        code, stdout, _ = run_cli("evaluate", "--help")
+        assert "'digits-small-test' (24 test digits)" in " ".join(stdout.split())
+    finally:
+        DATA_SOURCES.pop("digits-small-test")
+    code, _, stderr = run_cli("evaluate", original_nir, "--data", "digits-small-test", "--no-progress")
+    _one_line_error(code, stderr, "data source 'digits-small-test' is not allowed; use one of ['digits'")
+
+
 def test_profiles_lists_and_describes():
     code, stdout, _ = run_cli("profiles")
     assert code == 0 and all(name in stdout for name in sf.list_profiles())
