@@ -228,7 +228,7 @@ def untimed(record):
     return record
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # runs compress twice
 def test_cli_and_library_give_the_same_record(trained, tmp_path):
     path = tmp_path / "dense.nir"
     with warnings.catch_warnings():

@@ -89,6 +89,15 @@ def compress(
     Raises:
         SpikeFitError (ValueError/TypeError) for a bad argument, data the model cannot take, or a
         model NIR cannot hold (:class:`~snn_spikefit.UnsupportedLayerError`); nothing has run then.
+
+    >>> from torch import nn
+    >>> from snn_spikefit.data import load_data
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    >>> result = compress(net, load_data("digits", limit=64), hardware="truenorth", epochs=0, progress=False)
+    >>> result.check_before.ok, result.ok, [r["distinct_per_neuron_after"] for r in result.layers]
+    (False, True, [4])
+    >>> is_wrapped(net), is_wrapped(result.model)
+    (False, True)
     """
     start = time.perf_counter()
     profile, data, settings = _check_arguments(model, data, locals())
