@@ -183,7 +183,7 @@ def test_bad_model_or_data_is_refused_before_any_work(trained, data):
     with pytest.raises(sf.SpikeFitValueError, match="data source 'mnist' is not allowed; use one of"):
         sf.compress(trained, "mnist", hardware="truenorth")
     small = torch.utils.data.TensorDataset(torch.rand(8, 1, 5, 5), torch.arange(8) % 2)
-    with pytest.raises(sf.SpikeFitValueError, match=r"model cannot take data user data inputs of shape \(1, 5, 5\)"):
+    with pytest.raises(sf.SpikeFitValueError, match=r"model cannot take data 'user data' inputs of shape \(1, 5, 5\)"):
         sf.compress(trained, (small, small), hardware="truenorth")
     maxpool = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 10))
     train = CountingLoader(data.train)

@@ -276,8 +276,8 @@ def _tonic(name: str, options: DataOptions):
 
 
 register_data_source("digits", _digits, help="scikit-learn's 8x8 digits, built in")
-register_data_source("fashion-mnist", _fashion_mnist, help="IDX files from root / --data-root, default "
+register_data_source("fashion-mnist", _fashion_mnist, help=f"IDX files in root (--data-root), default "
                                                            f"{FASHION_MNIST_ROOT}")
 register_data_source("tonic", _tonic, prefix=True, time_major=True,
-                     help="tonic event data set NMNIST/DVSGesture/POKERDVS read from root / --data-root, "
+                     help="tonic event data set NMNIST/DVSGesture/POKERDVS read from root (--data-root), "
                           "never downloaded")

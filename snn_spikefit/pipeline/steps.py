@@ -142,7 +142,7 @@ def compress(
         "prune": prune_report.to_dict() if prune_report is not None else None, "losses": losses,
         "before": before.to_dict(), "after": after.to_dict(),
         "check_before": check_before.to_dict(), "check_after": check_after.to_dict(),
-        "timings": clock.seconds, "seconds": round(time.perf_counter() - start, 2), "files": [],
+        "timings": dict(clock.seconds), "seconds": round(time.perf_counter() - start, 2), "files": [],
     }
     return CompressResult(work, profile, before, after, check_before, check_after, summary, layers, prune_report,
                           losses, clock.seconds, graph, sample, record)
@@ -266,7 +266,7 @@ def _join_layers(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> l
 @torch.no_grad()
 def check_fits(model: nn.Module, data: LoadedData, *, model_name: str = "model", data_name: str | None = None) -> None:
     """Refuse, naming both shapes, when ``model`` cannot take the data's inputs or has too few outputs."""
-    data_name = data_name or f"data {data.name}"
+    data_name = data_name or f"data {data.name!r}"
     x = data.sample(2)
     was_training = {mod: mod.training for mod in model.modules()}
     model.eval()
