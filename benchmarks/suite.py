@@ -19,18 +19,18 @@ re-estimation on the same batches afterwards):
 
 Everything is measured by :func:`snn_spikefit.evaluate` (generic-45nm profile) after
 freezing to integer codes. Results: ``bench_<mode>.md`` (Table-2 style, mean +- std
-over seeds), ``.csv``, ``_runs.csv``, ``.json`` and PNG plots, in ``--out``.
+over seeds), ``.csv``, ``_runs.csv``, ``.json`` and PNG plots, in ``--out``. The modes and budgets
+live in ``suite_config.py``, the writing of results in ``suite_report.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import random
-import statistics
+import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,54 +48,12 @@ from snn_spikefit.train import accuracy, fit, recalibrate_bn
 from snn_spikefit.quantize.layers import compressed_layers
 from snn_spikefit.quantize.wrap import freeze, wrap
 
-__all__ = ["BenchConfig", "DataBudget", "MODES", "run_suite", "summarize", "main"]
+if __package__ in (None, ""):  # run as a script (python benchmarks/suite.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.suite_config import MODES, BenchConfig, DataBudget  # noqa: E402
+from benchmarks.suite_report import budget_text, summarize, verdicts, write_results  # noqa: E402
 
-
-@dataclass(frozen=True)
-class DataBudget:
-    """Samples and epochs for one data set (``None``: the whole split)."""
-
-    train: int | None
-    test: int | None
-    epochs: int                 # FP32 training
-    finetune_epochs: int        # every compressed variant (and each QAT / centroid fine-tune)
-    image_size: int | None = None  # resize (area average) to this side, None: as stored
-    finetune: int | None = None    # training samples each fine-tune sees (first N, shuffled), None: all
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    mode: str
-    datasets: tuple[str, ...]
-    seeds: tuple[int, ...]
-    budgets: dict[str, DataBudget]
-    grid: tuple[tuple[int, int], ...]            # CAT (m, bits)
-    cluster_ms: tuple[int, ...] = (2, 3, 4, 16)  # clustered baselines (INT8 grid)
-    cluster_methods: tuple[str, ...] = ("kmeans", "minibatch", "uniform")  # non-kmeans only at m=4
-    qp_bits: tuple[int, ...] = (2, 4, 8)
-    prune_amount: float = 0.5
-    num_steps: int = 4
-    batch_size: int = 64
-    lr: float = 5e-3            # FP32 (and the ReLU twin)
-    finetune_lr: float = 1e-3   # every compressed variant
-    finetune_schedule: str | None = "cosine"  # every fine-tune, every method alike
-    recal_batches: int = 16     # BatchNorm re-estimation after every fine-tune
-    channels: tuple[int, ...] = (16, 32)
-    profile: str = "generic-45nm"
-    trace_layer: int = 1        # which compressible layer the codebook plots show
-    conversion_scales: tuple[float, ...] = (1.0, 0.5, 0.25)  # threshold scales tried (train batches)
-
-
-_FULL_GRID = ((2, 2), (3, 2), (2, 4), (3, 4), (4, 4), (2, 8), (3, 8), (4, 8), (16, 8))
-MODES = {
-    "quick": BenchConfig("quick", ("digits",), (0,), {"digits": DataBudget(None, None, 8, 2)},
-                         grid=((3, 2), (4, 4), (4, 8)), cluster_ms=(3, 4), qp_bits=(2, 4)),
-    # sized for a shared 2-core machine (the whole suite under ~40 min there); see budget_text in the output
-    "full": BenchConfig("full", ("fashion-mnist", "digits"), (0, 1, 2),
-                        {"fashion-mnist": DataBudget(4000, 1000, 3, 1, finetune=2000),
-                         "digits": DataBudget(None, None, 10, 2)}, grid=_FULL_GRID),
-}
-_DETERMINISTIC = ("accuracy", "f1", "size_mb", "sops", "macs", "energy_mj")
+__all__ = ["BenchConfig", "DataBudget", "MODES", "run_suite", "summarize", "write_results", "main"]
 
 
 def _seed_all(seed: int) -> None:
@@ -180,7 +138,7 @@ class _Run:
                        num_batches=self.cfg.recal_batches, progress=False)
 
     def record(self, model, method: str, m: int | None, bits: int | None, note: str = "") -> None:
-        r = evaluate(model, self.loader(shuffle=False), profile=self.cfg.profile, num_steps=self.cfg.num_steps,
+        r = evaluate(model, self.loader(shuffle=False), hardware=self.cfg.profile, num_steps=self.cfg.num_steps,
                      progress=False)
         if self.verbose:
             print(f"{self.name} s{self.seed} {method} m={m} bits={bits}: {r.accuracy:.2f}% "
@@ -212,9 +170,18 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
     layer_name = [n for n, _ in _compressible(fp32)][cfg.trace_layer]
     run.extra["fp32_weights"] = dict(fp32.named_modules())[layer_name].weight.detach().flatten().tolist()
     run.extra["trace_layer"] = layer_name
-    cat_models = {}
+    cat_models = _cat_grid(run, layer_name)
+    _clustered(run)
+    _conversion(run, layer_name)
+    _few_values(run)
+    _pruned(run, cat_models)
+    return run
 
-    for m, bits in cfg.grid:
+
+def _cat_grid(run: _Run, layer_name: str) -> dict[tuple[int, int], Any]:
+    """CAT for every (m, bits) of the grid; the trained (unfrozen) models, for pruning."""
+    fp32, cat_models = run.fp32, {}
+    for m, bits in run.cfg.grid:
         def build_cat(m=m, bits=bits):
             model = wrap(copy.deepcopy(fp32), m=m, bits=bits)
             q = dict(model.named_modules())[layer_name].parametrizations.weight[0]
@@ -225,7 +192,12 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
             cat_models[(m, bits)] = copy.deepcopy(model)
             return freeze(model)
         run.variant("CAT", m, bits, build_cat)
+    return cat_models
 
+
+def _clustered(run: _Run) -> None:
+    """INT8 QAT, then clustering into m centroids on the INT8 grid (+ fine-tune), and the post-training variant."""
+    cfg, fp32, seed = run.cfg, run.fp32, run.seed
     qat_model = None
 
     def build_qat():
@@ -248,7 +220,11 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
             run.recal(model)
             return freeze_baseline(model)
         run.variant("Clustered post-training (kmeans)", m, 8, build_ptq, "no QAT, no fine-tune")
-    _conversion(run, layer_name)
+
+
+def _few_values(run: _Run) -> None:
+    """TTQ, CAT under TTQ's rules, and QP-SNN for every ``qp_bits``."""
+    fp32 = run.fp32
 
     def build_cat_ttq_layers():  # CAT under TTQ's own rules: 3 float values, first/last layer FP32
         names = [n for n, _ in _compressible(fp32)]
@@ -262,13 +238,17 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
         run.finetune(model, "TTQ", epochs=run.matched_epochs)
         return freeze_baseline(model)
     run.variant("TTQ", 3, None, build_ttq, "first/last layer FP32")
-    for bits in cfg.qp_bits:
+    for bits in run.cfg.qp_bits:
         def build_qp(bits=bits):
             model = qpsnn(copy.deepcopy(fp32), bits=bits)
             run.finetune(model, f"QP-SNN b={bits}", epochs=run.matched_epochs)
             return freeze_baseline(model)
         run.variant("QP-SNN (ReScaW)", 2 ** bits - 1, bits, build_qp, "levels per channel")
-    amount = cfg.prune_amount
+
+
+def _pruned(run: _Run, cat_models: dict[tuple[int, int], Any]) -> None:
+    """FSC pruning of FP32 and of CAT m=4 (b=4 if in the grid), then fine-tune."""
+    cfg, fp32, amount = run.cfg, run.fp32, run.cfg.prune_amount
     pruned = [("FP32", None, 32, lambda: copy.deepcopy(fp32))]
     key = (4, 4) if (4, 4) in cat_models else next((k for k in cat_models if k[0] == 4), None)
     if key is not None:
@@ -280,7 +260,6 @@ def _run_one(cfg: BenchConfig, name: str, seed: int, progress: bool, verbose: bo
             run.finetune(model, f"{base}+FSC")
             return freeze(model) if compressed_layers(model) else model
         run.variant(f"{base} + FSC {int(amount * 100)}%", m, bits, build_pruned, "channels of every spiking layer")
-    return run
 
 
 def _compressible(model):
@@ -343,140 +322,6 @@ def run_suite(cfg: BenchConfig, *, progress: bool = True, verbose: bool = False,
     return rows, extra
 
 
-def summarize(rows: list[dict]) -> Table:
-    """Table-2 style: one row per (data set, method, m, bits), mean +- std over seeds."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["method"], r["m"], r["bits"]), []).append(r)
-    t = Table(["dataset", "method", "M", "bits", "seeds", "accuracy %", "acc std", "macro-F1 %", "size MB",
-               "SOPs", "MACs", "energy mJ", "DR_acc", "note"])
-    mean = lambda rs, k: statistics.mean(r[k] for r in rs) if all(r[k] is not None for r in rs) else None  # noqa
-    for (ds, method, m, bits), rs in groups.items():  # noqa: B007
-        acc = [r["accuracy"] for r in rs]
-        t.add_row([ds, method, m, bits, len(rs), statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                   mean(rs, "f1"), mean(rs, "size_mb"), mean(rs, "sops"), mean(rs, "macs"), mean(rs, "energy_mj"),
-                   mean(rs, "dr_acc"), rs[0]["note"]])
-    return t
-
-
-def _verdicts(summary: Table) -> list[str]:
-    rec = {(r["dataset"], r["method"], r["M"], r["bits"]): r for r in summary.records()}
-    out = []
-    for ds in dict.fromkeys(r["dataset"] for r in summary.records()):
-        for ref in ("FP32", "FP32 + fine-tune"):
-            fp = rec.get((ds, ref, None, 32))
-            for bits in (4, 8):
-                cat = rec.get((ds, "CAT", 4, bits))
-                if fp and cat:
-                    gap = fp["accuracy %"] - cat["accuracy %"]
-                    out.append(f"{ds}: CAT M=4 b={bits} {cat['accuracy %']:.2f} vs {ref} {fp['accuracy %']:.2f} "
-                               f"(gap {gap:.2f} points: {'within' if gap <= 1 else 'NOT within'} 1 point)")
-        pairs = [(("CAT", 4, 8), ("Clustered QAT (kmeans)", 4, 8)), (("CAT", 3, 8), ("TTQ", 3, None)),
-                 (("CAT (first/last FP32)", 3, None), ("TTQ", 3, None)),
-                 (("CAT", 3, 2), ("TTQ", 3, None)), (("CAT", 3, 2), ("QP-SNN (ReScaW)", 3, 2)),
-                 (("CAT", 4, 8), ("Clustered QAT -> SNN conversion (IF)", 4, 8))]
-        for a, b in pairs:
-            ra, rb = rec.get((ds, *a)), rec.get((ds, *b))
-            if ra and rb:
-                d = ra["accuracy %"] - rb["accuracy %"]
-                out.append(f"{ds}: {a[0]} M={a[1]} b={a[2]} {ra['accuracy %']:.2f} vs {b[0]} M={b[1]} b={b[2]} "
-                           f"{rb['accuracy %']:.2f} ({'+' if d >= 0 else ''}{d:.2f}: CAT {'ahead' if d > 0 else 'NOT ahead'})")
-    return out
-
-
-def _plots(rows: list[dict], extra: dict[str, Any], out: Path, mode: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for ds, ex in extra.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        methods = dict.fromkeys(r["method"] for r in rows if r["dataset"] == ds and r["m"] is not None)
-        for method in methods:
-            for bits in sorted({r["bits"] for r in rows if r["dataset"] == ds and r["method"] == method},
-                               key=lambda b: -1 if b is None else b):
-                pts: dict[int, list[float]] = {}
-                for r in rows:
-                    if r["dataset"] == ds and r["method"] == method and r["bits"] == bits:
-                        pts.setdefault(r["m"], []).append(r["accuracy"])
-                ms = sorted(pts)
-                ax.errorbar(ms, [statistics.mean(pts[m]) for m in ms], marker="o", capsize=3,
-                            yerr=[statistics.stdev(pts[m]) if len(pts[m]) > 1 else 0 for m in ms],
-                            label=f"{method} b={bits}")
-        fp = [r["accuracy"] for r in rows if r["dataset"] == ds and r["method"] == "FP32"]
-        ax.axhline(statistics.mean(fp), color="k", ls="--", label="FP32")
-        ax.set(xscale="log", xlabel="M (values per layer / per channel for QP-SNN)", ylabel="test accuracy %",
-               title=f"{ds}: accuracy vs M")
-        ax.legend(fontsize=5)
-        files.append(_save(fig, out / f"bench_{mode}_{ds}_accuracy_vs_m.png"))
-        trace = ex.get("cat_trace")
-        if trace:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            ax.hist(ex["fp32_weights"], bins=80, color="0.6", label=f"FP32 weights, layer {ex['trace_layer']}")
-            for i, v in enumerate(trace["values"][-1]):
-                ax.axvline(v, color="C3", label="CAT codebook (learned)" if i == 0 else None)
-            ax.set(xlabel="weight", ylabel="count", title=f"{ds}: CAT M={trace['m']} b={trace['bits']}")
-            ax.legend(fontsize=7)
-            files.append(_save(fig, out / f"bench_{mode}_{ds}_codebook_histogram.png"))
-            fig, ax = plt.subplots(figsize=(6, 4))
-            ax.plot(np.asarray(trace["values"]))
-            ax.set(xlabel="optimizer step", ylabel="codebook value",
-                   title=f"{ds}: CAT M={trace['m']} b={trace['bits']} codebook during fine-tune, "
-                         f"layer {ex['trace_layer']}")
-            files.append(_save(fig, out / f"bench_{mode}_{ds}_codebook_trace.png"))
-    return files
-
-
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return path.name
-
-
-def budget_text(cfg: BenchConfig) -> str:
-    lines = [f"mode {cfg.mode}: seeds {list(cfg.seeds)}, T={cfg.num_steps}, batch {cfg.batch_size}, "
-             f"conv_snn channels {list(cfg.channels)} + BatchNorm, FP32 lr {cfg.lr}, fine-tune lr "
-             f"{cfg.finetune_lr} (Adam, schedule {cfg.finetune_schedule or 'constant'}), BN re-estimated on {cfg.recal_batches} batches after every fine-tune, "
-             f"profile {cfg.profile}"]
-    for ds in cfg.datasets:
-        b = cfg.budgets[ds]
-        lines.append(f"{ds}: train {b.train or 'all'} / test {b.test or 'all'} samples, image "
-                     f"{b.image_size or 'as stored'}, FP32 {b.epochs} epochs, every fine-tune {b.finetune_epochs} "
-                     f"epoch(s) on {b.finetune or 'all'} training samples (one-stage methods - CAT, TTQ, QP-SNN, FP32 "
-                     f"control - get twice that, matching the clustered pipeline's QAT + centroid stages)")
-    return "\n".join(lines)
-
-
-def write_results(cfg: BenchConfig, rows: list[dict], extra: dict, out: Path, seconds: float,
-                  command: str) -> Table:
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rows)
-    summary.title = f"snn_spikefit bench ({cfg.mode})"
-    verdicts = _verdicts(summary)
-    plots = _plots(rows, extra, out, cfg.mode)
-    stem = out / f"bench_{cfg.mode}"
-    summary.to_csv(f"{stem}.csv")
-    Table(list(rows[0]), [list(r.values()) for r in rows]).to_csv(f"{stem}_runs.csv")
-    text = (f"# Benchmark ({cfg.mode})\n\nCommand: `{command}`\n\nWall time {seconds / 60:.1f} min on this machine "
-            f"(shared with other jobs, so inflated).\n\n```\n{budget_text(cfg)}\n```\n\n{summary.to_markdown()}\n\n"
-            "SOPs: effective accumulates (ACs) per inference, MACs: effective multiply-accumulates (NeuroBench "
-            "rules, `snn_spikefit.count_ops`): a layer whose inputs are not all binary (the encoding layer, or a "
-            "layer fed average-pooled spikes) counts MACs, not SOPs. Energy and DR under the profile above; DR "
-            "also depends on the measured latency (not reproducible).\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
-            + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
-    Path(f"{stem}.md").write_text(text)
-    cfg_dict = asdict(cfg)
-    Path(f"{stem}.json").write_text(json.dumps({"config": cfg_dict, "command": command, "seconds": seconds,
-                                                "summary": summary.records(), "runs": rows, "verdicts": verdicts,
-                                                "ann_accuracy": {d: e.get("ann_accuracy") for d, e in extra.items()}},
-                                               indent=1, default=str))
-    return summary
-
-
 def main(argv: list[str] | None = None) -> Table:
     ap = argparse.ArgumentParser(prog="python benchmarks/suite.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -499,14 +344,14 @@ def main(argv: list[str] | None = None) -> Table:
     torch.set_flush_denormal(True)  # decaying membranes reach denormals, which are slow on CPUs
     print(budget_text(cfg), flush=True)
     start = time.perf_counter()
-    command = "python benchmarks/suite.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])
     partial = lambda rows, extra: write_results(cfg, rows, extra, Path(args.out), time.perf_counter() - start,  # noqa
                                                 command.strip() + "  (partial: runs so far)")
     rows, extra = run_suite(cfg, progress=not args.no_progress, verbose=True, on_run=partial)
     seconds = time.perf_counter() - start
     summary = write_results(cfg, rows, extra, Path(args.out), seconds, command.strip())
     print(summary)
-    print("\n".join(_verdicts(summary)))
+    print("\n".join(verdicts(summary)))
     print(f"\n{seconds / 60:.1f} min; results in {args.out}/bench_{cfg.mode}.*")
     return summary
 

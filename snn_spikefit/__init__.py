@@ -36,6 +36,8 @@ from .deploy.check import CheckReport, ConstraintViolationError, Violation, chec
 from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
 from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
+# the whole path as one call
+from .pipeline.steps import compress
 # baselines
 from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
 
@@ -56,6 +58,8 @@ __all__ = [
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
     "export_nir", "import_nir",
+    # the whole path as one call
+    "compress",
     # baselines
     "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors

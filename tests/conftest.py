@@ -1,7 +1,15 @@
 import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# benchmarks/ holds scripts, not an installed package: test_bench imports it from the repository root,
+# whether pytest runs as `python -m pytest` (root on sys.path) or as `pytest` (it is not).
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 HAS_SNNTORCH = importlib.util.find_spec("snntorch") is not None
 HAS_NORSE = importlib.util.find_spec("norse") is not None

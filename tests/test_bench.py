@@ -21,6 +21,7 @@ def two_runs():
 
 
 @needs_snntorch
+@pytest.mark.slow  # runs the suite twice
 def test_same_seed_same_numbers(two_runs):
     (rows_a, _), (rows_b, _) = two_runs
     assert len(rows_a) == len(rows_b) > 0
@@ -30,6 +31,7 @@ def test_same_seed_same_numbers(two_runs):
 
 
 @needs_snntorch
+@pytest.mark.slow  # runs the suite twice
 def test_every_method_is_measured(two_runs):
     (rows, _), _ = two_runs
     got = {(r["method"], r["m"], r["bits"]) for r in rows}
@@ -44,6 +46,7 @@ def test_every_method_is_measured(two_runs):
 
 
 @needs_snntorch
+@pytest.mark.slow  # runs the suite twice
 def test_outputs_table_csv_json_and_plots(two_runs, tmp_path):
     (rows, extra), _ = two_runs
     summary = write_results(TINY, rows, extra, tmp_path, 1.0, "python benchmarks/suite.py --test")

@@ -66,6 +66,7 @@ def compressed(original_nir, tmp_path_factory):
     return code, stdout, stderr, out
 
 
+@pytest.mark.slow  # runs compress end to end
 def test_compress_end_to_end_fits_truenorth(compressed):
     code, stdout, stderr, out = compressed
     assert code == 0, stderr
@@ -89,6 +90,7 @@ def test_compress_end_to_end_fits_truenorth(compressed):
     assert "compressed" in stdout and "OK" in stdout
 
 
+@pytest.mark.slow  # runs compress end to end
 def test_check_compressed_passes_and_original_lists_violations(compressed, original_nir):
     out = compressed[3]
     code, stdout, _ = run_cli("check", out, "--hardware", "truenorth")
@@ -102,6 +104,7 @@ def test_check_compressed_passes_and_original_lists_violations(compressed, origi
     assert {v["rule"] for v in result["violations"]} == {"distinct_weights_per_neuron", "weight_bits"}
 
 
+@pytest.mark.slow  # runs compress end to end
 def test_compressed_nir_imports_with_the_same_accuracy_as_reported(compressed):
     out = compressed[3]
     record = json.loads(out.with_suffix(".json").read_text())
@@ -152,11 +155,21 @@ def test_every_flag_is_documented_in_help():
                 assert action.help, (name, action.dest)
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_python_m_snn_spikefit_help_runs_as_a_program():
     result = subprocess.run([sys.executable, "-m", "snn_spikefit", "compress", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0
     assert "--hardware" in result.stdout and "only files you trust" in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow  # starts a fresh interpreter
+def test_the_cli_imports_the_demo_and_snntorch_only_when_the_demo_runs():
+    script = ("import sys\nfrom snn_spikefit.cli import main\nassert main(['profiles']) == 0\n"
+              "print([m for m in ('snntorch', 'norse', 'snn_spikefit.zoo.demo', 'benchmarks') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def _one_line_error(code, stderr, match):
@@ -174,7 +187,7 @@ def _one_line_error(code, stderr, match):
     (["evaluate", "{notmodel}", "--no-progress"], "not a model saved with torch.save(model)"),
     (["evaluate", "{notmodel}", "--model-factory", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
     (["evaluate", "{nir}", "--data", "{wrongdata}", "--no-progress"], "expects inputs of shape (1, 8, 8)"),
-    (["evaluate", "{nir}", "--data", "tonic:NMNIST", "--no-progress"], "needs --data-root"),
+    (["evaluate", "{nir}", "--data", "tonic:NMNIST", "--no-progress"], "needs root=DIR (on the command line --data-root DIR)"),
     (["evaluate", "{nir}", "--data", "mnist", "--no-progress"], "is not allowed"),
     (["compress", "{nir}", "--hardware", "truenorth", "--out", "{tmp}/no/dir/x.nir"], "does not exist"),
     (["compress", "{nir}", "--hardware", "truenorth", "--m", "8"], "m=8 is not allowed on truenorth"),
@@ -253,6 +266,27 @@ def test_user_data_module(original_nir, tmp_path):
     assert code == 0 and json.loads(stdout)["samples"] == 30
 
 
+def test_registered_data_source_is_used_and_listed_by_the_cli(original_nir):
+    from snn_spikefit.data import DATA_SOURCES, register_data_source
+
+    def small_digits(options):
+        train, test = digits(seed=options.seed)
+        return torch.utils.data.Subset(train, range(40)), torch.utils.data.Subset(test, range(24))
+
+    register_data_source("digits-small-test", small_digits, help="24 test digits")
+    try:
+        code, stdout, stderr = run_cli("evaluate", original_nir, "--data", "digits-small-test", "--json",
+                                       "--no-progress")
+        assert code == 0, stderr
+        assert json.loads(stdout)["samples"] == 24
+        code, stdout, _ = run_cli("evaluate", "--help")
+        assert "'digits-small-test' (24 test digits)" in " ".join(stdout.split())
+    finally:
+        DATA_SOURCES.pop("digits-small-test")
+    code, _, stderr = run_cli("evaluate", original_nir, "--data", "digits-small-test", "--no-progress")
+    _one_line_error(code, stderr, "data source 'digits-small-test' is not allowed; use one of ['digits'")
+
+
 def test_profiles_lists_and_describes():
     code, stdout, _ = run_cli("profiles")
     assert code == 0 and all(name in stdout for name in sf.list_profiles())
@@ -260,6 +294,7 @@ def test_profiles_lists_and_describes():
     assert code == 0 and json.loads(stdout)["weight_bits"] == 9
 
 
+@pytest.mark.slow  # runs compress end to end
 def test_write_report_html_and_layer_stats(compressed, tmp_path):
     record = json.loads(compressed[3].with_suffix(".json").read_text())
     files = write_report(record, tmp_path / "r.html")

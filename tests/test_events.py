@@ -86,6 +86,18 @@ def test_time_major_batches(emulated_root):
     assert len(list(loader)) == 3  # re-iterable
 
 
+def test_tonic_prefix_source_of_the_data_registry(emulated_root):
+    from snn_spikefit.data import load_data
+
+    data = load_data("tonic:NMNIST", root=str(emulated_root), num_steps=3, batch_size=8, limit=16)
+    x, y = next(iter(data.test))
+    assert x.shape == (3, 10, 2, 34, 34) and len(y) == 10  # test split: 10 samples, time-major
+    assert data.num_steps is None and data.timesteps == 3 and data.sample_shape == (2, 34, 34)
+    assert len(data.train) == 2 and all(xb.shape[:2] == (3, 8) for xb, _ in data.train)  # 16 of 20, batches of 8
+    with pytest.raises(SpikeFitValueError, match="tonic:NMNIST needs root=DIR"):
+        load_data("tonic:NMNIST")
+
+
 def test_missing_files_name_the_folder_and_never_download(tmp_path):
     with pytest.raises(SpikeFitValueError, match="NMNIST.*nothing is downloaded"):
         load_events("NMNIST", tmp_path)

@@ -16,7 +16,6 @@ import torch
 from snn_spikefit.data.datasets import digits, make_loader
 from snn_spikefit.table import Table
 from snn_spikefit.train import accuracy, fit
-from snn_spikefit.quantize.quantizer import compressed_bits
 from snn_spikefit.quantize.wrap import codebook_summary, freeze, wrap
 
 __all__ = ["DemoResult", "run_demo"]

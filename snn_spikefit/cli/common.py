@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import json
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..adapter import nir_frameworks
+from ..data.sources import LoadedData, data_source_help, load_callable
+from ..data.sources import load_data as load_data_source
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError
+from ..pipeline.steps import check_fits as check_model_fits
 
 __all__ = [
     "add_model_args", "add_hardware_arg", "add_data_args", "add_output_args", "load_model", "load_data",
@@ -61,10 +61,8 @@ def add_hardware_arg(p: argparse.ArgumentParser, *, required: bool = False, defa
 
 def add_data_args(p: argparse.ArgumentParser, *, default: str | None = "digits", num_steps: int = 4) -> None:
     p.add_argument("--data", default=default, metavar="SOURCE",
-                   help="'digits' (scikit-learn, built in), 'fashion-mnist' (IDX files, see --data-root), "
-                        "'tonic:NAME' (tonic event data set NMNIST/DVSGesture/POKERDVS read from --data-root, "
-                        "never downloaded), or 'path/to/file.py:function' / 'module:function' returning "
-                        f"(train, test) datasets or loaders (default {default})")
+                   help=f"{data_source_help()}: datasets or loaders (default {default}); a name registered "
+                        f"with snn_spikefit.data.register_data_source before the command runs is listed here too")
     p.add_argument("--data-root", metavar="DIR",
                    help="folder of fashion-mnist's IDX files or of a tonic data set (<DIR>/NMNIST/Train/...)")
     p.add_argument("--time-major", action="store_true",
@@ -123,34 +121,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
-
-
-# -- user code ----------------------------------------------------------------------------------------
-
-def load_callable(spec: str, what: str) -> Callable:
-    """``'package.module:function'`` or ``'path/to/file.py:function'`` -> the function."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise SpikeFitValueError(f"{what}={spec!r} is not allowed; use 'package.module:function' or "
-                                 f"'path/to/file.py:function'")
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise SpikeFitValueError(f"{what}: file {target!r} does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"spikefit_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except SpikeFitError:
-        raise
-    except Exception as exc:
-        raise SpikeFitValueError(f"{what}: cannot import {target!r}: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise SpikeFitValueError(f"{what}: {target!r} has no function {attr!r}")
-    return fn
 
 
 # -- models -------------------------------------------------------------------------------------------
@@ -228,45 +198,8 @@ def _first_line(exc: BaseException) -> str:
 
 # -- data ---------------------------------------------------------------------------------------------
 
-@dataclass
-class LoadedData:
-    """Training and test batches, and how to run a model on them."""
-
-    name: str
-    train: Iterable
-    test: Iterable
-    num_steps: int | None       # for run/fit/evaluate: None when inputs are time-major
-    sample_shape: tuple[int, ...]   # one sample's static shape (time-major data: one step's)
-    classes: int
-
-    def sample(self, n: int = 1) -> Tensor:
-        """A static input batch ``[n, ...]`` (one time step of time-major data), for check/export/trace."""
-        x, _ = next(iter(self.test))
-        x = x[0] if self.num_steps is None else x
-        return x[:n]
-
-
-def _limit(ds: Dataset, n: int | None) -> Dataset:
-    return ds if n is None else Subset(ds, range(min(n, len(ds))))
-
-
-def _as_loader(obj: Any, args, *, train: bool, what: str) -> Iterable:
-    from ..data.datasets import make_loader
-
-    if isinstance(obj, DataLoader) or (not isinstance(obj, Dataset) and hasattr(obj, "__iter__")
-                                       and not hasattr(obj, "__getitem__")):
-        return obj
-    if isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
-        return make_loader(_limit(obj, args.limit), args.batch_size, shuffle=train, seed=args.seed,
-                           drop_last=train and len(obj) > args.batch_size)
-    raise SpikeFitTypeError(f"{what} returned a {type(obj).__name__} for the {'train' if train else 'test'} split; "
-                            f"return a torch Dataset or an iterable of (x, y) batches")
-
-
 def load_data(args: argparse.Namespace) -> LoadedData:
-    """The data of ``--data`` (built-in, tonic event data from --data-root, or a user function)."""
-    from ..data.datasets import DATASETS, FASHION_MNIST_ROOT, load_dataset, make_loader
-
+    """The data of ``--data``, through the registry of :mod:`snn_spikefit.data.sources`."""
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise SpikeFitValueError(f"--threads={args.threads} is not allowed; use an int >= 1")
@@ -275,87 +208,18 @@ def load_data(args: argparse.Namespace) -> LoadedData:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SpikeFitValueError(f"--{name.replace('_', '-')}={value} is not allowed; use an int >= 1")
-    source = args.data
-    time_major_data = False
-    if source in DATASETS:
-        kwargs: dict[str, Any] = {"seed": args.seed} if source == "digits" else {
-            "root": args.data_root or FASHION_MNIST_ROOT, "limit_train": args.limit, "limit_test": args.limit}
-        if source != "digits" and not Path(kwargs["root"]).is_dir():
-            raise SpikeFitValueError(f"--data {source}: folder {kwargs['root']!r} does not exist (give --data-root "
-                                     f"DIR holding the IDX files, or install dataset-fashion-mnist)")
-        train_ds, test_ds = load_dataset(source, **kwargs)
-        train_ds, test_ds = _limit(train_ds, args.limit), _limit(test_ds, args.limit)
-        train = make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed,
-                            drop_last=len(train_ds) > args.batch_size)
-        test = make_loader(test_ds, 256)
-    elif source.startswith("tonic:"):
-        from ..data.events import load_events, time_major
-
-        if args.data_root is None:
-            raise SpikeFitValueError(f"--data {source} needs --data-root DIR, the folder holding the data set "
-                                     f"(nothing is downloaded)")
-        train_ds, test_ds = load_events(source.split(":", 1)[1], args.data_root, n_time_bins=args.num_steps,
-                                        limit_train=args.limit, limit_test=args.limit)
-        train = time_major(make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed))
-        test = time_major(make_loader(test_ds, args.batch_size))
-        time_major_data = True
-    elif ":" in source:
-        fn = load_callable(source, "--data")
-        try:
-            result = fn()
-        except SpikeFitError:
-            raise
-        except Exception as exc:
-            raise SpikeFitValueError(f"--data {source!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
-        if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise SpikeFitTypeError(f"--data {source!r} must return (train, test), got {type(result).__name__}")
-        train = _as_loader(result[0], args, train=True, what=f"--data {source!r}")
-        test = _as_loader(result[1], args, train=False, what=f"--data {source!r}")
-        time_major_data = bool(getattr(args, "time_major", False))
-    else:
-        raise SpikeFitValueError(f"--data {source!r} is not allowed; use one of {list(DATASETS)}, "
-                                 f"'tonic:NAME', or 'path/to/file.py:function'")
-    try:
-        x, y = next(iter(test))
-    except StopIteration:
-        raise SpikeFitValueError(f"--data {source!r}: the test split is empty") from None
-    except Exception as exc:
-        raise SpikeFitValueError(f"--data {source!r}: cannot read a batch: {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from None
-    shape = tuple(x.shape[2:] if time_major_data else x.shape[1:])
-    labels = torch.as_tensor(y)
-    classes = int(labels.max()) + 1 if labels.numel() else 0
-    return LoadedData(source, train, test, None if time_major_data else args.num_steps, shape, classes)
+    return load_data_source(args.data, root=getattr(args, "data_root", None), num_steps=args.num_steps,
+                            batch_size=getattr(args, "batch_size", 64), limit=getattr(args, "limit", None),
+                            seed=getattr(args, "seed", 0), time_major=bool(getattr(args, "time_major", False)))
 
 
-@torch.no_grad()
 def check_fits(loaded: LoadedModel, data: LoadedData) -> None:
     """Refuse, naming both shapes, when the model cannot take the data's inputs or has too few outputs."""
-    from ..runtime import run
-    from ..train import scores
-
     if loaded.input_shape is not None and tuple(loaded.input_shape) != data.sample_shape:
         raise SpikeFitValueError(
             f"model {loaded.source!r} expects inputs of shape {tuple(loaded.input_shape)} per sample, "
             f"--data {data.name} gives {data.sample_shape}")
-    x = data.sample(2)
-    was_training = {m: m.training for m in loaded.model.modules()}
-    loaded.model.eval()
-    try:
-        out = scores(run(loaded.model, x, num_steps=1))
-    except SpikeFitError:
-        raise
-    except Exception as exc:
-        raise SpikeFitValueError(
-            f"model {loaded.source!r} cannot take --data {data.name} inputs of shape {data.sample_shape}: "
-            f"{_first_line(exc)}") from None
-    finally:
-        for m, mode in was_training.items():
-            m.train(mode)
-    if out.ndim != 2 or out.shape[1] < data.classes:
-        raise SpikeFitValueError(
-            f"model {loaded.source!r} gives outputs of shape {tuple(out.shape[1:])} per sample; --data "
-            f"{data.name} has {data.classes} classes (labels 0..{data.classes - 1})")
+    check_model_fits(loaded.model, data, model_name=f"model {loaded.source!r}", data_name=f"--data {data.name}")
 
 
 def model_sample(args: argparse.Namespace, loaded: "LoadedModel") -> Tensor | None:

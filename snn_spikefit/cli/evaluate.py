@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     data = load_data(args)
     check_fits(loaded, data)
-    report = sf.evaluate(loaded.model, data.test, profile=profile, num_steps=data.num_steps,
+    report = sf.evaluate(loaded.model, data.test, hardware=profile, num_steps=data.num_steps,
                          progress=not args.no_progress)
     if args.out:
         (report.to_json if args.out.endswith(".json") else report.to_csv)(args.out)
