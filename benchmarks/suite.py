@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
 
 from snn_spikefit.baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
-from snn_spikefit.data.datasets import load_dataset, make_loader
+from snn_spikefit.data.datasets import digits, fashion_mnist, make_loader
 from snn_spikefit.deploy.metrics import evaluate
 from snn_spikefit.pruning.prune import prune
 from snn_spikefit.table import Table
@@ -63,8 +63,10 @@ def _seed_all(seed: int) -> None:
 
 
 def _data(name: str, budget: DataBudget) -> tuple[TensorDataset, TensorDataset]:
-    kwargs = {"limit_train": budget.train, "limit_test": budget.test} if name == "fashion-mnist" else {}
-    train, test = load_dataset(name, **kwargs)
+    if name == "fashion-mnist":
+        train, test = fashion_mnist(limit_train=budget.train, limit_test=budget.test)
+    else:
+        train, test = digits()
     out = []
     for ds, limit in ((train, budget.train), (test, budget.test)):
         x, y = ds.tensors

@@ -9,9 +9,9 @@ registry of named data sources (:func:`load_data`, :func:`register_data_source`)
 (1, 8, 8)
 """
 
-from .datasets import DATASETS, FASHION_MNIST_ROOT, digits, fashion_mnist, load_dataset, make_loader, read_idx
+from .datasets import FASHION_MNIST_ROOT, digits, fashion_mnist, make_loader, read_idx
 from .sources import DATA_SOURCES, DataOptions, DataSource, LoadedData, load_data, register_data_source
 
-__all__ = ["digits", "fashion_mnist", "read_idx", "make_loader", "load_dataset", "DATASETS", "FASHION_MNIST_ROOT",
+__all__ = ["digits", "fashion_mnist", "read_idx", "make_loader", "FASHION_MNIST_ROOT",
            # named data sources
            "load_data", "register_data_source", "DATA_SOURCES", "DataSource", "DataOptions", "LoadedData"]

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..errors import SpikeFitValueError
 
-__all__ = ["digits", "fashion_mnist", "read_idx", "make_loader", "FASHION_MNIST_ROOT", "DATASETS", "load_dataset"]
+__all__ = ["digits", "fashion_mnist", "read_idx", "make_loader", "FASHION_MNIST_ROOT"]
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -112,16 +112,6 @@ def fashion_mnist(
         y = torch.from_numpy(labels.astype(np.int64))
         out.append(TensorDataset(x, y))
     return out[0], out[1]
-
-
-DATASETS = {"digits": digits, "fashion-mnist": fashion_mnist}
-
-
-def load_dataset(name: str, **kwargs) -> tuple[TensorDataset, TensorDataset]:
-    """``(train, test)`` of a built-in data set by name (see :data:`DATASETS`)."""
-    if name not in DATASETS:
-        raise SpikeFitValueError(f"data set {name!r} is not built in; use one of {list(DATASETS)}")
-    return DATASETS[name](**kwargs)
 
 
 def make_loader(dataset, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0,

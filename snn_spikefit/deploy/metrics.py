@@ -237,8 +237,8 @@ def evaluate(
             the measurement; its modes are restored afterwards).
         data: an iterable of ``(x, y)`` batches (a DataLoader); ``y`` class indices.
         hardware: a profile name (see :func:`snn_spikefit.list_profiles`) or a
-            :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the same name and types as
-            ``wrap(hardware=)`` and ``check(hardware=)``).
+            :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the name
+            ``wrap(hardware=)`` and the CLI's ``--hardware`` use).
         profile: the former name of ``hardware`` (warns ``FutureWarning``).
         num_steps: steps for static inputs; ``None`` when ``x`` is time-major.
         forward_fn: ``(model, x) -> scores [B, classes]``; default: run over time,
@@ -255,7 +255,7 @@ def evaluate(
         raise SpikeFitValueError(f"warmup={warmup!r} is not allowed; use an int >= 0")
     if forward_fn is not None and not callable(forward_fn):
         raise SpikeFitTypeError(f"forward_fn must be callable (model, x) -> scores, got {forward_fn!r}")
-    if profile is not None:  # the name before 0.2; `hardware=` is the one name across the API
+    if profile is not None:  # the name before 0.2; wrap and the CLI say `hardware`
         warnings.warn("evaluate(profile=...) is renamed evaluate(hardware=...)", FutureWarning, stacklevel=2)
         hardware = profile
     prof = as_profile(hardware)
