@@ -20,7 +20,8 @@ The nearest-codeword search sorts the ``m`` codewords and bisects
 (``torch.searchsorted``): ``O(N log m)``. The result is cached until the latent
 weight or the codebook changes (their version counters) or until gradient has
 flowed back through it, so a model called once per timestep computes its
-quantized weights once per forward pass, not ``T`` times.
+quantized weights once per forward pass, not ``T`` times. Every way of writing a
+weight is seen (``.data`` writes too: :mod:`snn_spikefit.quantize.cache`).
 
 :class:`FrozenCodebook` is the frozen form: integer codes, the codebook (and its
 integers and scale when ``bits`` is set) stored as buffers; the weight is decoded
@@ -29,11 +30,10 @@ from them and nothing else.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
+from .cache import VersionCache
 from .quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
 __all__ = ["CodebookWeight", "FrozenCodebook", "quantize_codebook"]
@@ -57,41 +57,6 @@ def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tens
         scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
         ints = torch.clamp(torch.round(codebook.detach() / scale[:, None]), -qmax, qmax)
     return ints * scale[:, None], ints, scale
-
-
-class _VersionCache:
-    """Caches a derived tensor until its inputs change or gradient flows through it.
-
-    The key holds the identity and version counter of every input plus the
-    autograd mode. A result that carries a graph is dropped as soon as a
-    backward pass reaches it (its graph is freed then), so gradient
-    accumulation and truncated BPTT recompute as they must.
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.value: Any = None
-
-    @staticmethod
-    def make_key(*tensors: Tensor) -> tuple:
-        parts: list[Any] = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]
-        for t in tensors:
-            parts += [id(t), t._version, t.device, t.dtype]
-        return tuple(parts)
-
-    def get(self, key: tuple) -> Any:
-        return self.value if self.key == key else None
-
-    def put(self, key: tuple, value: Any, hook_on: Tensor | None = None) -> None:
-        self.key, self.value = key, value
-        if hook_on is not None and hook_on.requires_grad:
-            hook_on.register_hook(self._on_backward)
-
-    def _on_backward(self, grad: Tensor) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.key, self.value = None, None
 
 
 class CodebookWeight(Quantizer):
@@ -126,7 +91,7 @@ class CodebookWeight(Quantizer):
         self.granularity = granularity
         self.reseed = reseed
         self.reseeded = 0  # codewords re-seeded so far (a diagnostic)
-        self._cache = _VersionCache()
+        self._cache = VersionCache()
 
     @property
     def groups(self) -> int:
@@ -137,7 +102,7 @@ class CodebookWeight(Quantizer):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cache"] = _VersionCache()
+        state["_cache"] = VersionCache()
         return state
 
     # -- the quantizer -----------------------------------------------------------------
@@ -163,14 +128,14 @@ class CodebookWeight(Quantizer):
         return torch.gather(order, 1, pos)
 
     def forward(self, weight: Tensor) -> Tensor:
-        key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+        key = VersionCache.make_key(weight, self.codebook) + (self.training,)
         cached = self._cache.get(key)
         if cached is not None:
             return cached[0]
         values = self.codebook_values()
         idx = self.assign(weight, values)
         if self.training and self.reseed and self._reseed_dead(weight, values, idx):
-            key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+            key = VersionCache.make_key(weight, self.codebook) + (self.training,)
             values = self.codebook_values()
             idx = self.assign(weight, values)
         quantized = torch.gather(values, 1, idx).reshape(weight.shape)
@@ -218,7 +183,7 @@ class CodebookWeight(Quantizer):
         codebook have not changed since (the usual case: forward, then the loss).
         """
         values = self.codebook_values()
-        cached = self._cache.get(_VersionCache.make_key(weight, self.codebook) + (self.training,))
+        cached = self._cache.get(VersionCache.make_key(weight, self.codebook) + (self.training,))
         idx = cached[1] if cached is not None else self.assign(weight, values)
         quantized = torch.gather(values, 1, idx)
         return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
@@ -283,7 +248,7 @@ class FrozenCodebook(Quantizer):
         else:
             self.codebook_int = None
             self.scale = None
-        self._cache = _VersionCache()
+        self._cache = VersionCache()
 
     @classmethod
     def from_form(cls, form: IntegerForm, *, m: int, bits: int | None, granularity: str) -> "FrozenCodebook":
@@ -309,7 +274,7 @@ class FrozenCodebook(Quantizer):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cache"] = _VersionCache()
+        state["_cache"] = VersionCache()
         return state
 
     def decode(self) -> Tensor:
@@ -317,7 +282,7 @@ class FrozenCodebook(Quantizer):
         return torch.gather(self.values, 1, self.codes.long()).reshape(self.shape)
 
     def forward(self, _released: Tensor) -> Tensor:
-        key = _VersionCache.make_key(self.codes, self.values)
+        key = VersionCache.make_key(self.codes, self.values)
         cached = self._cache.get(key)
         if cached is None:
             cached = self.decode()

@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 from ..deploy.hardware import get_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
 from ..table import Table
+from .cache import unwatch
 from .codebook import CodebookWeight
 from .init import INITS, init_codebook
 from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
@@ -180,6 +181,7 @@ def wrap(
     except Exception:
         for module, param in reversed(done):
             parametrize.remove_parametrizations(module, param, leave_parametrized=False)
+            unwatch(getattr(module, param))
         raise
     return model
 
