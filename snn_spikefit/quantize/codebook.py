@@ -16,8 +16,9 @@ replaced in the forward pass by ``s * round(C / s)`` with one scale per group,
 ``s = max|C| / (2^(bits-1) - 1)``, so every weight is ``s * k`` with an integer
 ``|k| <= 2^(bits-1) - 1``.
 
-The nearest-codeword search sorts the ``m`` codewords and bisects
-(``torch.searchsorted``): ``O(N log m)``. The result is cached until the latent
+The nearest-codeword search sorts the ``m`` codewords and counts the midpoints
+below each weight: ``torch.searchsorted``'s result, computed by a lookup table and
+one or two exact comparisons per weight (:mod:`snn_spikefit.quantize.assign`). The result is cached until the latent
 weight or the codebook changes (their version counters) or until gradient has
 flowed back through it, so a model called once per timestep computes its
 quantized weights once per forward pass, not ``T`` times. Every way of writing a
@@ -33,6 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .assign import bucket
 from .cache import VersionCache
 from .quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
@@ -57,6 +59,26 @@ def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tens
         scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
         ints = torch.clamp(torch.round(codebook.detach() / scale[:, None]), -qmax, qmax)
     return ints * scale[:, None], ints, scale
+
+
+class _Lookup(torch.autograd.Function):
+    """``values[idx]`` reshaped like ``weight``; backward: ``dL/dw = dL/dw_q`` (straight
+    through) and ``dL/dvalues`` summed per codeword. Same values and gradients as
+    ``gather(values, idx) + (w - sg(w))``, without the two extra passes over the weights."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, values: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        ctx.m = values.shape[1]
+        return torch.gather(values, 1, idx).reshape(weight.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (idx,) = ctx.saved_tensors
+        grad_values = None
+        if ctx.needs_input_grad[1]:
+            grad_values = grad.new_zeros(idx.shape[0], ctx.m).scatter_add_(1, idx, grad.reshape(idx.shape))
+        return (grad if ctx.needs_input_grad[0] else None), grad_values, None
 
 
 class CodebookWeight(Quantizer):
@@ -122,10 +144,12 @@ class CodebookWeight(Quantizer):
         if values is None:
             values = self.codebook_values()
         flat = weight.detach().reshape(self.groups, -1)
-        order_values, order = torch.sort(values.detach(), dim=1)
-        bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
-        pos = torch.searchsorted(bounds.contiguous(), flat.contiguous())
-        return torch.gather(order, 1, pos)
+        values = values.detach()
+        if bool((values[:, 1:] > values[:, :-1]).all()):  # the usual case: already sorted
+            return bucket(flat, (values[:, 1:] + values[:, :-1]) * 0.5)
+        order_values, order = torch.sort(values, dim=1)
+        # gather(order, 1, torch.searchsorted(bounds, flat)), faster
+        return bucket(flat, (order_values[:, 1:] + order_values[:, :-1]) * 0.5, order)
 
     def forward(self, weight: Tensor) -> Tensor:
         key = VersionCache.make_key(weight, self.codebook) + (self.training,)
@@ -138,8 +162,7 @@ class CodebookWeight(Quantizer):
             key = VersionCache.make_key(weight, self.codebook) + (self.training,)
             values = self.codebook_values()
             idx = self.assign(weight, values)
-        quantized = torch.gather(values, 1, idx).reshape(weight.shape)
-        out = quantized + (weight - weight.detach())
+        out = _Lookup.apply(weight, values, idx)  # c[k*], gradient straight through to the weight
         self._cache.put(key, (out, idx), hook_on=out)
         return out
 
@@ -151,8 +174,8 @@ class CodebookWeight(Quantizer):
     def _reseed_dead(self, weight: Tensor, values: Tensor, idx: Tensor) -> bool:
         """Move unused codewords onto the worst-served weights; True if any moved."""
         g, m = self.groups, self.m
-        offsets = torch.arange(g, device=idx.device)[:, None] * m
-        counts = torch.bincount((idx + offsets).flatten(), minlength=g * m).reshape(g, m)
+        flat_idx = idx.reshape(-1) if g == 1 else (idx + torch.arange(g, device=idx.device)[:, None] * m).flatten()
+        counts = torch.bincount(flat_idx, minlength=g * m).reshape(g, m)
         if bool((counts > 0).all()):
             return False
         values = values.detach()
