@@ -552,3 +552,23 @@ def test_eval_weight_computed_once_per_forward_pass_and_reused_until_a_write():
         for _ in range(5):
             model(x)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("after_forward", [False, True])
+@pytest.mark.parametrize("bits", [None, 4])
+def test_commitment_value_and_gradient_match_autograd_through_the_gather(after_forward, bits):
+    torch.manual_seed(3)
+    model = sf.wrap(nn.Linear(30, 8), m=5, bits=bits, granularity="channel")
+    q = model.parametrizations.weight[0]
+    w = model.parametrizations.weight.original.detach()
+    values = q.codebook_values()
+    idx = q.assign(w, values)
+    expected = (torch.gather(values, 1, idx) - w.reshape(q.groups, -1)).pow(2).mean()
+    (want,) = torch.autograd.grad(expected, q.codebook)
+    if after_forward:
+        model(torch.randn(2, 30))  # the commitment then reuses this forward's w_q
+    got = sf.commitment_loss(model)
+    got.backward()
+    assert torch.allclose(got, expected, rtol=1e-6, atol=0)
+    assert torch.allclose(q.codebook.grad, want, rtol=1e-5, atol=1e-9)
+    assert model.parametrizations.weight.original.grad is None

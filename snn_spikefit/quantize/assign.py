@@ -30,6 +30,8 @@ __all__ = ["bucket"]
 CELLS_PER_BOUND = 8
 MAX_TABLE = 1 << 20
 MIN_CELLS = 64
+#: Below this many values, building the tables costs more than bisecting.
+MIN_SIZE = 1 << 14
 #: More bounds than this in one cell: fall back to ``torch.searchsorted``.
 MAX_CROWD = 3
 
@@ -53,7 +55,8 @@ def bucket(x: Tensor, bounds: Tensor, order: Tensor | None = None) -> Tensor:
     ``gather(order, 1, searchsorted(bounds, x))``, at no extra cost. Returns int64.
     """
     g, b = bounds.shape
-    if b == 0 or not (x.is_floating_point() and x.dtype == bounds.dtype) or x.shape[1] < 4 * b:
+    if (b == 0 or not (x.is_floating_point() and x.dtype == bounds.dtype) or x.shape[1] < 4 * b
+            or x.numel() < MIN_SIZE):
         return _searchsorted(x, bounds, order)
     cells = max(2, min(max(MIN_CELLS, CELLS_PER_BOUND * b), MAX_TABLE // g))
     lo, hi = bounds[:, :1], bounds[:, -1:]

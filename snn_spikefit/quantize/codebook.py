@@ -81,6 +81,26 @@ class _Lookup(torch.autograd.Function):
         return (grad if ctx.needs_input_grad[0] else None), grad_values, None
 
 
+class _Commitment(torch.autograd.Function):
+    """``mean((w_q - w)^2)`` from an already gathered ``w_q = values[idx]``; gradient to
+    ``values`` only: ``2 / N * sum_{i: idx_i = k} (w_q - w)_i`` (what autograd would give
+    through the gather, without gathering again)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, idx: Tensor, quantized: Tensor, weight: Tensor) -> Tensor:
+        diff = quantized - weight
+        ctx.save_for_backward(idx, diff)
+        ctx.m = values.shape[1]
+        return diff.pow(2).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, diff = ctx.saved_tensors
+        scaled = diff * (grad * (2.0 / diff.numel()))
+        grad_values = scaled.new_zeros(idx.shape[0], ctx.m).scatter_add_(1, idx, scaled)
+        return grad_values, None, None, None
+
+
 class CodebookWeight(Quantizer):
     """Parametrization giving a weight at most ``m`` distinct values per group.
 
@@ -207,9 +227,12 @@ class CodebookWeight(Quantizer):
         """
         values = self.codebook_values()
         cached = self._cache.get(VersionCache.make_key(weight, self.codebook) + (self.training,))
-        idx = cached[1] if cached is not None else self.assign(weight, values)
-        quantized = torch.gather(values, 1, idx)
-        return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
+        if cached is not None:  # the forward already gathered w_q: reuse it
+            idx, quantized = cached[1], cached[0].detach().reshape(self.groups, -1)
+        else:
+            idx = self.assign(weight, values)
+            quantized = torch.gather(values.detach(), 1, idx)
+        return _Commitment.apply(values, idx, quantized, weight.detach().reshape(self.groups, -1))
 
     # -- the quantizer protocol --------------------------------------------------------
     @torch.no_grad()
