@@ -91,7 +91,8 @@ class _Commitment(torch.autograd.Function):
         diff = quantized - weight
         ctx.save_for_backward(idx, diff)
         ctx.m = values.shape[1]
-        return diff.pow(2).mean()
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / flat.numel()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -194,8 +195,8 @@ class CodebookWeight(Quantizer):
     def _reseed_dead(self, weight: Tensor, values: Tensor, idx: Tensor) -> bool:
         """Move unused codewords onto the worst-served weights; True if any moved."""
         g, m = self.groups, self.m
-        flat_idx = idx.reshape(-1) if g == 1 else (idx + torch.arange(g, device=idx.device)[:, None] * m).flatten()
-        counts = torch.bincount(flat_idx, minlength=g * m).reshape(g, m)
+        ones = torch.ones((), dtype=torch.int64, device=idx.device).expand(idx.shape)
+        counts = torch.zeros(g, m, dtype=torch.int64, device=idx.device).scatter_add_(1, idx, ones)
         if bool((counts > 0).all()):
             return False
         values = values.detach()
