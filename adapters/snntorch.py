@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
 
@@ -54,6 +55,9 @@ class SnnTorchAdapter(Adapter):
         for _, neuron in self.neurons(model):
             if hasattr(neuron, "reset_mem"):
                 neuron.reset_mem()
+        for module in model.modules():  # an imported recurrent NIR graph keeps its last step's spikes
+            if isinstance(module, NIRGraphModule):
+                module.reset_state()
 
     # -- time ----------------------------------------------------------------------------------
     def loop_style(self, model: nn.Module) -> str | None:
