@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
-from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
+from .common import DT_KEY, PRODUCER, RESET_KEY, RecurrentNIR, check_dt, layer_for_module
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
@@ -62,6 +62,38 @@ def _codebook_of(label: str, module: nn.Module, codebooks: dict[int, list]) -> d
             f"layer {label!r} ({type(module).__name__}) carries {len(layers)} compressed weights "
             f"{[c.param for c in layers]}; a NIR node's metadata describes one weight")
     return codebook_metadata(layers[0]) if layers else {}
+
+
+def _codebook_for(source: tuple[nn.Module, str], codebooks: dict[int, list]) -> dict[str, Any]:
+    """Metadata of the compressed weight ``module.<param>`` (none: ``{}``)."""
+    module, param = source
+    return next((codebook_metadata(c) for c in codebooks.get(id(module), []) if c.param == param), {})
+
+
+def _add_neuron(key: str, node: Any, source: str, nodes: dict, edges: list, codebooks: dict) -> None:
+    """Add a neuron's node(s) fed from ``source``: one node, or a RecurrentNIR's weights and its cycle."""
+    if not isinstance(node, RecurrentNIR):
+        nodes[key] = node
+        edges.append((source, key))
+        return
+    if node.input is not None:
+        nodes[f"{key}_in"] = node.input
+        node.input.metadata.update(_codebook_for(node.input_source, codebooks))
+        edges.append((source, f"{key}_in"))
+        source = f"{key}_in"
+    nodes[key], nodes[f"{key}_rec"] = node.neuron, node.recurrent
+    node.recurrent.metadata.update(_codebook_for(node.recurrent_source, codebooks))
+    edges.extend([(source, key), (key, f"{key}_rec"), (f"{key}_rec", key)])
+
+
+def _warn_reset(label: str, module: nn.Module, node: Any) -> None:
+    reset = node.metadata.get(RESET_KEY)
+    if reset is not None:
+        warnings.warn(
+            f"layer {label!r} ({type(module).__name__}) resets by {reset!r}, which NIR's "
+            f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
+            f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
+            UserWarning, stacklevel=4)  # the caller of export_nir
 
 
 def _model_dt(model: nn.Module) -> float:
@@ -121,6 +153,12 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout
 
 
 def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
+    from .importer import NIRGraphModule
+
+    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
+        from .graph_export import export_graph_module
+
+        return _finish(*export_graph_module(model, sample, dt), get_adapter(model), dt, path)
     graph = trace(model, sample)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
@@ -143,24 +181,23 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
         in_shape, out_shape = tuple(n.in_shape[1:]), tuple(n.out_shape[1:])
         if n.is_neuron:
             node = adapter.neuron_to_nir(n.module, dt=dt, shape=out_shape)
-            reset = node.metadata.get(RESET_KEY)
-            if reset is not None:
-                warnings.warn(
-                    f"layer {label!r} ({type(n.module).__name__}) resets by {reset!r}, which NIR's "
-                    f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
-                    f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
-                    UserWarning, stacklevel=4)  # the caller of export_nir
+            _warn_reset(label, n.module, node.neuron if isinstance(node, RecurrentNIR) else node)
+            _add_neuron(key, node, names[n.inputs[0]], nodes, edges, codebooks)
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
             node.metadata.update(_codebook_of(label, n.module, codebooks))
-        nodes[key] = node
+            nodes[key] = node
+            edges.append((names[n.inputs[0]], key))
         names[n.name] = key
-        edges.append((names[n.inputs[0]], key))
     if graph.output is None:
         raise SpikeFitValueError(f"{type(model).__name__} has no layer to export")
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
+    return _finish(nodes, edges, adapter, dt, path)
+
+
+def _finish(nodes: dict, edges: list, adapter, dt: float, path) -> nir.NIRGraph:
     from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
