@@ -115,6 +115,8 @@ class NorseAdapter(Adapter):
         norse = _norse()
         kind, p, c = type(module).__name__, module.p, float(module.dt)
         P = lambda v, n: broadcast_param(v, shape, f"{kind}.p.{n}")  # noqa: E731
+        if isinstance(module, norse.LIFRecurrentCell):
+            return self._recurrent_to_nir(module, dt=dt, shape=shape)
         if isinstance(module, norse.LIFBoxCell):
             meta = {}
             if p.reset_method is reset_subtract:
@@ -138,7 +140,27 @@ class NorseAdapter(Adapter):
             return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"))
         raise UnsupportedLayerError(
             f"Norse {kind} cannot be exported to NIR; supported: LIFBoxCell (LIF), LIFCell (CubaLIF), "
-            f"LIBoxCell (LI), LICell (CubaLI), IAFCell (IF); recurrent cells are not supported")
+            f"LIBoxCell (LI), LICell (CubaLI), IAFCell (IF), LIFRecurrentCell (Linear -> CubaLIF <-> Linear)")
+
+    def _recurrent_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        """``LIFRecurrentCell`` -> ``Linear(input_weights)`` -> ``CubaLIF`` <-> ``Linear(recurrent_weights)``.
+
+        The cell adds ``input_weights @ x + recurrent_weights @ z[t-1]`` to its current, as
+        ``LIFCell`` adds its input: the CubaLIF node is ``LIFCell``'s, fed by both weight nodes.
+        """
+        import nir
+
+        from snn_spikefit.nir.common import RecurrentNIR
+
+        norse = _norse()
+        if module.p.method == "adjoint":
+            raise UnsupportedLayerError("Norse LIFRecurrentCell with p.method='adjoint' has no NIR form (use 'super')")
+        proxy = norse.LIFCell(module.p, dt=float(module.dt))
+        node = self.neuron_to_nir(proxy, dt=dt, shape=shape)
+        weight = lambda name: getattr(module, name).detach().cpu().numpy().copy()  # noqa: E731 (quantized value)
+        return RecurrentNIR(neuron=node, recurrent=nir.Linear(weight=weight("recurrent_weights")),
+                            recurrent_source=(module, "recurrent_weights"),
+                            input=nir.Linear(weight=weight("input_weights")), input_source=(module, "input_weights"))
 
     def neuron_from_nir(self, node: Any, *, dt: float) -> list[nn.Module]:
         import nir
