@@ -70,6 +70,22 @@ class NorseAdapter(Adapter):
                 if isinstance(module._parameters.get(n), nn.Parameter)
                 or n in getattr(module, "parametrizations", {})]
 
+    def recurrent_weight_names(self, module: nn.Module) -> list[str]:
+        return [n for n in self.weight_names(module) if n == "recurrent_weights"]
+
+    def weight_inputs(self, module: nn.Module, args: tuple) -> dict[str, Tensor]:
+        """A recurrent cell multiplies the step's input by ``input_weights`` and its own spikes of
+        the previous step (``state.z``; zeros at the first step) by ``recurrent_weights``."""
+        names = self.weight_names(module)
+        if not names or not args:
+            return {}
+        x = args[0]
+        state = args[1] if len(args) > 1 else None
+        z = getattr(state, "z", None)
+        if z is None:
+            z = x.new_zeros((*x.shape[:-1], int(module.hidden_size)))
+        return {n: v for n, v in (("input_weights", x), ("recurrent_weights", z)) if n in names}
+
     # -- state and time ------------------------------------------------------------------
     def reset(self, model: nn.Module) -> None:
         return None  # state lives outside the modules; run() starts from state=None

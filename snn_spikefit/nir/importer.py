@@ -38,6 +38,7 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from .recurrence import recurrent_edges
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
 
@@ -63,47 +64,12 @@ def read_nir(graph_or_path: Any) -> nir.NIRGraph:
     return graph
 
 
-def _reach(succ: dict[str, list[str]], start: str) -> set[str]:
-    seen, todo = {start}, [start]
-    while todo:
-        for s in succ[todo.pop()]:
-            if s not in seen:
-                seen.add(s)
-                todo.append(s)
-    return seen
-
-
-def _recurrent_edges(nodes: dict, succ: dict[str, list[str]], pred: dict[str, list[str]]) -> set[tuple[str, str]]:
-    """The edges that carry a spiking neuron's output of the previous step back into a cycle.
-
-    An edge ``(n, m)`` out of a neuron ``n`` is recurrent when ``m`` leads back to ``n``. Every
-    cycle must pass through exactly one neuron: a cycle with none has no step to delay (an
-    algebraic loop), one through several is ambiguous (where would the one-step delays go?).
-    """
-    neurons = {k for k, n in nodes.items() if not isinstance(n, (nir.Input, nir.Output))
-               and layer_for_node(k, n) is None}
-    reach = {k: _reach(succ, k) for k in nodes}
-    recurrent = {(a, b) for a, b in _edges(succ) if a in neurons and a in reach[b]}
-    for a, b in sorted(recurrent):
-        on_cycle = sorted(k for k in reach[b] if a in reach[k] and k in neurons and k != a)
-        if on_cycle:
-            raise UnsupportedLayerError(
-                f"the recurrent edge ({a!r}, {b!r}) closes a cycle through several spiking neurons "
-                f"({[a] + on_cycle}); import_nir runs recurrence that returns to the same neuron (a one-step "
-                f"delay on the neuron's output), not cycles through several neurons")
-    return recurrent
-
-
-def _edges(succ: dict[str, list[str]]) -> list[tuple[str, str]]:
-    return [(a, b) for a, bs in succ.items() for b in bs]
-
-
 def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str, set[tuple[str, str]]]:
     """Topological order of the inner nodes, their predecessors, the Output's name, the recurrent edges.
 
     Checks that edges name existing nodes, that there is one Input and one
     Output, that every node lies on a path from Input to Output, and that every
-    cycle is a neuron's recurrence (:func:`_recurrent_edges`): those edges carry
+    cycle is a neuron's recurrence (:func:`~snn_spikefit.nir.recurrence.recurrent_edges`): those edges carry
     the neuron's spikes of the previous step; without them the graph is acyclic.
     """
     nodes = graph.nodes
@@ -129,7 +95,7 @@ def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], st
                 f"node {k!r} has no outgoing edge: it does not lead to Output {outputs[0]!r} (missing node or edge)")
         if k != inputs[0] and not pred[k]:
             raise SpikeFitValueError(f"node {k!r} has no incoming edge: it is not fed from Input {inputs[0]!r}")
-    recurrent = _recurrent_edges(nodes, succ, pred)
+    recurrent = recurrent_edges(nodes, succ)
     missing = {k: sum((p, k) not in recurrent for p in v) for k, v in pred.items()}
     order, ready = [], [inputs[0]] + [k for k in nodes if k != inputs[0] and missing[k] == 0]
     while ready:
