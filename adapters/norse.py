@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
@@ -47,6 +48,11 @@ def _f64(value: Any):
     import numpy as np
 
     return value.detach().cpu().double().numpy() if isinstance(value, Tensor) else np.asarray(value, np.float64)
+
+
+def _no_autapse_grad(gradient: Tensor) -> Tensor:
+    """Norse's autapse hook: no gradient on the diagonal of ``recurrent_weights`` (``autapses=False``)."""
+    return gradient.clone().fill_diagonal_(0.0)
 
 
 class NorseAdapter(Adapter):
@@ -249,12 +255,27 @@ class NorseAdapter(Adapter):
         A parameter of ``ndim`` dimensions broadcast against the activation is cut
         along axis ``ndim + channel_dim`` (``channel_dim`` is negative, see
         :meth:`Adapter.prune_neuron`); scalars and size-1 axes are shared and kept.
+        A ``LIFRecurrentCell`` keeps the kept neurons' rows of ``input_weights`` and rows and
+        columns of ``recurrent_weights`` (codebooks included): the cell is its own producer.
         """
         if not self.is_neuron(module):
             raise UnsupportedLayerError(f"{type(module).__name__} is not a Norse neuron")
-        if hasattr(module, "input_weights") or hasattr(module, "recurrent_weights"):
-            raise UnsupportedLayerError(
-                f"Norse {type(module).__name__} owns recurrent weights; pruning its channels is not supported")
+        names = self.weight_names(module)
+        if names:
+            if set(names) != {"input_weights", "recurrent_weights"} or channel_dim != -1:
+                raise UnsupportedLayerError(
+                    f"Norse {type(module).__name__} with weights {names} and channel_dim={channel_dim}: pruning "
+                    f"supports recurrent cells with input_weights and recurrent_weights over [B, N] activations")
+            from snn_spikefit.pruning.surgery import slice_weight
+
+            slice_weight(module, 0, keep, "input_weights")  # the kept neurons' input rows
+            slice_weight(module, 0, keep, "recurrent_weights")  # their recurrent rows and columns
+            slice_weight(module, 1, keep, "recurrent_weights")
+            module.hidden_size = torch.as_tensor(int(keep.numel()))
+            if not module.autapses:  # Norse masks the self-connections' gradient with a hook on the tensor
+                latent = (module.parametrizations["recurrent_weights"].original
+                          if "recurrent_weights" in getattr(module, "parametrizations", {}) else module.recurrent_weights)
+                latent.register_hook(_no_autapse_grad)
         p = module.p
         fields = {}
         for name in p._fields:

@@ -130,6 +130,10 @@ class SnnTorchAdapter(Adapter):
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
         """Slice per-channel ``beta``/``threshold``/... (Parameter or buffer); clear stored state.
 
+        ``RLeaky``/``RSynaptic`` keep the rows and the columns of the kept neurons in their
+        all-to-all ``recurrent`` Linear/Conv2d (bias and codebook included), or their
+        one-to-one ``V``.
+
         A tensor is per-channel when, aligned to the end of the activation, its
         size along ``channel_dim`` is the channel count (``[C, 1, 1]`` for a conv
         layer, ``[C]`` for a dense one); scalars and broadcast size-1 axes stay.
@@ -140,12 +144,14 @@ class SnnTorchAdapter(Adapter):
 
         from snn_spikefit.errors import UnsupportedLayerError
 
-        owned = [n for n, p in module.named_parameters() if "." in n]
-        if owned:
+        snn = _snntorch()
+        rec = getattr(module, "recurrent", None) if isinstance(module, (snn.RLeaky, snn.RSynaptic)) else None
+        owned = [n for n, p in module.named_parameters() if "." in n and not n.startswith("recurrent.")]
+        one_to_one = rec is not None and not module.all_to_all
+        if owned or (rec is not None and not one_to_one and not isinstance(rec, (nn.Linear, nn.Conv2d))):
             raise UnsupportedLayerError(
-                f"cannot prune channels of {type(module).__name__}: it owns weights {owned} "
-                f"(recurrent connections); pass it in ignore=[...] to leave it unpruned"
-            )
+                f"cannot prune channels of {type(module).__name__}: it owns weights {owned or [type(rec).__name__]} "
+                f"that are not a recurrent Linear/Conv2d; pass it in ignore=[...] to leave it unpruned")
         if channel_dim >= 0:
             raise UnsupportedLayerError(f"channel_dim={channel_dim} must be negative (counted from the end)")
         state = set(module._non_persistent_buffers_set)
@@ -162,12 +168,28 @@ class SnnTorchAdapter(Adapter):
                         f"{type(module).__name__}.{name} has shape {tuple(tensor.shape)}: its size along "
                         f"channel_dim={channel_dim} does not match the other per-channel tensors ({channels})"
                     )
+        if isinstance(rec, (nn.Linear, nn.Conv2d)):  # all-to-all recurrence: the kept neurons' rows and columns
+            from snn_spikefit.pruning.surgery import surgery_for
+
+            surgery = surgery_for(rec)
+            problem = surgery.problem(rec)
+            if problem:
+                raise UnsupportedLayerError(f"cannot prune channels of {type(module).__name__}: its recurrent "
+                                            f"{type(rec).__name__} has {problem}")
+            surgery.out(rec, keep)
+            surgery.inp(rec, keep)
+            if isinstance(rec, nn.Linear):
+                module.linear_features = int(keep.numel())
+            else:
+                module.conv2d_channels = int(keep.numel())
         for name, tensor in plan:
             sliced = tensor.detach().index_select(tensor.ndim + channel_dim, keep.to(tensor.device)).clone()
             if isinstance(tensor, nn.Parameter):
                 setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
             else:
                 module._buffers[name] = sliced
+            if name == "V" and one_to_one:  # the one-to-one recurrence holds the same V
+                rec.V = getattr(module, name)
         for name in state:
             buf = module._buffers.get(name)
             if buf is not None:

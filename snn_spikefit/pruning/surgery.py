@@ -24,6 +24,11 @@ group) still holds after surgery.
 
 Register your own module type with :func:`register_surgery`.
 
+Recurrent neurons: the adapter's ``prune_neuron`` keeps the kept neurons' rows and
+columns of the recurrent weight (snnTorch ``RLeaky.recurrent``, Norse
+``LIFRecurrentCell.recurrent_weights``); a neuron that owns its input weights (Norse's
+``input_weights``) is its own producer (``PrunableLayer.producer == neuron``).
+
 :func:`prunable_layers` finds, in the traced data-flow graph, each spiking
 layer's path producer -> (BatchNorm, pools) -> neuron -> (pools, Dropout,
 Flatten) -> consumer, and refuses anything else on it (a functional op, a
@@ -224,6 +229,7 @@ class PrunableLayer:
     channels: int
     channel_dim: int             # channel axis of one step's activation, from the end (negative)
     after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
+    producer_weight: str = "weight"  # the producer's weight (output channels first): a neuron's own input weight
 
 
 
@@ -299,19 +305,34 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
         after, consumer = _walk(graph, node.name, "forward")
         if consumer is None:  # its spikes are the model's output
             continue
-        between, producer = _walk(graph, node.name, "back")
+        if _owns_input_weights(graph.adapter, node.module):  # e.g. Norse LIFRecurrentCell: its own producer
+            between, producer = [], node.name
+        else:
+            between, producer = _walk(graph, node.name, "back")
         if _matches(producer, patterns):
             continue
         shape = node.out_shape
         if shape is None or len(shape) < 2:
             raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
         producer_module = graph.node(producer).module
-        weight = getattr(producer_module, surgery_for(producer_module).weight)
+        param = (_owned_input(graph.adapter, producer_module) if producer == node.name
+                 else surgery_for(producer_module).weight)
+        weight = getattr(producer_module, param)
         if weight.shape[0] != shape[1]:
             raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
         out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
-                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after)))
+                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after), param))
     return out
+
+
+def _owned_input(adapter: Adapter, module: nn.Module) -> str | None:
+    """The weight a neuron owns that multiplies its input (not its own spikes), if any."""
+    recurrent = set(adapter.recurrent_weight_names(module))
+    return next((n for n in adapter.weight_names(module) if n not in recurrent), None)
+
+
+def _owns_input_weights(adapter: Adapter, module: nn.Module) -> bool:
+    return _owned_input(adapter, module) is not None
 
 
 def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
@@ -331,7 +352,8 @@ def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
 def remove_channels(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
     """Keep only channels ``keep`` (sorted indices) of ``layer``: producer, followers, neuron, consumer."""
     modules = dict(model.named_modules())
-    surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
+    if layer.producer != layer.neuron:  # a neuron that owns its input weights slices them itself
+        surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
     for name in layer.between:
         surgery_for(modules[name]).out(modules[name], keep)
     adapter.prune_neuron(modules[layer.neuron], keep, layer.channel_dim)
