@@ -275,7 +275,8 @@ class NorseAdapter(Adapter):
             if not module.autapses:  # Norse masks the self-connections' gradient with a hook on the tensor
                 latent = (module.parametrizations["recurrent_weights"].original
                           if "recurrent_weights" in getattr(module, "parametrizations", {}) else module.recurrent_weights)
-                latent.register_hook(_no_autapse_grad)
+                if latent.requires_grad:
+                    latent.register_hook(_no_autapse_grad)
         p = module.p
         fields = {}
         for name in p._fields:

@@ -197,11 +197,14 @@ class OpCounter:
 
     def __enter__(self) -> "OpCounter":
         with torch.no_grad():
+            inside = self._inside_neurons()
             for name, module in self.layers:
                 weight = module.weight.detach()
                 w_bin = (weight != 0).to(weight.dtype)
-                self._handles.append(module.register_forward_hook(
-                    self._hook(name, _rule(module), w_bin, torch.ones_like(weight))))
+                hook = self._hook(name, _rule(module), w_bin, torch.ones_like(weight))
+                if name in inside:  # e.g. RLeaky.recurrent: snnTorch's zero reset calls it twice per step
+                    hook = self._once_per_step(name, inside[name], hook)
+                self._handles.append(module.register_forward_hook(hook))
             by_neuron: dict[int, tuple[nn.Module, list]] = {}
             for name, module, param in self.owned:
                 weight = getattr(module, param).detach()
@@ -230,6 +233,26 @@ class OpCounter:
             acc[0 if spiking else 1] += effective
             acc[2] += dense
         return fn
+
+    def _inside_neurons(self) -> dict[str, nn.Module]:
+        """Connection layers that live inside a spiking neuron (a recurrent weight), with the neuron."""
+        neurons = self.recorder.neurons
+        return {name: neurons[n] for name, _ in self.layers for n in neurons if name.startswith(n + ".")}
+
+    def _once_per_step(self, name: str, neuron: nn.Module, hook):
+        """Count a layer inside ``neuron`` once per call of the neuron (one step), however often it runs."""
+        counted: list[bool] = [False]
+
+        def fresh(module, args):
+            counted[0] = False
+
+        def once(module, args, output):
+            if not counted[0]:
+                counted[0] = True
+                hook(module, args, output)
+
+        self._handles.append(neuron.register_forward_pre_hook(fresh))
+        return once
 
     def _owned_hook(self, weights: list):
         adapter = self.recorder.adapter
