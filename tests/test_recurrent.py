@@ -190,6 +190,31 @@ def test_hand_written_recurrent_graph_matches_euler_with_one_step_delay(framewor
     assert torch.equal(out, again)
 
 
+@needs_snntorch
+@pytest.mark.parametrize("framework", ["snntorch", pytest.param("norse", marks=needs_norse)])
+def test_stock_snntorch_per_module_export_of_rleaky_imports_exactly(framework):
+    """snnTorch's exporter writes RLeaky as a nested graph (input -> lif <-> w_rec -> output), dt = 1e-4."""
+    import snntorch as snn
+    from snntorch.export_nir import _extract_snntorch_module
+
+    torch.manual_seed(1)
+    model = _boost(nn.Sequential(
+        nn.Linear(10, 16), snn.RLeaky(beta=0.8, linear_features=16, reset_mechanism="zero", reset_delay=False,
+                                      init_hidden=True),
+        nn.Linear(16, 5), snn.Leaky(beta=torch.full((5,), 0.9), threshold=torch.ones(5), reset_mechanism="zero",
+                                    init_hidden=True)), 2.0)
+    names = ["fc1", "rlif", "fc2", "lif2"]
+    nodes = {"input": nir.Input(input_type={"input": np.array([10])}),
+             **{k: _extract_snntorch_module(m) for k, m in zip(names, model)},
+             "output": nir.Output(output_type={"output": np.array([5])})}
+    assert isinstance(nodes["rlif"], nir.NIRGraph)
+    order = ["input", *names, "output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
+    x = _input()
+    assert_recurrence_matters(model, x)
+    assert_same_spikes(model, sf.import_nir(graph, framework, dt=1e-4), x)
+
+
 # -- the NIR paper's braille model (snnTorch RSynaptic, dt = 1e-4) ----------------------------------------
 def _braille_input():
     torch.manual_seed(0)

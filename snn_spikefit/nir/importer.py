@@ -38,7 +38,7 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
-from .recurrence import recurrent_edges
+from .recurrence import flatten_subgraphs, recurrent_edges
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
 
@@ -213,8 +213,6 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
-    if isinstance(node, nir.NIRGraph):
-        raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
     layer = layer_for_node(name, node)
     if layer is not None:
         try:
@@ -336,6 +334,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
             warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
                           f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
     dt = check_dt(dt)
+    graph = flatten_subgraphs(graph)  # e.g. snnTorch's exporter writes RLeaky as a nested graph
     order, pred, output, recurrent = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
     shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent)
