@@ -194,8 +194,10 @@ class Adapter:
         or ``[C]``) is sliced along the same axis. Parameters stay Parameters,
         buffers stay buffers; scalar (shared) parameters are left as they are;
         stored state (membrane, synaptic current) is cleared so it re-initialises
-        with the new shape. A neuron whose per-channel data cannot be sliced
-        (e.g. one owning recurrent weights) raises ``UnsupportedLayerError``.
+        with the new shape. A neuron that owns weights keeps the rows (and, for
+        a recurrent weight, the columns) of the kept neurons, codebooks included
+        (:func:`snn_spikefit.pruning.surgery.slice_weight`); one whose data cannot be
+        sliced raises ``UnsupportedLayerError``.
         """
         raise UnsupportedLayerError(
             f"adapter {self.name!r} cannot prune channels of {type(module).__name__}"
