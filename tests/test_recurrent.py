@@ -245,6 +245,20 @@ def test_braille_imports_runs_compresses_to_m4_and_round_trips(framework, tmp_pa
     assert all(torch.equal(sa, sb) for sa, sb in zip(a, b))
 
 
+@pytest.mark.parametrize("framework", [
+    pytest.param("snntorch", marks=needs_snntorch), pytest.param("norse", marks=needs_norse)])
+def test_imported_recurrent_graph_counts_checks_and_refuses_pruning_by_name(framework):
+    model = sf.import_nir(BRAILLE, framework, dt=1e-4)
+    x = _braille_input()
+    rows = {layer.name: layer for layer in sf.count_ops(model, x).layers}
+    assert rows["layers.lif1_w_rec.0"].acs > 0 and rows["layers.lif1_w_rec.0"].dense == 256 * 38 * 38
+    report = sf.check(model, sf.HardwareProfile("tiny", fan_in=20), sample=x[0])
+    fan = {v.layer: v.actual for v in report.violations if v.rule == "fan_in"}
+    assert fan == {"layers.fc1.0": 12 + 38, "layers.fc2.0": 38}  # 12 inputs + 38 recurrent into lif1
+    with pytest.raises(sf.UnsupportedLayerError, match=r"imported NIR graph with recurrent edges .*cannot be pruned"):
+        sf.prune(model, [(x[0], torch.zeros(4, dtype=torch.long))], 0.2, progress=False)
+
+
 @needs_snntorch
 @needs_norse
 @pytest.mark.parametrize("name", ["braille_noDelay_bias_zero.nir", "braille_noDelay_noBias_subtract.nir"])

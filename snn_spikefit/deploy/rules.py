@@ -55,6 +55,7 @@ class LayerFacts:
     neurons: int | None       # output elements per sample; None: a conv layer checked without sample
     recurrent_of: str | None = None       # the spiking neuron whose own spikes this weight feeds back to it
     recurrent_fan_in: Tensor | None = None  # recurrent synapses into each output neuron of this layer
+    feeds: str | None = None  # the recurrent neuron this layer feeds, when the graph says so (imported NIR)
 
     @property
     def fan_in(self) -> Tensor:
@@ -127,20 +128,39 @@ def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
         recurrent_of = owner if (owner is not None and (not owned or param in adapter.recurrent_weight_names(module))) else None
         out.append(LayerFacts(name, module, cls, is_conv, weight, rows, (rows != 0).sum(dim=1),
                               quantizers.get(name), neurons_out, recurrent_of))
-    return _add_recurrent_fan_in(out, nodes, [n for n, _ in model.named_modules()])
+    return _add_recurrent_fan_in(_graph_recurrence(model, out), nodes, [n for n, _ in model.named_modules()])
+
+
+def _graph_recurrence(model: nn.Module, facts: list[LayerFacts]) -> list[LayerFacts]:
+    """Mark the recurrent weight layers of imported NIR graphs (``NIRGraphModule.recurrent_layers``)."""
+    from ..nir.importer import NIRGraphModule
+
+    names = {id(m): n for n, m in model.named_modules()}
+    by_module = {id(f.module): i for i, f in enumerate(facts) if f.name == names.get(id(f.module))}
+    for graph in (m for m in model.modules() if isinstance(m, NIRGraphModule)):
+        for rec, feeding, neuron in graph.recurrent_layers():
+            if id(rec) in by_module:
+                i = by_module[id(rec)]
+                facts[i] = replace(facts[i], recurrent_of=names[id(neuron)])
+                for f in feeding:  # the neuron's other input: found by _add_recurrent_fan_in as its "producer"
+                    if id(f) in by_module:
+                        facts[by_module[id(f)]] = replace(facts[by_module[id(f)]], feeds=names[id(neuron)])
+    return facts
 
 
 def _add_recurrent_fan_in(facts: list[LayerFacts], nodes: dict, order: list[str]) -> list[LayerFacts]:
     """Add each recurrent weight's synapses to the fan-in of the layer that feeds its neuron.
 
-    That layer is the neuron's own input weight (``<neuron>.input_weights``), else its producer in
-    the traced graph (with ``sample``), else the last connection layer defined before the neuron.
+    That layer is the neuron's own input weight (``<neuron>.input_weights``) or the one an imported
+    graph names (``feeds``), else its producer in the traced graph (with ``sample``), else the
+    last connection layer defined before the neuron.
     """
     by_name = {f.name: i for i, f in enumerate(facts)}
     position = {n: i for i, n in enumerate(order)}
     for r in [f for f in facts if f.recurrent_of is not None]:
         neuron = r.recurrent_of
-        feeding = next((f.name for f in facts if f.recurrent_of is None and f.name.startswith(neuron + ".")), None)
+        feeding = next((f.name for f in facts if f.recurrent_of is None and (f.name.startswith(neuron + ".")
+                                                                            or f.feeds == neuron)), None)
         if feeding is None and neuron in nodes and nodes[neuron].inputs[0] in by_name:
             feeding = nodes[neuron].inputs[0]
         if feeding is None:

@@ -143,6 +143,22 @@ class NIRGraphModule(nn.Module):
                             if stateful and "state" in inspect.signature(m.forward).parameters}
         self._previous: dict[str, torch.Tensor] = {}
 
+    def recurrent_layers(self) -> list[tuple[nn.Module, list[nn.Module], nn.Module]]:
+        """Per recurrent edge into a weight node: ``(its weight layer, the layers feeding the same neuron, the neuron)``.
+
+        For chip checks: the recurrent layer's synapses add to the fan-in of the neuron, whose
+        other inputs come from the feeding layers (the first module of each node).
+        """
+        out = []
+        for neuron, w in self.recurrent:
+            if w == self.output or neuron not in self.pred.get(w, []) or w not in self.keys:
+                continue
+            into = [n for n in self.keys if w in self.pred[n]]
+            for target in into:
+                feeding = [self.layers[self.keys[p]][-1] for p in self.pred[target] if p != w and p in self.keys]
+                out.append((self.layers[self.keys[w]][0], feeding, self.layers[self.keys[neuron]][-1]))
+        return out
+
     def reset_state(self) -> None:
         """Forget the last step's values of the recurrent edges (the next step starts from zeros)."""
         self._previous = {}

@@ -292,6 +292,7 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
     that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
     """
     patterns = _ignore_patterns(model, ignore)
+    _refuse_recurrent_graphs(model)
     was_training = model.training
     model.eval()  # tracing must not update BatchNorm statistics or codebooks
     try:
@@ -333,6 +334,17 @@ def _owned_input(adapter: Adapter, module: nn.Module) -> str | None:
 
 def _owns_input_weights(adapter: Adapter, module: nn.Module) -> bool:
     return _owned_input(adapter, module) is not None
+
+
+def _refuse_recurrent_graphs(model: nn.Module) -> None:
+    from ..nir.importer import NIRGraphModule
+
+    for name, m in model.named_modules():
+        if isinstance(m, NIRGraphModule) and m.recurrent:
+            raise UnsupportedLayerError(
+                f"cannot prune {name or type(m).__name__!r}: an imported NIR graph with recurrent edges "
+                f"{m.recurrent} cannot be pruned (its recurrent inputs are not traced module to module); prune "
+                f"the model in its framework (snnTorch RLeaky/RSynaptic, Norse LIFRecurrentCell) and export it")
 
 
 def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
