@@ -256,7 +256,7 @@ def test_imported_recurrent_graph_counts_checks_and_refuses_pruning_by_name(fram
     fan = {v.layer: v.actual for v in report.violations if v.rule == "fan_in"}
     assert fan == {"layers.fc1.0": 12 + 38, "layers.fc2.0": 38}  # 12 inputs + 38 recurrent into lif1
     with pytest.raises(sf.UnsupportedLayerError, match=r"imported NIR graph with recurrent edges .*cannot be pruned"):
-        sf.prune(model, [(x[0], torch.zeros(4, dtype=torch.long))], 0.2, progress=False)
+        sf.prune(model, [(x[0], torch.zeros(4, dtype=torch.long))], amount=0.2, progress=False)
 
 
 @needs_snntorch
@@ -327,7 +327,8 @@ def test_prune_keeps_rows_and_columns_of_recurrent_weights_consistently(make, wr
     _, before = recorded(model, x)
     assert int(before[0][..., silent].sum()) == 0 and int(before[0].sum()) > 0 and int(before[1].sum()) > 0
     data = [(x[0], torch.zeros(4, dtype=torch.long))]
-    report = sf.prune(model, data, 0.25, criterion=_silent_last(silent), num_batches=1, num_steps=STEPS, progress=False)
+    report = sf.prune(model, data, amount=0.25, criterion=_silent_last(silent), num_batches=1, num_steps=STEPS,
+                      progress=False)
     keep = [i for i in range(16) if i not in silent]
     assert report.layers[0].kept == tuple(keep) and report.layers[0].channels_after == 12
     rec = model[1].recurrent.weight if hasattr(model[1], "recurrent") else model[0].recurrent_weights

@@ -31,7 +31,7 @@ neuron layer: non-zero outputs / outputs; activation sparsity is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -40,7 +40,11 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..reports import Report
+from ..runtime import check_input, check_module, run
 from ..table import Table
+from ..adapter import get_adapter
+from ..quantize.layers import layer_name
 from ..trace import Recorder
 
 __all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
@@ -65,13 +69,21 @@ OP_RULES: dict[type[nn.Module], Callable[[nn.Module, Tensor, Tensor], Tensor]] =
 }
 
 
-def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tensor, Tensor], Tensor]) -> None:
-    """Count operations of ``layer_type`` by ``fn(module, x, w)`` (the layer re-run with no bias)."""
+def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tensor, Tensor], Tensor], *,
+                     replace: bool = False) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """Count operations of ``layer_type`` by ``fn(module, x, w)`` (the layer re-run with no bias).
+
+    A type that already has a rule is refused unless ``replace=True``.
+    """
     if not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
         raise SpikeFitTypeError(f"layer_type must be an nn.Module subclass, got {layer_type!r}")
     if not callable(fn):
         raise SpikeFitTypeError(f"fn must be callable (module, x, w) -> Tensor, got {fn!r}")
+    if layer_type in OP_RULES and not replace:
+        raise SpikeFitValueError(f"an operation rule for {layer_type.__name__} is already registered "
+                                 f"({OP_RULES[layer_type]!r}); pass replace=True to replace it")
     OP_RULES[layer_type] = fn
+    return fn
 
 
 def _rule(module: nn.Module):
@@ -89,9 +101,6 @@ def neuron_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     (:meth:`~snn_spikefit.adapter.Adapter.weight_names`); named like compressed layers,
     ``"<neuron>.<parameter>"``. snnTorch ``RLeaky.recurrent`` is an ``nn.Linear``: a connection layer.
     """
-    from ..adapter import get_adapter
-    from ..quantize.layers import layer_name
-
     adapter = get_adapter(model)
     return [(layer_name(n, p), m, p) for n, m in adapter.neurons(model) for p in adapter.weight_names(m)]
 
@@ -124,7 +133,7 @@ class NeuronActivity:
 
 
 @dataclass(frozen=True)
-class OpCounts:
+class OpCounts(Report):
     """What :func:`count_ops` / :class:`OpCounter` measured, per sample."""
 
     samples: int
@@ -166,8 +175,10 @@ class OpCounts:
             t.add_row([n.name, "neuron", None, None, None, n.neurons, n.updates, n.firing_rate])
         return t
 
-    def __str__(self) -> str:
-        return str(self.table())
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "acs": self.acs, "macs": self.macs, "dense": self.dense,
+                "neuron_updates": self.neuron_updates, "activation_sparsity": self.activation_sparsity,
+                "layers": [asdict(layer) for layer in self.layers], "neurons": [asdict(n) for n in self.neurons]}
 
 
 class OpCounter:
@@ -182,8 +193,7 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_module(model)
         self.model = model
         self.layers = connection_layers(model)
         self.owned = neuron_weights(model)
@@ -304,7 +314,6 @@ def count_ops(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> O
         x: static ``[B, ...]`` input with ``num_steps``, or time-major ``[T, B, ...]``.
         num_steps: steps for a static input.
     """
-    from ..runtime import check_input, run
 
     check_input(x, num_steps)
     batch = int(x.shape[0] if num_steps is not None else x.shape[1])

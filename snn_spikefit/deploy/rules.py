@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 
 from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..nir.importer import NIRGraphModule
 from ..quantize.layers import compressed_layers
 from ..trace import trace
 from .hardware import HardwareProfile
@@ -133,8 +134,6 @@ def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
 
 def _graph_recurrence(model: nn.Module, facts: list[LayerFacts]) -> list[LayerFacts]:
     """Mark the recurrent weight layers of imported NIR graphs (``NIRGraphModule.recurrent_layers``)."""
-    from ..nir.importer import NIRGraphModule
-
     names = {id(m): n for n, m in model.named_modules()}
     by_module = {id(f.module): i for i, f in enumerate(facts) if f.name == names.get(id(f.module))}
     for graph in (m for m in model.modules() if isinstance(m, NIRGraphModule)):

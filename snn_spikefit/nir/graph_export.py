@@ -10,7 +10,7 @@ same model back: same spikes at every step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import nir
 import numpy as np
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..adapter import get_adapter
 from ..quantize.layers import compressed_layers
+from ..runtime import run
 from .common import Gain, layer_for_module
 
 __all__ = ["export_graph_module"]
@@ -26,8 +27,6 @@ __all__ = ["export_graph_module"]
 
 def _shapes(model: nn.Module, sample: Tensor, adapter) -> dict[int, tuple[tuple, tuple]]:
     """Per-sample input and output shape of every module of the graph, from one step on ``sample``."""
-    from ..runtime import run
-
     shapes: dict[int, tuple[tuple, tuple]] = {}
 
     def hook(module, args, output):
@@ -44,20 +43,22 @@ def _shapes(model: nn.Module, sample: Tensor, adapter) -> dict[int, tuple[tuple,
     return shapes
 
 
-def _node(key: str, module: nn.Module, shapes, adapter, dt: float, codebooks: dict) -> Any:
-    from .exporter import _codebook_of
-
+def _node(key: str, module: nn.Module, shapes, adapter, dt: float, codebooks: dict, codebook_of) -> Any:
     in_shape, out_shape = shapes[id(module)]
     if adapter.is_neuron(module):
         return adapter.neuron_to_nir(module, dt=dt, shape=out_shape)
     node = layer_for_module(key, module).to_nir(module, in_shape, out_shape)
-    node.metadata.update(_codebook_of(key, module, codebooks))
+    node.metadata.update(codebook_of(key, module, codebooks))
     return node
 
 
 @torch.no_grad()
-def export_graph_module(model: nn.Module, sample: Tensor, dt: float) -> tuple[dict, list]:
-    """The NIR nodes and edges of ``model`` (a NIRGraphModule), Input ``"input"`` and Output ``"output"``."""
+def export_graph_module(model: nn.Module, sample: Tensor, dt: float, codebook_of: Callable) -> tuple[dict, list]:
+    """The NIR nodes and edges of ``model`` (a NIRGraphModule), Input ``"input"`` and Output ``"output"``.
+
+    ``codebook_of(label, module, codebooks)``: the ``spikefit.*`` metadata of a layer's codebook
+    (the exporter's, so both paths write the same keys).
+    """
     adapter = get_adapter(model)
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
@@ -71,7 +72,7 @@ def export_graph_module(model: nn.Module, sample: Tensor, dt: float) -> tuple[di
         prev = None
         for i, module in enumerate(mods):
             k = key if i == len(mods) - 1 else (f"{key}_gain" if i == 0 and isinstance(module, Gain) else f"{key}_{i}")
-            nodes[k] = _node(k, module, shapes, adapter, dt, codebooks)
+            nodes[k] = _node(k, module, shapes, adapter, dt, codebooks, codebook_of)
             if prev is not None:
                 edges.append((prev, k))
             first.setdefault(name, k)

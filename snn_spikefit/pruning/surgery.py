@@ -54,9 +54,11 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..adapter import Adapter
+from ..nir.importer import NIRGraphModule
 from ..quantize.layers import select_channels
 from ..quantize.quantizer import Quantizer
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..runtime import eval_mode
 from ..trace import INPUT, UNKNOWN, Graph, trace
 
 __all__ = [
@@ -293,12 +295,8 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
     """
     patterns = _ignore_patterns(model, ignore)
     _refuse_recurrent_graphs(model)
-    was_training = model.training
-    model.eval()  # tracing must not update BatchNorm statistics or codebooks
-    try:
+    with eval_mode(model):  # tracing must not update BatchNorm statistics or codebooks
         graph = trace(model, sample)
-    finally:
-        model.train(was_training)
     out = []
     for node in graph.nodes:
         if not node.is_neuron or _matches(node.name, patterns):
@@ -337,8 +335,6 @@ def _owns_input_weights(adapter: Adapter, module: nn.Module) -> bool:
 
 
 def _refuse_recurrent_graphs(model: nn.Module) -> None:
-    from ..nir.importer import NIRGraphModule
-
     for name, m in model.named_modules():
         if isinstance(m, NIRGraphModule) and m.recurrent:
             raise UnsupportedLayerError(
