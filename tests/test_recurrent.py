@@ -405,3 +405,31 @@ def test_rsynaptic_without_reset_delay_is_refused_by_name():
     neuron = snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4, reset_delay=False)
     with pytest.raises(sf.UnsupportedLayerError, match=r"RSynaptic\(reset_delay=False\) cannot be exported exactly"):
         sf.get_adapter(nn.Sequential(neuron)).neuron_to_nir(neuron, dt=1e-3, shape=(4,))
+
+
+# -- the whole path as one call ------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", [pytest.param("snntorch", marks=needs_snntorch),
+                                       pytest.param("norse", marks=needs_norse)])
+def test_compress_a_recurrent_model_and_its_nir_file_runs_the_same(framework, tmp_path):
+    if framework == "snntorch":
+        from snn_spikefit.zoo.snntorch import recurrent_snn
+
+        model = recurrent_snn(64, 16, 10)
+    else:
+        import norse.torch as norse
+
+        torch.manual_seed(0)
+        model = norse.SequentialState(nn.Flatten(), nn.Linear(64, 16), norse.LIFRecurrentCell(16, 16), nn.Linear(16, 10))
+    result = sf.compress(model, "digits", hardware="loihi2", m=4, bits=4, prune=0.25, epochs=1, progress=False)
+    kept = result.model[2]
+    rec = kept.recurrent.weight if framework == "snntorch" else kept.recurrent_weights
+    assert tuple(rec.shape) == (12, 12)  # 16 -> 12 neurons: rows and columns of the recurrent weight
+    assert all(int(c.weight.unique().numel()) <= 4 for c in sf.compressed_layers(result.model))
+    result.save(tmp_path / "rnn.nir")
+    back = sf.import_nir(tmp_path / "rnn.nir", framework)
+    x = torch.rand(STEPS, 8, 1, 8, 8) * 4
+    out_a, spk_a = recorded(result.model, x)
+    out_b, spk_b = recorded(back, x)
+    assert 0 < int(spk_a[0].sum()) < spk_a[0].numel() and torch.equal(spk_a[0], spk_b[0])
+    assert torch.equal(out_a, out_b)
