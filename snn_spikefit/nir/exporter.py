@@ -122,7 +122,12 @@ def export_nir(
             ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``LPPool2d(1)`` (sum pool),
             ``Flatten`` and the adapters' neurons; wrapped (codebook) layers export
             their quantized weight plus ``spikefit.*`` node metadata (integer codes,
-            codebook, integer codebook, scale, bits, m, granularity).
+            codebook, integer codebook, scale, bits, m, granularity). A recurrent
+            neuron (snnTorch ``RLeaky``/``RSynaptic``, Norse ``LIFRecurrentCell``)
+            becomes its neuron node ``<name>`` in a cycle with its recurrent weight
+            node ``<name>_rec`` (and ``<name>_in`` for weights the cell owns on its
+            input); a model :func:`~snn_spikefit.import_nir` built from a graph
+            (:class:`~snn_spikefit.nir.importer.NIRGraphModule`) exports its own graph.
         sample: one input batch ``[B, ...]`` (only its first sample is used).
         path: write the graph with ``nir.write`` here.
         dt: the step in seconds that neuron time constants refer to. Default:
