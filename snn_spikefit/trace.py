@@ -130,7 +130,9 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
         def fn(module, args, output):
             if name in nodes:
                 return
-            ins = _tensors(args)
+            # a neuron's data input is its first argument; the rest is state (snnTorch's ``mem``
+            # passed back in, Norse's ``state``), which no module produced
+            ins = _tensors(args[:1] if is_neuron else args)
             inputs = [producers.get(id(t), UNKNOWN) for t in ins] or [UNKNOWN]
             out = adapter.spikes(module, output) if is_neuron else output
             outs = _tensors(out)
@@ -168,7 +170,7 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     step_out = _tensors(returned[0]) if returned else []
     output_name = producers.get(id(step_out[0])) if step_out else None
     if output_name in (None, INPUT):
-        first = out[0] if isinstance(out, tuple) else out
+        first = out
         output_name = order[-1] if order else None
         for name in reversed(order):
             n = nodes[name]

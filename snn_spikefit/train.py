@@ -25,9 +25,8 @@ __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 
 
 def scores(output: Any) -> Tensor:
-    """Class scores ``[B, C]`` from ``run``'s output: the first tensor, averaged over time."""
-    first = output[0] if isinstance(output, tuple) else output
-    return first.float().mean(dim=0)
+    """Class scores ``[B, C]`` from ``run``'s output ``[T, B, C]``: averaged over time."""
+    return output.float().mean(dim=0)
 
 
 def fit(

@@ -313,13 +313,16 @@ def _unchecked(ctx: CheckContext) -> None:
 
 
 @torch.no_grad()
-def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | None = None) -> CheckReport:
+def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | None = None, *,
+          num_steps: int = 1) -> CheckReport:
     """Every rule of ``profile`` that ``model`` breaks, by layer, with a fix hint.
 
     Args:
         model: a spiking model of any adapter, or plain PyTorch (not changed).
         profile: a profile name (:func:`snn_spikefit.list_profiles`) or a HardwareProfile.
         sample: one static input batch ``[B, ...]``; needed to count conv neurons.
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     The facts are collected once (:class:`CheckContext`), then every registered rule runs
     (:func:`check_rules`, :func:`register_check_rule`). Findings are listed layer by layer in
@@ -329,7 +332,7 @@ def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | Non
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(profile), sample, get_adapter(model), layer_facts(model, sample))
+    ctx = CheckContext(model, as_profile(profile), sample, get_adapter(model), layer_facts(model, sample, num_steps))
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)

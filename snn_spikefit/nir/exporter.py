@@ -78,6 +78,7 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -92,6 +93,8 @@ def export_nir(
         dt: the step in seconds that neuron time constants refer to. Default:
             the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
             a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -110,7 +113,7 @@ def export_nir(
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
     try:
-        return _export(model, sample, path, dt)
+        return _export(model, sample, path, dt, num_steps)
     finally:
         for m, mode in modes:
             m.training = mode
@@ -120,8 +123,8 @@ def export_nir(
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
-    graph = trace(model, sample)
+def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -> nir.NIRGraph:
+    graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):

@@ -100,8 +100,7 @@ class PruneReport:
 # -- scoring ---------------------------------------------------------------------------------------
 
 def _default_loss(output: Any, y: Tensor) -> Tensor:
-    first = output[0] if isinstance(output, tuple) else output
-    return nn.functional.cross_entropy(first.sum(dim=0), y, reduction="sum")
+    return nn.functional.cross_entropy(output.sum(dim=0), y, reduction="sum")
 
 
 def _batches(data: Iterable, num_batches: int):
@@ -283,7 +282,8 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
     adapter = get_adapter(model)
     params_before = count_parameters(model)
 
-    layers = prunable_layers(model, sample, ignore=ignore)
+    trace_steps = num_steps if num_steps is not None else 1
+    layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
     if not layers:
         raise SpikeFitValueError("model has no spiking layer that can be pruned (the output layer never is)")
     originals = {p.neuron: p.channels for p in layers}
@@ -294,7 +294,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
     samples = 0
     for step in range(1, steps + 1):
         if step > 1:
-            layers = prunable_layers(model, sample, ignore=ignore)
+            layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
         desc = f"scoring {crit_name}" + (f" {step}/{steps}" if steps > 1 else "")
         scores, samples = _score(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
                                  loss_fn=loss_fn, progress=progress, desc=desc)
