@@ -286,3 +286,27 @@ def test_norse_sequential_state_matches_its_own_loop_and_round_trips(tmp_path):
     sf.export_nir(model, x[:1], tmp_path / "norse.nir")
     again = sf.import_nir(tmp_path / "norse.nir", framework="norse")
     assert torch.equal(sf.run(again, x, num_steps=50), expected)
+
+
+# -- what no training can fix is reported before training ------------------------------------------------
+
+@needs_snntorch
+def test_maxpool_tutorial_net_is_not_ok(tmp_path):
+    net = tutorial6_net()  # tutorial 6 as written: MaxPool2d
+    x = _digits(8, 8)[0][0]
+    report = sf.check(net, "loihi", x[:1])
+    assert not report.ok
+    (pool,) = [v for v in report.violations if v.layer == "1"]
+    assert (pool.rule, pool.actual, pool.severity) == ("layer_type", "MaxPool2d", "error")
+    assert "use nn.AvgPool2d" in pool.hint and report.structural == [pool]
+    assert not any(s[1] == "1" for s in report.skipped)  # an error, not "not checked"
+    with pytest.raises(sf.UnsupportedLayerError, match=r"'1' \(MaxPool2d\) cannot be exported.*use nn.AvgPool2d"):
+        sf.export_nir(net, x[:1], tmp_path / "t6.nir")
+    assert sf.check(tutorial6_net(nn.AvgPool2d), "loihi", x[:1]).structural == []
+
+
+@needs_snntorch
+def test_conv_on_truenorth_is_structural_in_check():
+    report = sf.check(tutorial6_net(nn.AvgPool2d), "truenorth", _digits(8, 8)[0][0][:1])
+    assert [(v.rule, v.layer) for v in report.structural] == [("layer_type", "0")]
+    assert "no native convolution" in report.structural[0].hint

@@ -52,7 +52,7 @@ from .rules import CheckContext, check_rules, layer_facts, register_check_rule, 
 from ..table import Table
 from ..quantize.quantizer import distinct_per_row
 
-__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES",
+__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES", "STRUCTURAL_RULES",
            "register_check_rule", "unregister_check_rule", "check_rules"]
 
 #: Layers that need no check: they reshape, or fold into neighbours before deployment.
@@ -60,6 +60,12 @@ PASSIVE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
 )
+
+
+#: Rules no training, codebook or pruning can satisfy: the model itself has to change (a layer type
+#: the chip or NIR lacks, a kernel too large, a neuron model the chip does not run). ``compress``
+#: refuses a model that breaks one of them before any training.
+STRUCTURAL_RULES: tuple[str, ...] = ("layer_type", "kernel_size", "neuron_model")
 
 
 class ConstraintViolationError(SpikeFitValueError):
@@ -97,6 +103,11 @@ class CheckReport:
     @property
     def errors(self) -> list[Violation]:
         return [v for v in self.violations if v.severity == "error"]
+
+    @property
+    def structural(self) -> list[Violation]:
+        """The errors no training, codebook or pruning can fix (:data:`STRUCTURAL_RULES`)."""
+        return [v for v in self.errors if v.rule in STRUCTURAL_RULES]
 
     def raise_if_failed(self) -> None:
         """Raise :class:`ConstraintViolationError` listing every error, if there is one."""
@@ -299,7 +310,11 @@ for _name, _fn in [
 # -- check ----------------------------------------------------------------------------------------------
 
 def _unchecked(ctx: CheckContext) -> None:
-    """Note every leaf module that is no connection layer, neuron or passive layer."""
+    """Every leaf module that is no connection layer, neuron or passive layer: an error when NIR (the
+    way to every chip toolchain) cannot hold it (MaxPool, ReLU, ...), else noted as not checked."""
+    from ..nir.common import layer_for_module
+    from ..errors import UnsupportedLayerError
+
     connection_ids = {id(f.module) for f in ctx.layers}
     neuron_names = [n for n, _ in ctx.adapter.neurons(ctx.model)]
     for name, module in ctx.model.named_modules():
@@ -309,7 +324,15 @@ def _unchecked(ctx: CheckContext) -> None:
             continue
         if any(name.startswith(n + ".") for n in neuron_names):
             continue
-        ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
+        try:
+            layer_for_module(name, module)
+        except UnsupportedLayerError as exc:
+            kind = type(module).__name__
+            why = str(exc).split(": ", 1)[-1]
+            ctx.add("layer_type", "__exportable__", name, "layers NIR can hold", kind,
+                    f"{kind} cannot be exported to {ctx.chip} (no NIR node): {why}", severity="error")
+        else:
+            ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
 
 
 @torch.no_grad()
