@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         result = sf.compress(loaded.model, data, hardware=profile, m=args.m, bits=args.bits,
                              granularity=args.granularity, init=args.init, exclude=args.exclude, prune=args.prune,
                              criterion=args.criterion, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                             source=loaded.source, progress=not args.no_progress, log=lambda text: note(args, text))
+                             source=loaded.source, progress=False if args.no_progress else None, log=lambda text: note(args, text))
     result.record["seconds"] = round(time.perf_counter() - start, 2)  # the whole command, reading included
     result.save(out, html=args.html)
     record = result.to_dict()

@@ -58,7 +58,7 @@ def compress(
     num_steps: int | None = None,
     seed: int | None = 0,
     source: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], Any] | None = None,
 ) -> CompressResult:
     """Compress a copy of ``model`` for the chip ``hardware``, measure it before and after, check it.
@@ -81,7 +81,7 @@ def compress(
         seed: seeds torch's random generator for the run (the caller's generator state is restored
             afterwards); ``None``: use it as it is.
         source: what the record calls the model (default its class name).
-        progress: tqdm bars; ``log``: called with one line per stage (e.g. ``print``).
+        progress: tqdm bars (``None``: the library switch, :func:`snn_spikefit.set_progress`); ``log``: called with one line per stage (e.g. ``print``).
 
     Returns:
         :class:`~snn_spikefit.pipeline.CompressResult`; ``result.save("out.nir")`` writes the NIR
@@ -253,7 +253,7 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile
     return original, work, sample
 
 
-def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock, progress: bool, say
+def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock, progress: bool | None, say
            ) -> tuple[Any, dict[str, list[float]]]:
     """Fine-tune, prune and fine-tune again; ``(prune report or None, losses per fine-tune)``."""
     common = {"epochs": s["epochs"], "num_steps": data.num_steps, "lr": s["lr"], "progress": progress}

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
@@ -115,7 +115,7 @@ def _batches(data: Iterable, num_batches: int):
 
 
 def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
-           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool, desc: str
+           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
            ) -> tuple[dict[str, Tensor], int]:
     modules = dict(model.named_modules())
     if not crit.needs_data:
@@ -129,8 +129,8 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
     model.eval()  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
     try:
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
-            for x, y in tqdm(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
-                             disable=not progress):
+            for x, y in progress_bar(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
+                                     progress=progress):
                 rec.clear()
                 grads: dict[str, Tensor] = {}
                 if crit.needs_grad:
@@ -237,7 +237,7 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
 def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
           num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
-          finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:
+          finetune: Callable[[nn.Module], Any] | None = None, progress: bool | None = None) -> PruneReport:
     """Remove the least important ``amount`` of the channels of every prunable spiking layer, in place.
 
     Args:
@@ -256,7 +256,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
         loss_fn: ``(run output [T, B, ...], y) -> loss``; default cross-entropy (summed over the batch) of the
             time-summed output.
         finetune: called as ``finetune(model)`` between rounds (not after the last).
-        progress: tqdm progress bars.
+        progress: tqdm bars; ``None``: the library switch (:func:`snn_spikefit.set_progress`).
 
     Returns:
         A :class:`PruneReport` (prints as a table).
