@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     loaded = load_model(args)
     data = load_data(args)
-    check_fits(loaded, data)
+    data = check_fits(loaded, data, args)
     report = sf.evaluate(loaded.model, data.test, hardware=profile, num_steps=data.num_steps,
                          progress=False if args.no_progress else None)
     if args.out:
