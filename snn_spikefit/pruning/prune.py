@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -208,6 +209,28 @@ def _choose(layers, scores, counts, originals, amount, scope, step, steps) -> di
     return keep
 
 
+def _warn_ties(layers: list[PrunableLayer], scores: dict[str, Tensor], keep: dict[str, Tensor], crit: str) -> None:
+    """Warn when a layer's cut falls inside a group of equal scores: which channels go is then arbitrary
+    (their order), e.g. FSC on an untrained net whose spikes or gradients are all zero."""
+    for p in layers:
+        s = scores[p.neuron].detach().double().flatten()
+        kept = torch.zeros(s.numel(), dtype=torch.bool)
+        kept[keep[p.neuron]] = True
+        if kept.all() or not kept.any():
+            continue
+        cut = s[~kept].max()
+        if not bool((s[kept] == cut).any()):
+            continue
+        tied = int((s == cut).sum())
+        why = (" (no spikes or no gradient reached the layer: is the model trained, and does it fire on "
+               "this data?)" if float(s.abs().max()) == 0 else "")
+        warnings.warn(
+            f"prune: criterion {crit!r} gives {tied} of the {s.numel()} channels of layer {p.neuron!r} the same "
+            f"score {float(cut):.6g}, so which of them are removed is arbitrary (channel order){why}; train the "
+            f"model first, calibrate on more batches (num_batches=), or use another criterion (e.g. 'l1')",
+            UserWarning, stacklevel=3)
+
+
 def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
     modules = dict(model.named_modules())
     return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
@@ -300,6 +323,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
                                  loss_fn=loss_fn, progress=progress, desc=desc)
         counts = {p.neuron: p.channels for p in layers}
         keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
+        _warn_ties(layers, scores, keep, crit_name)
         todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
         modules = dict(model.named_modules())
         for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes
