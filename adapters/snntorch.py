@@ -135,7 +135,8 @@ class SnnTorchAdapter(Adapter):
         if num_steps is not None and isinstance(first, Tensor) and first.shape[0] != num_steps:
             raise SpikeFitValueError(
                 f"num_steps={num_steps} but the model runs its own time loop inside forward and "
-                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} or change the model"
+                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} (on the command line: "
+                f"--num-steps {first.shape[0]}) or change the model"
             )
         return tuple(out) if isinstance(out, list) else out
 

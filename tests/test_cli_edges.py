@@ -104,3 +104,49 @@ def test_compress_refuses_conv_on_truenorth_before_training(tmp_path):
     assert code == 1 and "no training, codebook or pruning can fix" in stderr  # 1: chip violations
     assert "no native convolution" in stderr and "fine-tun" not in stderr  # refused before any training
     assert not (tmp_path / "x.nir").exists()
+
+
+CLASS_NET = '''
+import torch
+import snntorch as snn
+from torch import nn
+
+
+class Net(nn.Module):  # snnTorch tutorial 5
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(64, 16), snn.Leaky(beta=0.95)
+        self.fc2, self.lif2 = nn.Linear(16, 10), snn.Leaky(beta=0.95)
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk2_rec, mem2_rec = [], []
+        for _ in range(25):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        return torch.stack(spk2_rec), torch.stack(mem2_rec)
+
+
+def build():
+    return Net()
+'''
+
+
+@pytest.mark.parametrize("command", [["check", "--hardware", "loihi"], ["export", "--out", "{tmp}/t5.nir"]])
+def test_class_net_hint_works_on_the_command_line(tmp_path, command):
+    factory = tmp_path / "t5.py"
+    factory.write_text(CLASS_NET)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("t5", factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.build().state_dict(), tmp_path / "t5.pt")
+    argv = [command[0], tmp_path / "t5.pt", "--model-factory", f"{factory}:build", "--input-shape", 64,
+            *[a.replace("{tmp}", str(tmp_path)) for a in command[1:]]]
+    code, _, stderr = run_cli(*argv)
+    assert code == 2 and "pass num_steps=25 (on the command line: --num-steps 25)" in stderr
+    code, _, stderr = run_cli(*argv, "--num-steps", 25)
+    assert code in (0, 1) and "error" not in stderr, stderr
