@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, get_adapter
-from .errors import SpikeFitValueError
+from .errors import SpikeFitValueError, UnsupportedLayerError
 
 __all__ = ["trace", "Graph", "TraceNode", "Recorder", "leaf_modules"]
 
@@ -121,6 +121,9 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     from .runtime import run
 
     adapter = get_adapter(model)
+    problem = adapter.step_problem(model)
+    if problem is not None:
+        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
     producers: dict[int, str] = {}
     keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
     nodes: dict[str, TraceNode] = {}

@@ -310,3 +310,24 @@ def test_conv_on_truenorth_is_structural_in_check():
     report = sf.check(tutorial6_net(nn.AvgPool2d), "truenorth", _digits(8, 8)[0][0][:1])
     assert [(v.rule, v.layer) for v in report.structural] == [("layer_type", "0")]
     assert "no native convolution" in report.structural[0].hint
+
+
+@needs_norse
+def test_norse_readme_style_sequence_modules_run_and_are_refused_by_name_where_steps_are_needed(tmp_path):
+    """Norse's README writes SequentialState(Lift(conv), LIF(), ...): modules that take the whole sequence."""
+    import norse.torch as norse
+
+    torch.manual_seed(9)
+    model = norse.SequentialState(norse.Lift(nn.Flatten()), norse.Lift(nn.Linear(64, 32)), norse.LIF(),
+                                  norse.Lift(nn.Linear(32, 10)), norse.LI())
+    x = _digits(16, 16)[0][0] * 3
+    expected, _ = model(x.expand(20, *x.shape))
+    assert torch.equal(sf.run(model, x, num_steps=20), expected)  # the whole sequence in one call, not step by step
+    assert torch.equal(sf.run(model, x.expand(20, *x.shape)), expected)
+    with pytest.raises(sf.UnsupportedLayerError, match=r"cannot be traced: Norse \['LI', 'LIF'\] .* take a whole "
+                                                        r"sequence per call.*norse.torch.LIFCell"):
+        sf.export_nir(model, x[:1], tmp_path / "seq.nir")
+    with pytest.raises(sf.UnsupportedLayerError, match="take a whole sequence per call"):
+        sf.prune(model, _digits(32, 16), 0.25, progress=False)
+    report = sf.check(model, "loihi", x[:1])
+    assert not report.ok and {v.layer for v in report.structural} == {"2", "4"}
