@@ -50,7 +50,7 @@ def reset(model: nn.Module) -> None:
 
 
 def release_state(model: nn.Module) -> None:
-    """Detach every tensor a module of ``model`` keeps from the autograd graph, in place.
+    """Detach every tensor the spiking neurons of ``model`` keep from the autograd graph, in place.
 
     snnTorch neurons with ``init_hidden=True`` (or snnTorch >= 1.0's stored ``mem``) keep the
     last step's membrane as a buffer; after a run that tensor is part of the graph and
@@ -59,7 +59,8 @@ def release_state(model: nn.Module) -> None:
     returned keep their graph (``backward`` still works). Every library call that runs a model
     leaves it this way, so the model can always be deep-copied.
     """
-    for module in model.modules():
+    neurons = [m for _, n in get_adapter(model).neurons(model) for m in n.modules()]
+    for module in neurons:  # only neuron state: other modules' tensors are the user's business
         for store in (module._buffers, module.__dict__):
             for name, value in list(store.items()):
                 if isinstance(value, Tensor) and value.grad_fn is not None:
