@@ -331,3 +331,17 @@ def test_norse_readme_style_sequence_modules_run_and_are_refused_by_name_where_s
         sf.prune(model, _digits(32, 16), 0.25, progress=False)
     report = sf.check(model, "loihi", x[:1])
     assert not report.ok and {v.layer for v in report.structural} == {"2", "4"}
+
+
+@needs_snntorch
+def test_deepcopy_after_compress_of_an_output_true_net():
+    from snn_spikefit.data import load_data
+
+    net = tutorial6_net(nn.AvgPool2d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = sf.compress(net, load_data("digits", limit=64), hardware="loihi", epochs=0, progress=False)
+    twin, copied = copy.deepcopy(result.model), copy.deepcopy(net)
+    x = _digits(8, 8)[0][0]
+    assert torch.equal(sf.run(twin, x, num_steps=4), sf.run(result.model, x, num_steps=4))
+    assert torch.equal(sf.run(copied, x, num_steps=4), sf.run(net, x, num_steps=4))
