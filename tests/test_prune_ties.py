@@ -28,7 +28,7 @@ def test_fsc_on_a_silent_untrained_net_warns():
         model[1].weight.mul_(0.01)  # untrained scale: the hidden layer never fires, every FSC score is 0
     with pytest.warns(UserWarning, match=r"criterion 'fsc' gives 16 of the 16 channels of layer '2' the same "
                                          r"score 0, so which of them are removed is arbitrary.*no spikes"):
-        report = sf.prune(model, _data(), 0.25, criterion="fsc", progress=False)
+        report = sf.prune(model, _data(), amount=0.25, criterion="fsc", progress=False)
     assert report.layers[0].score_max == 0.0
 
 
@@ -39,4 +39,4 @@ def test_scores_that_separate_the_channels_do_not_warn():
     model = dense_snn(64, 10, hidden=(16,))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        sf.prune(model, _data(), 0.25, criterion="l1", progress=False)  # 16 distinct filter norms
+        sf.prune(model, _data(), amount=0.25, criterion="l1", progress=False)  # 16 distinct filter norms

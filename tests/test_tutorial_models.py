@@ -148,10 +148,10 @@ def _calls(model, data, sample, steps, trace_steps, tmp_path):
         ("fit", lambda: sf.fit(model, data, epochs=1, num_steps=steps, progress=False)),
         ("accuracy", lambda: sf.accuracy(model, data, num_steps=steps)),
         ("evaluate", lambda: sf.evaluate(model, data, num_steps=steps, progress=False)),
-        ("check", lambda: sf.check(model, "loihi", sample, num_steps=trace_steps)),
+        ("check", lambda: sf.check(model, "loihi", sample=sample, num_steps=trace_steps)),
         ("wrap", lambda: sf.wrap(model, m=4, bits=4)),
         ("fit wrapped", lambda: sf.fit(model, data, epochs=1, num_steps=steps, progress=False)),
-        ("prune", lambda: sf.prune(model, data, 0.25, num_steps=steps, num_batches=1, progress=False)),
+        ("prune", lambda: sf.prune(model, data, amount=0.25, num_steps=steps, num_batches=1, progress=False)),
         ("freeze", lambda: sf.freeze(model)),
         ("export_nir", lambda: sf.export_nir(model, sample, tmp_path / "m.nir", num_steps=trace_steps)),
     ]
@@ -209,12 +209,12 @@ def test_class_net_hint_is_true_for_check_and_export(tmp_path):
     torch.manual_seed(5)
     net = tutorial5_net(num_steps=25)
     x = _digits(8, 8, flatten=True)[0][0]
-    for call in (lambda **k: sf.check(net, "loihi", x[:1], **k),
+    for call in (lambda **k: sf.check(net, "loihi", sample=x[:1], **k),
                  lambda **k: sf.export_nir(net, x[:1], **k)):
         with pytest.raises(sf.SpikeFitValueError, match=r"runs its own time loop.*pass num_steps=25"):
             call()
         call(num_steps=25)  # the hint, followed, works
-    report = sf.check(net, "loihi", x[:1], num_steps=25)
+    report = sf.check(net, "loihi", sample=x[:1], num_steps=25)
     assert {v.layer for v in report.violations} == {"fc1", "fc2"}  # fp32 weights, found in both layers
 
 
@@ -294,7 +294,7 @@ def test_norse_sequential_state_matches_its_own_loop_and_round_trips(tmp_path):
 def test_maxpool_tutorial_net_is_not_ok(tmp_path):
     net = tutorial6_net()  # tutorial 6 as written: MaxPool2d
     x = _digits(8, 8)[0][0]
-    report = sf.check(net, "loihi", x[:1])
+    report = sf.check(net, "loihi", sample=x[:1])
     assert not report.ok
     (pool,) = [v for v in report.violations if v.layer == "1"]
     assert (pool.rule, pool.actual, pool.severity) == ("layer_type", "MaxPool2d", "error")
@@ -302,12 +302,12 @@ def test_maxpool_tutorial_net_is_not_ok(tmp_path):
     assert not any(s[1] == "1" for s in report.skipped)  # an error, not "not checked"
     with pytest.raises(sf.UnsupportedLayerError, match=r"'1' \(MaxPool2d\) cannot be exported.*use nn.AvgPool2d"):
         sf.export_nir(net, x[:1], tmp_path / "t6.nir")
-    assert sf.check(tutorial6_net(nn.AvgPool2d), "loihi", x[:1]).structural == []
+    assert sf.check(tutorial6_net(nn.AvgPool2d), "loihi", sample=x[:1]).structural == []
 
 
 @needs_snntorch
 def test_conv_on_truenorth_is_structural_in_check():
-    report = sf.check(tutorial6_net(nn.AvgPool2d), "truenorth", _digits(8, 8)[0][0][:1])
+    report = sf.check(tutorial6_net(nn.AvgPool2d), "truenorth", sample=_digits(8, 8)[0][0][:1])
     assert [(v.rule, v.layer) for v in report.structural] == [("layer_type", "0")]
     assert "no native convolution" in report.structural[0].hint
 
@@ -328,8 +328,8 @@ def test_norse_readme_style_sequence_modules_run_and_are_refused_by_name_where_s
                                                         r"sequence per call.*norse.torch.LIFCell"):
         sf.export_nir(model, x[:1], tmp_path / "seq.nir")
     with pytest.raises(sf.UnsupportedLayerError, match="take a whole sequence per call"):
-        sf.prune(model, _digits(32, 16), 0.25, progress=False)
-    report = sf.check(model, "loihi", x[:1])
+        sf.prune(model, _digits(32, 16), amount=0.25, progress=False)
+    report = sf.check(model, "loihi", sample=x[:1])
     assert not report.ok and {v.layer for v in report.structural} == {"2", "4"}
 
 

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .._version import __version__
+from ..errors import SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
 from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
+from ..runtime import check_module, eval_mode
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
@@ -103,20 +105,14 @@ def export_nir(
     Warns when a neuron's reset cannot be expressed in NIR itself (it is kept
     in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not isinstance(sample, Tensor) or sample.ndim < 2:
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
     dt = check_dt(_model_dt(model) if dt is None else dt)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
-    try:
+    with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
         return _export(model, sample, path, dt, num_steps)
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 #: Modules that are the identity in eval mode; export skips them.
@@ -164,7 +160,6 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
-    from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
