@@ -345,3 +345,28 @@ def test_deepcopy_after_compress_of_an_output_true_net():
     x = _digits(8, 8)[0][0]
     assert torch.equal(sf.run(twin, x, num_steps=4), sf.run(result.model, x, num_steps=4))
     assert torch.equal(sf.run(copied, x, num_steps=4), sf.run(net, x, num_steps=4))
+
+
+@needs_norse
+def test_norse_conv_example_with_maxpool_is_not_ok_and_compress_refuses_before_training():
+    import norse.torch as norse
+    from snn_spikefit.data import load_data
+
+    model = norse.SequentialState(nn.Conv2d(1, 8, 3), norse.LIFCell(), nn.MaxPool2d(2), nn.Flatten(),
+                                  nn.Linear(8 * 3 * 3, 10), norse.LICell())
+    x = _digits(8, 8)[0][0]
+    assert sf.run(model, x, num_steps=4).shape == (4, 8, 10)
+    report = sf.check(model, "loihi", sample=x[:1])
+    assert not report.ok and [(v.layer, v.actual) for v in report.structural] == [("2", "MaxPool2d")]
+    data = load_data("digits", limit=64)
+    seen = []
+
+    class Counting(list):
+        def __iter__(self):
+            seen.append(1)
+            return super().__iter__()
+
+    data.train = Counting(data.train)
+    with pytest.raises(sf.UnsupportedLayerError, match=r"nothing was done: .*MaxPool2d.*use nn.AvgPool2d"):
+        sf.compress(model, data, hardware="loihi", epochs=1, progress=False)
+    assert seen == []  # refused before any training batch was read
