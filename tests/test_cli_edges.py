@@ -83,7 +83,7 @@ def test_compress_without_matplotlib_skips_plots_with_one_line(dense_nir, tmp_pa
 
 
 def test_plots_extra_is_declared():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     from pathlib import Path
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
