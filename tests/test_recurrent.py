@@ -188,6 +188,7 @@ def test_hand_written_recurrent_graph_matches_euler_with_one_step_delay(framewor
     assert torch.equal(spikes[0].double(), ref)
     again, _ = recorded(model, x)  # run() starts every run from zeros: the last run's spikes are forgotten
     assert torch.equal(out, again)
+    copy.deepcopy(model)  # the last step's recurrent values (autograd history) do not travel with a copy
 
 
 @needs_snntorch

@@ -99,8 +99,9 @@ class CheckContext:
         self.skipped.append((rule, layer, why))
 
 
-def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
-    """The facts of every connection layer of ``model`` (``sample`` traced to count conv neurons).
+def layer_facts(model: nn.Module, sample: Tensor | None, num_steps: int = 1) -> list[LayerFacts]:
+    """The facts of every connection layer of ``model`` (``sample`` traced for ``num_steps`` to count
+    conv neurons).
 
     Weights a neuron owns (:func:`~snn_spikefit.deploy.ops.neuron_weights`, e.g. a Norse
     ``LIFRecurrentCell``'s) are layers too. A recurrent weight (a connection layer inside a
@@ -110,8 +111,8 @@ def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
     """
     adapter = get_adapter(model)
     quantizers = {c.name: c.quantizer for c in compressed_layers(model)}
-    traced = trace(model, sample).nodes if sample is not None else []
-    nodes = {n.name: n for n in traced}
+    traceable = sample is not None and adapter.step_problem(model) is None  # else: layer_type errors
+    nodes = {n.name: n for n in trace(model, sample, num_steps=num_steps).nodes} if traceable else {}
     neurons = [n for n, _ in adapter.neurons(model)]
     found = [(name, module, "weight") for name, module in connection_layers(model)] + neuron_weights(model)
     out = []
