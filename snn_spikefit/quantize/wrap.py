@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..deploy.hardware import get_profile
+from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
+from ..runtime import check_module
 from ..table import Table
 from .cache import unwatch
 from .codebook import CodebookWeight
@@ -96,7 +97,7 @@ def wrap(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     reseed: bool = True,
-    hardware: str | None = None,
+    hardware: str | HardwareProfile | None = None,
 ) -> nn.Module:
     """Give every compressible layer of ``model`` a learnable ``m``-value codebook.
 
@@ -106,7 +107,10 @@ def wrap(
 
     Args:
         model: any ``nn.Module``; its ``Linear``/``Conv1d``/``Conv2d``/``Conv3d``
-            layers are compressed (the ``weight``; biases stay as they are).
+            layers are compressed (the ``weight``; biases stay as they are), and the
+            weights a neuron owns (``Adapter.weight_names``: Norse ``LIFRecurrentCell``'s
+            ``input_weights`` and ``recurrent_weights``); snnTorch ``RLeaky.recurrent``
+            is a ``Linear`` and compressed as one.
         m: values per codebook, at least 2 (default 4, or the profile's).
         bits: quantize the codebook to signed integers of this width (2..8) times
             one scale per codebook; then ``m <= 2**bits - 1``. ``None`` keeps float.
@@ -126,8 +130,7 @@ def wrap(
             compressible layer, a model already wrapped, NaN/inf weights. The model
             is left exactly as it was.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if hardware is not None:
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
@@ -186,12 +189,13 @@ def wrap(
     return model
 
 
-def _from_profile(hardware: str, m, bits, granularity):
-    profile = get_profile(hardware)
+def _from_profile(hardware: str | HardwareProfile, m, bits, granularity):
+    profile = as_profile(hardware)
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
 
 
 def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
+    check_module(model)
     layers = compressed_layers(model)
     if not layers:
         raise NotWrappedError(f"{what} needs a model prepared by snn_spikefit.wrap(model, m=...); "
