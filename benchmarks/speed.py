@@ -19,7 +19,7 @@ for scale only. Rows:
 * coremltools ``DKMPalettizer`` (when importable) on an ANN, and on an SNN.
 
     .venv/bin/python benchmarks/speed.py            # ~5 min on the 2-core machine
-    .venv/bin/python benchmarks/speed.py --quick    # fewer rounds, no tutorial-net training rows
+    .venv/bin/python benchmarks/speed.py --quick    # fewer rounds and configurations, no tutorial-net training
     .venv/bin/python benchmarks/speed.py --large    # adds k-means on 1e7 weights
 
 Writes ``benchmarks/results/speed.md`` and ``speed.json`` (``--out`` to change).
@@ -126,8 +126,9 @@ def cat_rows(quick: bool) -> None:
     print("CAT training step / FP32 step", flush=True)
     rounds = 5 if quick else 9
     x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
-    cat_bench("CAT step, VGG conv SNN T=4 B=32", lambda: vgg_snn(), x, y, 4,
-              ["m=2", "m=4", "m=16", "m=256", "m=1024", "m=4 channel"], rounds, "<= 1.05")
+    sweep = ["m=4", "m=256"] if quick else ["m=2", "m=4", "m=16", "m=256", "m=1024", "m=4 channel"]
+    cat_bench("CAT step, VGG conv SNN T=4 B=32", lambda: vgg_snn(), x, y, 4, sweep, 3 if quick else rounds,
+              "<= 1.05")
     if not quick:
         x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
         cat_bench("CAT step, tutorial conv SNN T=25 B=128", lambda: conv_snn(1, 10, 28, (12, 64)), x, y, 25,
