@@ -304,22 +304,59 @@ def dkm_rows(quick: bool) -> None:
             note=outcome)
 
 
+# -- where the time goes ----------------------------------------------------------------------
+
+PROFILES: list[str] = []
+
+
+def profile_rows(quick: bool) -> None:
+    """torch.profiler's top operators of a CAT step on the Linear 1024x1024 bench (m=4 and m=256)."""
+    from torch.profiler import profile
+
+    from snn_spikefit.zoo.snntorch import dense_snn
+
+    print("profile: CAT step, Linear 1024x1024 T=8 B=32", flush=True)
+    x, y = torch.rand(32, 1024), torch.randint(0, 10, (32,))
+    for config in ("fp32", "m=4", "m=256"):
+        torch.manual_seed(0)
+        model = dense_snn(1024, 10, (1024,))
+        if config != "fp32":
+            sf.wrap(model, m=parse(config)[0])
+        step = train_step(model, x, y, 8)
+        step()
+        with profile() as prof:
+            for _ in range(3):
+                step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+        PROFILES.append(f"### {config} (3 steps)\n\n```\n{table.strip()}\n```\n")
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def write(out: Path, command: str, started: str, wall: float) -> None:
+def write(out: Path, command: str, started: str, wall: float, append: bool) -> None:
     meta = {"command": command, "started": started, "wall_s": round(wall, 1), "load_start": LOAD_START,
             "load_end": load(), "torch": torch.__version__, "python": platform.python_version(),
             "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1, default=str) + "\n")
-    lines = ["# Speed (benchmarks/speed.py)", "",
-             f"Command: `{command}`, started {started}, {wall:.0f} s wall; torch {meta['torch']}, "
-             f"{meta['cpus']} CPUs, one thread; load average {meta['load_start']} at start, "
-             f"{meta['load_end']} at the end (the machine is shared: only the ratios count).", "",
+    runs = [meta]
+    if append and (out / "speed.json").exists():  # keep the earlier run's other figures
+        old = json.loads((out / "speed.json").read_text())
+        figures = {r["figure"] for r in ROWS}
+        ROWS[:0] = [r for r in old["rows"] if r["figure"] not in figures]
+        PROFILES[:0] = [] if PROFILES else old.get("profiles", [])
+        runs = old.get("runs", [old.get("meta")]) + runs
+    (out / "speed.json").write_text(json.dumps({"runs": runs, "rows": ROWS, "profiles": PROFILES}, indent=1,
+                                               default=str) + "\n")
+    lines = ["# Speed (benchmarks/speed.py)", ""]
+    for run in runs:
+        lines.append(f"Command: `{run['command']}`, started {run['started']}, {run['wall_s']:.0f} s wall; torch "
+                     f"{run['torch']}, {run['cpus']} CPUs, one thread; load average {run['load_start']} at start, "
+                     f"{run['load_end']} at the end (the machine is shared: only the ratios count).")
+    lines += ["",
              "Ratios of CPU times measured in interleaved rounds in this run: median of the per-round "
              "ratios and their min-max; the baseline's median time for scale.", "",
              "| figure | config | ratio | spread | baseline ms | target | note |", "|---|---|---|---|---|---|---|"]
@@ -328,6 +365,9 @@ def write(out: Path, command: str, started: str, wall: float) -> None:
         ratio = "" if r["ratio"] != r["ratio"] else f"{r['ratio']:.3f}"
         base = "" if r["base_ms"] is None else f"{r['base_ms']:.1f}"
         lines.append(f"| {r['figure']} | {r['config']} | {ratio} | {spread} | {base} | {r['target']} | {r['note']} |")
+    if PROFILES:
+        lines += ["", "## Where the time goes: CAT step, Linear 1024x1024, T=8, B=32 (torch.profiler)", "",
+                  *PROFILES]
     (out / "speed.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'speed.md'} and speed.json")
 
@@ -339,9 +379,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds; no tutorial-net training rows")
     ap.add_argument("--large", action="store_true", help="also k-means on 1e7 weights (sklearn takes minutes)")
-    ap.add_argument("--only", nargs="+", choices=["cat", "rss", "kmeans", "fsc", "inference", "dkm"],
+    ap.add_argument("--only", nargs="+", choices=["cat", "rss", "kmeans", "fsc", "inference", "dkm", "profile"],
                     help="run only these sections")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the figures of the earlier run in --out that this run does not measure")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -352,12 +394,13 @@ def main() -> None:
     started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
     sections = {"cat": lambda: cat_rows(args.quick), "rss": rss_rows,
                 "kmeans": lambda: kmeans_rows(args.quick, args.large), "fsc": lambda: fsc_rows(args.quick),
-                "inference": lambda: inference_rows(args.quick), "dkm": lambda: dkm_rows(args.quick)}
+                "inference": lambda: inference_rows(args.quick), "dkm": lambda: dkm_rows(args.quick),
+                "profile": lambda: profile_rows(args.quick)}
     for name, fn in sections.items():
         if not args.only or name in args.only:
             fn()
     command = "python benchmarks/speed.py" + "".join(f" {a}" for a in sys.argv[1:])
-    write(args.out, command, started, time.perf_counter() - t0)
+    write(args.out, command, started, time.perf_counter() - t0, args.append)
 
 
 if __name__ == "__main__":
