@@ -554,11 +554,12 @@ def test_eval_weight_computed_once_per_forward_pass_and_reused_until_a_write():
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("width", [30, 2100])  # below and above the size where the table search starts
 @pytest.mark.parametrize("after_forward", [False, True])
 @pytest.mark.parametrize("bits", [None, 4])
-def test_commitment_value_and_gradient_match_autograd_through_the_gather(after_forward, bits):
+def test_commitment_value_and_gradient_match_autograd_through_the_gather(after_forward, bits, width):
     torch.manual_seed(3)
-    model = sf.wrap(nn.Linear(30, 8), m=5, bits=bits, granularity="channel")
+    model = sf.wrap(nn.Linear(width, 8), m=5, bits=bits, granularity="channel")
     q = model.parametrizations.weight[0]
     w = model.parametrizations.weight.original.detach()
     values = q.codebook_values()
@@ -566,9 +567,39 @@ def test_commitment_value_and_gradient_match_autograd_through_the_gather(after_f
     expected = (torch.gather(values, 1, idx) - w.reshape(q.groups, -1)).pow(2).mean()
     (want,) = torch.autograd.grad(expected, q.codebook)
     if after_forward:
-        model(torch.randn(2, 30))  # the commitment then reuses this forward's w_q
+        model(torch.randn(2, width))  # the commitment then reuses this forward's w_q
     got = sf.commitment_loss(model)
     got.backward()
     assert torch.allclose(got, expected, rtol=1e-6, atol=0)
     assert torch.allclose(q.codebook.grad, want, rtol=1e-5, atol=1e-9)
     assert model.parametrizations.weight.original.grad is None
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("m,bits", [(4, None), (4, 4), (16, 8), (256, None)])
+def test_invariant_on_a_layer_large_enough_for_the_table_search(granularity, m, bits):
+    from snn_spikefit.quantize import assign
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 4))
+    assert model[0].weight.numel() >= assign.MIN_SIZE
+    sf.wrap(model, m=m, bits=bits, granularity=granularity)
+    x = torch.randn(16, 256)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        for _ in range(2):
+            loss = model(x).pow(2).mean() + sf.commitment_loss(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            _check_invariant(model, m, bits)
+    q = model[0].parametrizations.weight[0]
+    w = model[0].parametrizations.weight.original.detach()
+    values = q.codebook_values().detach()
+    nearest = (w.reshape(q.groups, -1, 1) - values[:, None, :]).abs().argmin(dim=2)
+    got = q.assign(w, values)
+    same_value = torch.gather(values, 1, got) == torch.gather(values, 1, nearest)
+    tie = (w.reshape(q.groups, -1) - torch.gather(values, 1, got)).abs() == \
+        (w.reshape(q.groups, -1) - torch.gather(values, 1, nearest)).abs()
+    assert bool((same_value | tie).all())  # the nearest codeword (either one on an exact tie)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .assign import bucket
+from .assign import MIN_SIZE as SMALL, bucket
 from .cache import VersionCache
 from .quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
@@ -166,6 +166,10 @@ class CodebookWeight(Quantizer):
             values = self.codebook_values()
         flat = weight.detach().reshape(self.groups, -1)
         values = values.detach()
+        if flat.numel() < SMALL:  # few weights: bisecting beats building tables
+            order_values, order = torch.sort(values, dim=1)
+            bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
+            return torch.gather(order, 1, torch.searchsorted(bounds.contiguous(), flat.contiguous()))
         if bool((values[:, 1:] > values[:, :-1]).all()):  # the usual case: already sorted
             return bucket(flat, (values[:, 1:] + values[:, :-1]) * 0.5)
         order_values, order = torch.sort(values, dim=1)
@@ -183,7 +187,10 @@ class CodebookWeight(Quantizer):
             key = VersionCache.make_key(weight, self.codebook) + (self.training,)
             values = self.codebook_values()
             idx = self.assign(weight, values)
-        out = _Lookup.apply(weight, values, idx)  # c[k*], gradient straight through to the weight
+        if weight.numel() < SMALL:  # plain ops: cheaper than a Python autograd Function here
+            out = torch.gather(values, 1, idx).reshape(weight.shape) + (weight - weight.detach())
+        else:
+            out = _Lookup.apply(weight, values, idx)  # c[k*], gradient straight through to the weight
         self._cache.put(key, (out, idx), hook_on=out)
         return out
 
@@ -228,6 +235,9 @@ class CodebookWeight(Quantizer):
         """
         values = self.codebook_values()
         cached = self._cache.get(VersionCache.make_key(weight, self.codebook) + (self.training,))
+        if weight.numel() < SMALL:
+            idx = cached[1] if cached is not None else self.assign(weight, values)
+            return (torch.gather(values, 1, idx) - weight.detach().reshape(self.groups, -1)).pow(2).mean()
         if cached is not None:  # the forward already gathered w_q: reuse it
             idx, quantized = cached[1], cached[0].detach().reshape(self.groups, -1)
         else:
