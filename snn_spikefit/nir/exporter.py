@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from typing import Any
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
 from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
+from .compat import require_nir, write_nir
+from .stock import STOCK_DT, STOCK_IMPORTERS, adapt_for_importer, stock_dt
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
@@ -78,6 +81,8 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    for_importer: str | None = None,
+    nir_version: str | None = None,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -90,27 +95,46 @@ def export_nir(
         sample: one input batch ``[B, ...]`` (only its first sample is used).
         path: write the graph with ``nir.write`` here.
         dt: the step in seconds that neuron time constants refer to. Default:
-            the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
-            a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+            the neurons' own step when they agree (:meth:`Adapter.neuron_dt`: a Norse
+            cell's ``dt``, snnTorch's ``1e-4`` convention), else the adapter's ``default_dt``
+            (``1e-3``); with ``for_importer``, that importer's step.
+        for_importer: ``None`` (default): a file :func:`~snn_spikefit.import_nir` reads
+            exactly, every ``spikefit.*`` fact included; a warning names what the stock
+            importer of the model's own framework would run differently. ``"snntorch"``
+            (``snntorch.import_nir.import_from_nir``, ``dt = 1e-4``) or ``"norse"``
+            (``norse.torch.from_nir``, ``dt = 1e-3`` unless given): a file that stock
+            importer runs with the same spikes (input gains folded into the weights,
+            ``AvgPool2d`` as ``SumPool2d`` for Norse), or a refusal; see
+            :mod:`snn_spikefit.nir.stock`. Our own import reads these files exactly too.
+        nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
+            (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
+            (sinabs), see :mod:`snn_spikefit.nir.compat`.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
-            alternative), or an input computed by a functional op in ``forward``.
+            alternative), an input computed by a functional op in ``forward``, or
+            (with ``for_importer``) a node the stock importer cannot run exactly.
 
     Warns when a neuron's reset cannot be expressed in NIR itself (it is kept
     in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
     """
+    require_nir()
     if not isinstance(model, nn.Module):
         raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(sample, Tensor) or sample.ndim < 2:
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
+    if for_importer is not None:
+        dt = stock_dt(for_importer, dt)
     dt = check_dt(_model_dt(model) if dt is None else dt)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
     try:
-        return _export(model, sample, path, dt)
+        graph = _export(model, sample, dt, for_importer)
+        if path is not None:
+            write_nir(path, graph, nir_version)
+        return graph
     finally:
         for m, mode in modes:
             m.training = mode
@@ -120,7 +144,7 @@ def export_nir(
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
+def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None) -> nir.NIRGraph:
     graph = trace(model, sample)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
@@ -144,7 +168,7 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
         if n.is_neuron:
             node = adapter.neuron_to_nir(n.module, dt=dt, shape=out_shape)
             reset = node.metadata.get(RESET_KEY)
-            if reset is not None:
+            if reset is not None and for_importer is None:
                 warnings.warn(
                     f"layer {label!r} ({type(n.module).__name__}) resets by {reset!r}, which NIR's "
                     f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
@@ -164,7 +188,31 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
-    result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
-    if path is not None:
-        nir.write(path, result)
-    return result
+    if for_importer is not None:
+        notes, _ = adapt_for_importer(nodes, edges, for_importer, dt)
+        meta["spikefit.for_importer"] = for_importer
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+    elif adapter.name in STOCK_IMPORTERS:
+        _warn_stock(nodes, edges, adapter.name, dt)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
+    """Say when the model's own framework's stock importer would not run the default file exactly."""
+    alternative = (f"export_nir(..., for_importer={importer!r}) writes a file it runs, or refuses by name; "
+                   f"snn_spikefit.import_nir reads this one exactly")
+    if dt != STOCK_DT[importer] and importer == "snntorch":
+        text = f"{STOCK_IMPORTERS[importer]} will not run this file exactly: it is written for dt={dt} and " \
+               f"that importer fixes dt=1e-4"
+    else:
+        try:
+            _, changed = adapt_for_importer(copy.deepcopy(nodes), edges, importer, dt)
+        except UnsupportedLayerError as exc:
+            text = str(exc)
+        else:
+            if not changed:
+                return
+            text = (f"{STOCK_IMPORTERS[importer]} will not run this file exactly: nodes {sorted(set(changed))} "
+                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d)")
+    warnings.warn(f"{text}. {alternative}", UserWarning, stacklevel=4)

@@ -35,8 +35,9 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from .compat import require_nir
 
-__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
+__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks", "graph_input_shape", "detect_dt"]
 
 
 def read_nir(graph_or_path: Any) -> nir.NIRGraph:
@@ -170,6 +171,8 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
+    if node is None:  # stock exporters (norse.to_nir, nirtorch) write None for what they cannot express
+        return [nn.Identity()]
     if isinstance(node, nir.NIRGraph):
         raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
     layer = layer_for_node(name, node)
@@ -191,25 +194,79 @@ def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Mo
                 f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: "
                 f"{_node_types(adapter)}") from None
         raise UnsupportedLayerError(f"node {name!r}: {exc}") from None
+    except SpikeFitError:
+        raise
+    except Exception as exc:  # a malformed parameter (shape, dtype) must not surface as a raw Python error
+        raise SpikeFitValueError(f"node {name!r} ({type(node).__name__}) is malformed: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
 
 def _node_types(adapter) -> str:
     return f"NIR nodes for layers {supported_layers()}; the neurons the {adapter.name!r} adapter runs (above)"
 
 
-def _declared(shape_dict: Any) -> tuple[int, ...] | None:
+def _declared(shape_dict: Any, batch: int = 0) -> tuple[int, ...] | None:
+    """A declared shape; ``None`` when absent or ``()`` (a neuron with scalar parameters broadcasts).
+
+    ``batch=1`` drops a leading batch dimension of 1 (``norse.to_nir`` declares ``Input``/``Output``
+    shapes with the batch of its sample).
+    """
     if not isinstance(shape_dict, dict):
         return None
     shape = next(iter(shape_dict.values()), None)
-    return None if shape is None else tuple(int(s) for s in np.atleast_1d(shape))
+    if shape is None or np.asarray(shape).size == 0:
+        return None
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    return shape[1:] if batch and len(shape) > 1 and shape[0] == 1 else shape
+
+
+def graph_input_shape(graph: nir.NIRGraph) -> tuple[int, ...] | None:
+    """One sample's input shape as the graph declares it, less a batch of 1 that stock exporters add.
+
+    The batch is taken off when ``Input`` and ``Output`` both declare a leading 1 (``norse.to_nir``).
+    """
+    ends = [n for n in graph.nodes.values() if isinstance(n, (nir.Input, nir.Output))]
+    inp = next((n for n in ends if isinstance(n, nir.Input)), None)
+    if inp is None:
+        return None
+    out = next((n for n in ends if isinstance(n, nir.Output)), None)
+    declared, out_shape = _declared(inp.input_type), _declared(out.output_type) if out is not None else None
+    batched = bool(declared and out_shape and len(declared) > 1 and len(out_shape) > 1 and declared[0] == out_shape[0] == 1)
+    return _declared(inp.input_type, int(batched))
+
+
+def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                  built: dict[str, list[nn.Module]], adapter) -> None:
+    """Run one zero sample through the modules, comparing with the declared NIR shapes.
+
+    A graph whose ``Input``/``Output`` declare a leading batch of 1 passes when it fits without it.
+    """
+    try:
+        _run_shapes(graph, order, pred, output, built, adapter, batch=0)
+    except SpikeFitValueError as first:
+        inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
+        if _declared(inp.input_type, 1) == _declared(inp.input_type):
+            raise _with_none_hint(first, graph) from None
+        try:
+            _run_shapes(graph, order, pred, output, built, adapter, batch=1)
+        except SpikeFitValueError:
+            raise _with_none_hint(first, graph) from None
+
+
+def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
+    empty = sorted(k for k, n in graph.nodes.items() if n is None)
+    if not empty:
+        return exc
+    return SpikeFitValueError(
+        f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
+        f"this for AvgPool2d and Flatten), so what they computed cannot be recovered from the file")
 
 
 @torch.no_grad()
-def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
-                  built: dict[str, list[nn.Module]], adapter) -> None:
-    """Run one zero sample through the modules, comparing with the declared NIR shapes."""
+def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                built: dict[str, list[nn.Module]], adapter, *, batch: int) -> None:
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
-    shape = _declared(graph.nodes[inp].input_type)
+    shape = _declared(graph.nodes[inp].input_type, batch)
     if shape is None:
         return
     values = {inp: torch.zeros(1, *shape)}
@@ -220,7 +277,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             raise SpikeFitValueError(f"shape mismatch at node {name!r} ({type(node).__name__}): its inputs "
                                      f"have shapes {shapes}; summed inputs must have equal shapes")
         x = values[pred[name][0]]
-        want = _declared(node.output_type if name == output else node.input_type)
+        want = None if node is None else (
+            _declared(node.output_type, batch) if name == output else _declared(getattr(node, "input_type", None)))
         if want is not None and tuple(x.shape[1:]) != want:
             raise SpikeFitValueError(
                 f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
@@ -228,7 +286,7 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
         for module in built.get(name, []):
             try:
                 out = module(x)
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError, IndexError) as exc:
                 raise SpikeFitValueError(
                     f"shape mismatch at node {name!r} ({type(node).__name__}): input {tuple(x.shape[1:])} "
                     f"does not fit: {str(exc).splitlines()[0]}") from None
@@ -236,6 +294,44 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             if adapter.is_neuron(module):
                 adapter.reset(module)
         values[name] = x
+
+
+def detect_dt(graph: nir.NIRGraph) -> float | None:
+    """The step of a graph written in the unit-gain convention (``r = tau/dt``, ``w_in = tau_syn/dt``), else ``None``.
+
+    snnTorch's exporter writes every ``LIF`` with ``r = tau / 1e-4`` and every ``CubaLIF`` with
+    ``r = tau_mem / 1e-4``, ``w_in = tau_syn / 1e-4``: one ``dt`` explains them all.
+    """
+    ratios = []
+    for node in graph.nodes.values():
+        pairs = {nir.LIF: [("tau", "r")], nir.CubaLIF: [("tau_mem", "r"), ("tau_syn", "w_in")]}.get(type(node), [])
+        for tau, gain in pairs:
+            t, g = np.asarray(getattr(node, tau), np.float64), np.asarray(getattr(node, gain), np.float64)
+            if t.size == 0 or np.any(g <= 0) or not np.all(np.isfinite(t / g)):
+                return None
+            ratios.append((t / g).ravel())
+    if not ratios:
+        return None
+    values = np.concatenate(ratios)
+    dt = float(values[0])
+    if dt <= 0 or not np.allclose(values, dt, rtol=1e-6, atol=0):
+        return None
+    return float(f"{dt:.6g}")
+
+
+def _graph_dt(graph: nir.NIRGraph, adapter) -> float:
+    """``dt`` from the graph's ``spikefit.dt`` metadata, else detected (:func:`detect_dt`), else the default."""
+    if DT_KEY in graph.metadata:
+        return float(graph.metadata[DT_KEY])
+    found = detect_dt(graph)
+    if found is not None:
+        warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; its neurons have unit input gain per step at "
+                      f"dt={found} (r = tau/dt, snnTorch's convention), so they are discretised with dt={found} "
+                      f"(pass dt=... to choose)", UserWarning, stacklevel=3)
+        return found
+    warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
+                  f"dt={adapter.default_dt} (pass dt=... to choose)", UserWarning, stacklevel=3)
+    return adapter.default_dt
 
 
 def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
@@ -248,8 +344,9 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
             ``norse.torch.SequentialState``); default: the first of them. A graph
             that is not a chain returns a :class:`NIRGraphModule` in any framework.
         dt: the step in seconds the neurons are discretised with. Default: the
-            graph's ``spikefit.dt`` metadata, else the adapter's ``default_dt``
-            (``1e-3``, with a warning).
+            graph's ``spikefit.dt`` metadata, else the step its neurons' gains imply
+            (:func:`detect_dt`: snnTorch's exporter writes ``r = tau / 1e-4``), else the
+            adapter's ``default_dt`` (``1e-3``, Norse's convention), with a warning.
 
     Raises:
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
@@ -257,6 +354,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         UnsupportedLayerError: node types or dynamics the framework cannot run
             exactly (named), graphs with cycles or several inputs/outputs.
     """
+    require_nir()
     frameworks = nir_frameworks()
     if framework is None and frameworks:
         framework = frameworks[0]
@@ -266,12 +364,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
     adapter = get_adapter(nn.Module(), name=framework)
     graph = read_nir(graph_or_path)
     if dt is None:
-        if DT_KEY in graph.metadata:
-            dt = float(graph.metadata[DT_KEY])
-        else:
-            dt = adapter.default_dt
-            warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
+        dt = _graph_dt(graph, adapter)
     dt = check_dt(dt)
     order, pred, output = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
