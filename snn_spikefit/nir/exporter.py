@@ -207,7 +207,7 @@ def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
                f"that importer fixes dt=1e-4"
     else:
         try:
-            _, changed = adapt_for_importer(copy.deepcopy(nodes), edges, importer, dt)
+            _, changed = adapt_for_importer(copy.deepcopy(nodes), list(edges), importer, dt)
         except UnsupportedLayerError as exc:
             text = str(exc)
         else:

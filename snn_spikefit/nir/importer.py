@@ -36,6 +36,7 @@ from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
 from .compat import require_nir
+from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, numpy_params
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks", "graph_input_shape", "detect_dt"]
 
@@ -205,36 +206,6 @@ def _node_types(adapter) -> str:
     return f"NIR nodes for layers {supported_layers()}; the neurons the {adapter.name!r} adapter runs (above)"
 
 
-def _declared(shape_dict: Any, batch: int = 0) -> tuple[int, ...] | None:
-    """A declared shape; ``None`` when absent or ``()`` (a neuron with scalar parameters broadcasts).
-
-    ``batch=1`` drops a leading batch dimension of 1 (``norse.to_nir`` declares ``Input``/``Output``
-    shapes with the batch of its sample).
-    """
-    if not isinstance(shape_dict, dict):
-        return None
-    shape = next(iter(shape_dict.values()), None)
-    if shape is None or np.asarray(shape).size == 0:
-        return None
-    shape = tuple(int(s) for s in np.atleast_1d(shape))
-    return shape[1:] if batch and len(shape) > 1 and shape[0] == 1 else shape
-
-
-def graph_input_shape(graph: nir.NIRGraph) -> tuple[int, ...] | None:
-    """One sample's input shape as the graph declares it, less a batch of 1 that stock exporters add.
-
-    The batch is taken off when ``Input`` and ``Output`` both declare a leading 1 (``norse.to_nir``).
-    """
-    ends = [n for n in graph.nodes.values() if isinstance(n, (nir.Input, nir.Output))]
-    inp = next((n for n in ends if isinstance(n, nir.Input)), None)
-    if inp is None:
-        return None
-    out = next((n for n in ends if isinstance(n, nir.Output)), None)
-    declared, out_shape = _declared(inp.input_type), _declared(out.output_type) if out is not None else None
-    batched = bool(declared and out_shape and len(declared) > 1 and len(out_shape) > 1 and declared[0] == out_shape[0] == 1)
-    return _declared(inp.input_type, int(batched))
-
-
 def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
                   built: dict[str, list[nn.Module]], adapter) -> None:
     """Run one zero sample through the modules, comparing with the declared NIR shapes.
@@ -249,8 +220,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             raise _with_none_hint(first, graph) from None
         try:
             _run_shapes(graph, order, pred, output, built, adapter, batch=1)
-        except SpikeFitValueError:
-            raise _with_none_hint(first, graph) from None
+        except SpikeFitValueError as second:  # the batch-less reading got further: report where it stopped
+            raise _with_none_hint(second, graph) from None
 
 
 def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
@@ -296,45 +267,8 @@ def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]
         values[name] = x
 
 
-def detect_dt(graph: nir.NIRGraph) -> float | None:
-    """The step of a graph written in the unit-gain convention (``r = tau/dt``, ``w_in = tau_syn/dt``), else ``None``.
-
-    snnTorch's exporter writes every ``LIF`` with ``r = tau / 1e-4`` and every ``CubaLIF`` with
-    ``r = tau_mem / 1e-4``, ``w_in = tau_syn / 1e-4``: one ``dt`` explains them all.
-    """
-    ratios = []
-    for node in graph.nodes.values():
-        pairs = {nir.LIF: [("tau", "r")], nir.CubaLIF: [("tau_mem", "r"), ("tau_syn", "w_in")]}.get(type(node), [])
-        for tau, gain in pairs:
-            t, g = np.asarray(getattr(node, tau), np.float64), np.asarray(getattr(node, gain), np.float64)
-            if t.size == 0 or np.any(g <= 0) or not np.all(np.isfinite(t / g)):
-                return None
-            ratios.append((t / g).ravel())
-    if not ratios:
-        return None
-    values = np.concatenate(ratios)
-    dt = float(values[0])
-    if dt <= 0 or not np.allclose(values, dt, rtol=1e-6, atol=0):
-        return None
-    return float(f"{dt:.6g}")
-
-
-def _graph_dt(graph: nir.NIRGraph, adapter) -> float:
-    """``dt`` from the graph's ``spikefit.dt`` metadata, else detected (:func:`detect_dt`), else the default."""
-    if DT_KEY in graph.metadata:
-        return float(graph.metadata[DT_KEY])
-    found = detect_dt(graph)
-    if found is not None:
-        warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; its neurons have unit input gain per step at "
-                      f"dt={found} (r = tau/dt, snnTorch's convention), so they are discretised with dt={found} "
-                      f"(pass dt=... to choose)", UserWarning, stacklevel=3)
-        return found
-    warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                  f"dt={adapter.default_dt} (pass dt=... to choose)", UserWarning, stacklevel=3)
-    return adapter.default_dt
-
-
-def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
+def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None,
+               convention: str | None = None) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
@@ -362,9 +296,9 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
                                  f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
-    graph = read_nir(graph_or_path)
+    graph = numpy_params(read_nir(graph_or_path))
     if dt is None:
-        dt = _graph_dt(graph, adapter)
+        graph, dt = graph_dt(graph, adapter.default_dt, convention)
     dt = check_dt(dt)
     order, pred, output = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}

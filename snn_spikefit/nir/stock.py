@@ -89,10 +89,10 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
     Raises :class:`~snn_spikefit.errors.UnsupportedLayerError` naming the importer,
     the node, what would differ and the nearest exact alternative.
     """
+    changed: list[str] = _fold_scales(nodes, edges, importer)
     pred = {k: [a for a, b in edges if b == k] for k in nodes}
     succ = {k: [b for a, b in edges if a == k] for k in nodes}
     notes: list[str] = []
-    changed: list[str] = []
     for key in list(nodes):
         node = nodes[key]
         if isinstance(node, _NEURONS):
@@ -112,6 +112,26 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
     if importer == "norse" and dt != STOCK_DT["norse"]:
         notes.append(f"the graph is written for dt={dt}: call norse.torch.from_nir(graph, dt={dt})")
     return notes, changed
+
+
+def _fold_scales(nodes: dict[str, Any], edges: list[tuple[str, str]], importer: str) -> list[str]:
+    """Fold each ``Scale`` fed by a Linear/Conv2d layer of its own into that layer; rewire ``edges`` in place.
+
+    (:func:`~snn_spikefit.import_nir` puts a Gain, exported as ``Scale``, before a neuron whose
+    input gain its framework cannot hold; neither stock importer has a ``Scale`` node.)
+    """
+    folded = []
+    for key in [k for k, n in nodes.items() if isinstance(n, nir.Scale)]:
+        src = [a for a, b in edges if b == key]
+        if len(src) != 1 or not isinstance(nodes[src[0]], _WEIGHTS) or [b for a, b in edges if a == src[0]] != [key]:
+            continue
+        scale = _a(nodes[key].scale)
+        factor = _channel_factor(scale, np.asarray(nodes[src[0]].weight), key, src[0], importer, nodes[key])
+        _scale_weights(nodes, src[0], factor, bias=True, importer=importer, key=key)
+        edges[:] = [(src[0], b) if a == key else (a, b) for a, b in edges if b != key]
+        del nodes[key]
+        folded += [key, src[0]]
+    return folded
 
 
 def _check_reset(importer: str, key: str, node: Any, rest: str) -> None:
