@@ -113,7 +113,11 @@ def euler(graph, x, dt):
     import torch.nn.functional as fn
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
-    order = [b for _, b in graph.edges][:-1]
+    nxt = dict(graph.edges)
+    order, key = [], next(k for k, v in graph.nodes.items() if isinstance(v, nir.Input))
+    while not isinstance(graph.nodes[nxt[key]], nir.Output):
+        key = nxt[key]
+        order.append(key)
     state, spikes = {}, {}
     for xt in x.double():
         h = xt
@@ -122,13 +126,22 @@ def euler(graph, x, dt):
             if isinstance(node, (nir.Affine, nir.Linear)):
                 h = h @ t(node.weight).T + (t(node.bias) if isinstance(node, nir.Affine) else 0)
             elif isinstance(node, nir.Conv2d):
-                h = fn.conv2d(h, t(node.weight), t(node.bias), padding=int(np.atleast_1d(node.padding)[0]))
+                pair = lambda v: tuple(int(i) for i in np.broadcast_to(np.asarray(v), (2,)))  # noqa: E731
+                h = fn.conv2d(h, t(node.weight), t(node.bias), stride=pair(node.stride), padding=pair(node.padding))
             elif isinstance(node, nir.AvgPool2d):
                 h = fn.avg_pool2d(h, 2)
+            elif isinstance(node, nir.SumPool2d):
+                h = fn.avg_pool2d(h, 2) * 4
+            elif isinstance(node, nir.IF):
+                v = state.get(k, torch.zeros_like(h))
+                v = v + dt * t(node.r) * h
+                h = (v > t(node.v_threshold)).double()
+                state[k] = torch.where(h > 0, t(node.v_reset), v)
+                spikes.setdefault(k, []).append(h)
             elif isinstance(node, nir.Flatten):
                 h = h.flatten(1)
-            elif isinstance(node, nir.LIF):
-                v = state.get(k, torch.zeros_like(h))
+            elif isinstance(node, nir.LIF):  # state starts at rest, v = v_leak (snn_spikefit.nir.common)
+                v = state.get(k, torch.zeros_like(h) + t(node.v_leak))
                 v = v + dt / t(node.tau) * (t(node.v_leak) - v + t(node.r) * h)
                 h = (v > t(node.v_threshold)).double()
                 state[k] = torch.where(h > 0, t(node.v_reset), v)

@@ -68,7 +68,7 @@ def detect_dt(graph: nir.NIRGraph) -> float | None:
     (CubaLIF), ``r = 1/dt`` (IF). snnTorch's exporter writes ``dt = 1e-4`` this way; sinabs writes
     IF neurons with ``r = 1`` (``v += x`` per step), which is ``dt = 1``. One ``dt`` must explain all.
     """
-    ratios = []
+    ratios, taus = [], []
     for node in graph.nodes.values():
         pairs = {nir.LIF: [("tau", "r")], nir.CubaLIF: [("tau_mem", "r"), ("tau_syn", "w_in")],
                  nir.IF: [(None, "r")]}.get(type(node), [])
@@ -77,12 +77,16 @@ def detect_dt(graph: nir.NIRGraph) -> float | None:
             t = np.ones_like(g) if tau is None else np.asarray(getattr(node, tau), np.float64)
             if t.size == 0 or np.any(g <= 0) or not np.all(np.isfinite(t / g)):
                 return None
+            if tau is not None:
+                taus.append(t.ravel())
             ratios.append((t / g).ravel())
     if not ratios:
         return None
     values = np.concatenate(ratios)
     dt = float(values[0])
     if dt <= 0 or not np.allclose(values, dt, rtol=1e-6, atol=0):
+        return None
+    if taus and not dt < np.concatenate(taus).min():  # r = 1 on a LIF would give dt = tau: no convention
         return None
     return float(f"{dt:.6g}")
 
