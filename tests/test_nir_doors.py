@@ -177,3 +177,23 @@ def test_cli_export_with_dt_rewrites_a_stock_file_for_the_stock_importer(tmp_pat
                              "--out", str(tmp_path / "out.nir"), "--no-progress"])
     assert code == 0 and nir.read(tmp_path / "out.nir").metadata["spikefit.dt"] == 1e-4
     P.same_spikes(P.stock_snntorch(tmp_path / "out.nir", x), P.recorded_spikes(model, x))
+
+
+@needs_norse
+def test_norse_li_cell_is_refused_for_both_stock_importers():
+    import norse.torch as norse
+
+    model = norse.SequentialState(nn.Linear(4, 3), norse.LICell())
+    for importer in ("norse", "snntorch"):
+        with pytest.raises(sf.UnsupportedLayerError, match=r"cannot run node '1' \(CubaLI\) exactly: it has no"):
+            sf.export_nir(model, torch.rand(1, 4), for_importer=importer)
+
+
+@needs_snntorch
+def test_synaptic_with_delayed_zero_reset_is_refused_for_stock_snntorch():
+    import snntorch as snn
+
+    model = nn.Sequential(nn.Linear(4, 3), snn.Synaptic(alpha=0.5, beta=0.5, reset_mechanism="zero", init_hidden=True))
+    with pytest.raises(sf.UnsupportedLayerError, match=r"node '1' \(CubaLIF\) exactly: the neuron resets by "
+                                                       r"'zero_delayed'.*reset_delay=False"):
+        sf.export_nir(model, torch.rand(1, 4), for_importer="snntorch")

@@ -65,8 +65,9 @@ def detect_dt(graph: nir.NIRGraph) -> float | None:
     """The step of a graph written in the unit-gain convention, else ``None``.
 
     Unit input gain per step: ``r = tau/dt`` (LIF), ``r = tau_mem/dt`` and ``w_in = tau_syn/dt``
-    (CubaLIF), ``r = 1/dt`` (IF). snnTorch's exporter writes ``dt = 1e-4`` this way; sinabs writes
-    IF neurons with ``r = 1`` (``v += x`` per step), which is ``dt = 1``. One ``dt`` must explain all.
+    (CubaLIF), and for IF neurons only ``r = 1`` (``dt = 1``: sinabs and Norse write IF neurons that run
+    ``v += x`` per step this way). snnTorch's exporter writes ``dt = 1e-4``. One ``dt`` must explain
+    all, smaller than every time constant (``r = 1`` on a LIF would say ``dt = tau``: no convention).
     """
     ratios, taus = [], []
     for node in graph.nodes.values():
@@ -74,6 +75,8 @@ def detect_dt(graph: nir.NIRGraph) -> float | None:
                  nir.IF: [(None, "r")]}.get(type(node), [])
         for tau, gain in pairs:
             g = np.asarray(getattr(node, gain), np.float64)
+            if tau is None and not np.all(g == 1):  # an IF's r alone does not tell a step (r = 1: sinabs, Norse)
+                return None
             t = np.ones_like(g) if tau is None else np.asarray(getattr(node, tau), np.float64)
             if t.size == 0 or np.any(g <= 0) or not np.all(np.isfinite(t / g)):
                 return None
