@@ -56,10 +56,6 @@ class SnnTorchAdapter(Adapter):
                 neuron.reset_mem()
 
     # -- time ----------------------------------------------------------------------------------
-    def loop_style(self, model: nn.Module) -> str | None:
-        """``"inside"`` or ``"outside"`` once known for ``model``, else ``None``."""
-        return self._loop_style.get(model)
-
     def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
         style = self._loop_style.get(model)
         if style == _LOOP_INSIDE:

@@ -9,14 +9,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from torch import Tensor, nn
 
 from .adapter import get_adapter
 from .errors import SpikeFitTypeError, SpikeFitValueError
 
-__all__ = ["run", "reset", "check_input", "DEFAULT_NUM_STEPS"]
+__all__ = ["run", "reset", "check_input", "check_module", "eval_mode", "train_mode", "DEFAULT_NUM_STEPS"]
 
 #: Steps every verb over a data loader feeds a static batch ``[B, ...]`` for, unless told
 #: otherwise: ``fit``, ``accuracy``, ``predict``, ``recalibrate_bn``, ``prune``, ``evaluate`` and
@@ -24,6 +25,47 @@ __all__ = ["run", "reset", "check_input", "DEFAULT_NUM_STEPS"]
 #: already time-major ``[T, B, ...]`` (event data). The tensor-level ``run(model, x)`` and
 #: ``count_ops(model, x)`` take ``x`` as it is: time-major unless ``num_steps`` is given.
 DEFAULT_NUM_STEPS = 4
+
+
+def check_module(model: Any, name: str = "model") -> nn.Module:
+    """``model`` if it is an ``nn.Module``, else :class:`~snn_spikefit.errors.SpikeFitTypeError` naming it."""
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool, clear: bool) -> Iterator[nn.Module]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        if clear:
+            reset(model)
+
+
+def eval_mode(model: nn.Module, *, clear: bool = False):
+    """Context: ``model.eval()`` inside, and every submodule's own mode back on exit (errors included).
+
+    ``clear=True`` also resets the neurons' state on exit (see :func:`reset`), so no
+    membrane that refers to the last autograd graph stays in the model.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()); net[1].eval()
+    Dropout(p=0.5, inplace=False)
+    >>> with eval_mode(net): print(net.training, net[1].training)
+    False False
+    >>> net.training, net[1].training      # the mixed modes the user had
+    (True, False)
+    """
+    return _mode(model, False, clear)
+
+
+def train_mode(model: nn.Module, *, clear: bool = False):
+    """Context: ``model.train()`` inside, every submodule's own mode back on exit (``clear``: as :func:`eval_mode`)."""
+    return _mode(model, True, clear)
 
 
 def check_input(x: Any, num_steps: int | None) -> None:
@@ -65,8 +107,7 @@ def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Any:
         A tensor ``[T, B, ...]``, or a tuple of them when each step returns a tuple
         (for example ``(spikes, membrane)``).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     check_input(x, num_steps)
     adapter = get_adapter(model)
     adapter.reset(model)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .adapter import Adapter, get_adapter
 from .errors import SpikeFitValueError
+from .runtime import eval_mode, run
 
 __all__ = ["trace", "Graph", "TraceNode", "Recorder", "leaf_modules"]
 
@@ -118,8 +119,6 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     module is recorded (a model that loops over time inside ``forward`` calls
     its modules once per step).
     """
-    from .runtime import run
-
     adapter = get_adapter(model)
     producers: dict[int, str] = {}
     keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
@@ -152,16 +151,12 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample
     producers[id(x)] = INPUT
     keep.append(x)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # no side effects: no BatchNorm statistics, no codeword re-seeding
     try:
-        out = run(model, x, num_steps=num_steps)
+        with eval_mode(model, clear=True):  # no side effects: no BatchNorm statistics, no codeword re-seeding
+            out = run(model, x, num_steps=num_steps)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
-        adapter.reset(model)
     # The node whose output tensor the model's forward returned (a step model);
     # a model with its time loop inside forward returns a new stacked tensor:
     # then the last node with the matching shape.

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .errors import SpikeFitValueError
-from .runtime import reset, run, DEFAULT_NUM_STEPS
+from .runtime import DEFAULT_NUM_STEPS, eval_mode, reset, run, train_mode
 from .quantize.layers import is_wrapped
 from .quantize.wrap import commitment_loss
 
@@ -121,24 +121,21 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
     bns = _batch_norms(model)
     if not bns:
         return 0
-    was_training = model.training
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average
-    model.train()
     used = 0
     try:
-        for x, _ in tqdm(data, desc="recalibrate BN", leave=False, disable=not progress):
-            run(model, x, num_steps=num_steps)
-            used += 1
-            if num_batches is not None and used >= num_batches:
-                break
+        with train_mode(model, clear=True):
+            for x, _ in tqdm(data, desc="recalibrate BN", leave=False, disable=not progress):
+                run(model, x, num_steps=num_steps)
+                used += 1
+                if num_batches is not None and used >= num_batches:
+                    break
     finally:
         for bn, mom in zip(bns, momenta):
             bn.momentum = mom
-        model.train(was_training)
-        reset(model)
     if used == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     return used
@@ -147,16 +144,11 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
 @torch.no_grad()
 def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> tuple[Tensor, Tensor]:
     """``(predicted, true)`` labels over all batches, in eval mode."""
-    was_training = model.training
-    model.eval()
     preds, labels = [], []
-    try:
+    with eval_mode(model, clear=True):
         for x, y in data:
             preds.append(scores(run(model, x, num_steps=num_steps)).argmax(dim=1))
             labels.append(y)
-    finally:
-        model.train(was_training)
-        reset(model)
     if not preds:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     return torch.cat(preds), torch.cat(labels)

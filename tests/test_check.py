@@ -66,10 +66,10 @@ def test_distinct_weights_per_layer():
 
 def test_conv_on_dense_only_chip_and_kernel_size():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
-    report = sf.check(net, "truenorth", torch.rand(1, 1, 8, 8))
+    report = sf.check(net, "truenorth", sample=torch.rand(1, 1, 8, 8))
     assert ("layer_type", "0") in _rules(report) and ("layer_type", "2") not in _rules(report)
     big = nn.Sequential(nn.Conv2d(1, 2, 17))
-    assert ("kernel_size", "0") in _rules(sf.check(big, "speck", torch.rand(1, 1, 20, 20)))
+    assert ("kernel_size", "0") in _rules(sf.check(big, "speck", sample=torch.rand(1, 1, 20, 20)))
 
 
 def test_neurons_cores_synapses_and_inputs():
@@ -90,7 +90,7 @@ def test_conv_neurons_need_a_sample():
     chip = HardwareProfile("c", max_neurons=100, conv=True)
     without = sf.check(net, chip)
     assert without.ok and ("neurons", "0", "conv output size needs sample=<an input batch>") in without.skipped
-    with_sample = sf.check(net, chip, torch.rand(2, 1, 8, 8))
+    with_sample = sf.check(net, chip, sample=torch.rand(2, 1, 8, 8))
     assert [(v.rule, v.actual) for v in with_sample.violations] == [("neurons", 4 * 8 * 8)]
 
 

@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a .json or .csv path")
     loaded = load_model(args)
     sample = model_sample(args, loaded)
-    report = sf.check(loaded.model, profile, sample)
+    report = sf.check(loaded.model, profile, sample=sample)
     if args.out:
         (report.to_json if args.out.endswith(".json") else report.to_csv)(args.out)
     emit(args, str(report), report.to_dict())

@@ -36,10 +36,9 @@ layer by layer in model order (a layer's in rule order), then the model-wide one
 
 from __future__ import annotations
 
-import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,8 +46,10 @@ from torch import Tensor, nn
 
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
-from .hardware import WRAP_MAX_BITS, HardwareProfile, as_profile
+from .hardware import WRAP_MAX_BITS, HardwareProfile, as_profile, list_profiles
 from .rules import CheckContext, check_rules, layer_facts, register_check_rule, unregister_check_rule
+from ..reports import Report
+from ..runtime import check_module
 from ..table import Table
 from ..quantize.quantizer import distinct_per_row
 
@@ -82,7 +83,7 @@ class Violation:
 
 
 @dataclass(frozen=True)
-class CheckReport:
+class CheckReport(Report):
     """What :func:`check` found."""
 
     profile: str
@@ -120,15 +121,6 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "ok": self.ok, "violations": [asdict(v) for v in self.violations],
                 "skipped": [list(s) for s in self.skipped]}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=str)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        return self.table().to_csv(path)
 
 
 def _distinct_nonzero(rows: Tensor) -> Tensor:
@@ -313,23 +305,32 @@ def _unchecked(ctx: CheckContext) -> None:
 
 
 @torch.no_grad()
-def check(model: nn.Module, profile: str | HardwareProfile, sample: Tensor | None = None) -> CheckReport:
-    """Every rule of ``profile`` that ``model`` breaks, by layer, with a fix hint.
+def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sample: Tensor | None = None,
+          profile: str | HardwareProfile | None = None) -> CheckReport:
+    """Every rule of ``hardware`` that ``model`` breaks, by layer, with a fix hint.
 
     Args:
         model: a spiking model of any adapter, or plain PyTorch (not changed).
-        profile: a profile name (:func:`snn_spikefit.list_profiles`) or a HardwareProfile.
+        hardware: a profile name (:func:`snn_spikefit.list_profiles`) or a
+            :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the name ``wrap``,
+            ``evaluate`` and the CLI's ``--hardware`` use).
         sample: one static input batch ``[B, ...]``; needed to count conv neurons.
+        profile: the former name of ``hardware`` (warns ``FutureWarning``).
 
     The facts are collected once (:class:`CheckContext`), then every registered rule runs
     (:func:`check_rules`, :func:`register_check_rule`). Findings are listed layer by layer in
     model order (within a layer, in rule order), then those about the model as a whole.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
+    if profile is not None:  # the name before 0.2
+        warnings.warn("check(profile=...) is renamed check(hardware=...)", FutureWarning, stacklevel=2)
+        hardware = profile if hardware is None else hardware
+    if hardware is None:
+        raise SpikeFitTypeError(f"check() needs the chip: hardware=NAME or a HardwareProfile; "
+                                f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(profile), sample, get_adapter(model), layer_facts(model, sample))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample))
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)

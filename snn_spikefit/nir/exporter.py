@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .._version import __version__
+from ..errors import SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
 from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
 from .compat import require_nir, write_nir
 from .stock import STOCK_DT, STOCK_IMPORTERS, adapt_for_importer, stock_dt
+from ..runtime import check_module, eval_mode
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
@@ -119,8 +121,7 @@ def export_nir(
     in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
     """
     require_nir()
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not isinstance(sample, Tensor) or sample.ndim < 2:
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
@@ -128,16 +129,11 @@ def export_nir(
     if for_importer is not None:
         dt = stock_dt(for_importer, dt)
     dt = check_dt(_model_dt(model) if dt is None else dt)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
-    try:
+    with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
         graph = _export(model, sample, dt, for_importer)
-        if path is not None:
-            write_nir(path, graph, nir_version)
-        return graph
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    if path is not None:
+        write_nir(path, graph, nir_version)
+    return graph
 
 
 #: Modules that are the identity in eval mode; export skips them.
@@ -185,7 +181,6 @@ def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | Non
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
-    from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     if for_importer is not None:

@@ -21,7 +21,6 @@ record holds.
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,8 +29,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
 from ..deploy.ops import connection_layers
+from ..runtime import check_module
 from ..table import Table, format_value
 from ..quantize.layers import compressed_layers
 from ..quantize.quantizer import distinct_per_row
@@ -57,8 +57,7 @@ def layer_stats(model: nn.Module) -> list[dict[str, Any]]:
     output channel. Zero counts as a value here (a pruned or zero weight still
     occupies a slot in a dense table).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     weights = [(name, module, "weight") for name, module in connection_layers(model)]
     seen = {id(module) for _, module, _ in weights}
     weights += [(c.name, c.module, c.param) for c in compressed_layers(model) if id(c.module) not in seen]
@@ -277,11 +276,3 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     path.write_text(text)
     written.append(path)
     return written + [img for _, img in images]
-
-
-def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """A compression record from its JSON file."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SpikeFitValueError(f"cannot read compression record {str(path)!r}: {exc}") from None

@@ -31,7 +31,7 @@ from ..pruning.prune import prune as prune_model
 from ..quantize.fold import fold_batchnorm
 from ..quantize.layers import is_wrapped
 from ..quantize.wrap import codebook_summary, freeze, strip, wrap
-from ..runtime import run
+from ..runtime import check_module, eval_mode, run
 from ..train import fit, scores
 from .report import codebook_records, layer_stats
 from .result import CompressResult
@@ -111,7 +111,7 @@ def compress(
             original, work, sample = _prepare(model, data, settings, say)
         stats_before = layer_stats(original)
         with clock("evaluate_before"):
-            check_before = check(original, profile, sample)
+            check_before = check(original, profile, sample=sample)
             say("evaluating the original model")
             before = evaluate(original, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
         del original
@@ -124,7 +124,7 @@ def compress(
         with clock("evaluate_after"):
             say("evaluating the compressed model")
             after = evaluate(work, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
-            check_after = check(work, profile, sample)
+            check_after = check(work, profile, sample=sample)
         with clock("export"):
             graph = export_nir(work, sample)
     summary = codebook_summary(work)
@@ -166,8 +166,7 @@ class _Clock:
 
 def _check_arguments(model: Any, data: Any, args: dict[str, Any]) -> tuple[HardwareProfile, LoadedData, dict]:
     """Refuse bad arguments (naming each) before anything runs; ``(profile, data, settings)``."""
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     profile = as_profile(args["hardware"])
     m, bits, granularity = profile.wrap_arguments(m=args["m"], bits=args["bits"], granularity=args["granularity"])
     amount = args["prune"]
@@ -245,7 +244,7 @@ def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock,
     if s["prune"] > 0:
         say(f"pruning {s['prune']:g} of the channels by {s['criterion_name']}")
         with clock("prune"):
-            report = prune_model(model, data.train, s["prune"], criterion=s["criterion"], num_steps=data.num_steps,
+            report = prune_model(model, data.train, amount=s["prune"], criterion=s["criterion"], num_steps=data.num_steps,
                                  progress=progress)
         with clock("finetune_after_prune"):
             losses["after_prune"] = fit(model, data.train, desc="fine-tune after pruning", **common)
@@ -269,19 +268,15 @@ def check_fits(model: nn.Module, data: LoadedData, *, model_name: str = "model",
     """Refuse, naming both shapes, when ``model`` cannot take the data's inputs or has too few outputs."""
     data_name = data_name or f"data {data.name!r}"
     x = data.sample(2)
-    was_training = {mod: mod.training for mod in model.modules()}
-    model.eval()
     try:
-        out = scores(run(model, x, num_steps=1))
+        with eval_mode(model, clear=True):
+            out = scores(run(model, x, num_steps=1))
     except SpikeFitError:
         raise
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise SpikeFitValueError(f"{model_name} cannot take {data_name} inputs of shape {data.sample_shape}: "
                                  f"{' '.join(lines[:3]) or type(exc).__name__}") from None
-    finally:
-        for mod, mode in was_training.items():
-            mod.train(mode)
     if out.ndim != 2 or out.shape[1] < data.classes:
         raise SpikeFitValueError(
             f"{model_name} gives outputs of shape {tuple(out.shape[1:])} per sample; {data_name} has "

@@ -16,7 +16,7 @@ loses input channels.
 >>> snn = pytest.importorskip("snntorch")
 >>> net = nn.Sequential(nn.Linear(6, 8), snn.Leaky(beta=0.5, init_hidden=True), nn.Linear(8, 3))
 >>> data = [(torch.rand(4, 6) * 3, torch.tensor([0, 1, 2, 0]))]
->>> report = sf.prune(net, data, 0.5, criterion="fsc", progress=False)
+>>> report = sf.prune(net, data, amount=0.5, criterion="fsc", progress=False)
 >>> net[0].out_features, net[2].in_features, report.params_before, report.params_after
 (4, 4, 83, 43)
 """
@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
-from ..runtime import run, DEFAULT_NUM_STEPS
+from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
+from ..reports import Report
 from ..table import Table
 from ..trace import Recorder
 
@@ -62,7 +63,7 @@ class LayerPrune:
 
 
 @dataclass(frozen=True)
-class PruneReport:
+class PruneReport(Report):
     """What :func:`prune` removed, per spiking layer; prints as a table."""
 
     criterion: str
@@ -84,9 +85,6 @@ class PruneReport:
             t.add_row([r.neuron, r.layer, r.channels_before, r.channels_after, r.params_before, r.params_after,
                        r.score_min, r.score_mean, r.score_max])
         return t
-
-    def __str__(self) -> str:
-        return str(self.table())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,13 +120,10 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
     if not crit.needs_data:
         return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None)), 1)
                 for p in layers}, 0
-    adapter = get_adapter(model)
     names = [p.neuron for p in layers]
     totals: dict[str, Tensor] = {}
     samples = 0
-    was_training = model.training
-    model.eval()  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
-    try:
+    with eval_mode(model, clear=True):  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
             for x, y in tqdm(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
                              disable=not progress):
@@ -161,9 +156,6 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])
-    finally:
-        model.train(was_training)
-        adapter.reset(model)
     if samples == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     return {n: crit.finish(t, samples).float() for n, t in totals.items()}, samples
@@ -215,8 +207,7 @@ def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
 
 
 def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data):
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
         raise SpikeFitValueError(f"amount={amount!r} is not allowed; use the fraction of channels to remove, "
                                  f"a number in [0, 1)")
@@ -235,7 +226,7 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
         raise SpikeFitTypeError("data is a one-shot iterator but steps > 1 re-reads it; pass a DataLoader or a list")
 
 
-def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: str | Criterion | Callable = "fsc",
+def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
           num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
           finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:

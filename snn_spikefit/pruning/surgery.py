@@ -52,6 +52,7 @@ from ..adapter import Adapter
 from ..quantize.layers import select_channels
 from ..quantize.quantizer import Quantizer
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..runtime import eval_mode
 from ..trace import INPUT, UNKNOWN, Graph, trace
 
 __all__ = [
@@ -286,12 +287,8 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
     that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
     """
     patterns = _ignore_patterns(model, ignore)
-    was_training = model.training
-    model.eval()  # tracing must not update BatchNorm statistics or codebooks
-    try:
+    with eval_mode(model):  # tracing must not update BatchNorm statistics or codebooks
         graph = trace(model, sample)
-    finally:
-        model.train(was_training)
     out = []
     for node in graph.nodes:
         if not node.is_neuron or _matches(node.name, patterns):
