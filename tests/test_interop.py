@@ -7,6 +7,9 @@ snnTorch and into Norse, stock ``snntorch.import_nir.import_from_nir``, stock ``
 is silent somewhere). Where a stock tool fails on a foreign file, the cell asserts its failure and
 that our path (import_nir, then export_nir(for_importer=...)) gives a file it runs exactly.
 Stock importers' models take one sample at a time (interop_parts._per_sample).
+
+Recurrent networks join as ``"recurrent"`` in ARCHS, a ``"recurrent"`` entry in every MATRIX row, and
+recurrent models in interop_parts (snntorch_model / norse_model / hand_graph / euler for ``arch="recurrent"``).
 """
 
 from __future__ import annotations

@@ -197,3 +197,38 @@ def test_synaptic_with_delayed_zero_reset_is_refused_for_stock_snntorch():
     with pytest.raises(sf.UnsupportedLayerError, match=r"node '1' \(CubaLIF\) exactly: the neuron resets by "
                                                        r"'zero_delayed'.*reset_delay=False"):
         sf.export_nir(model, torch.rand(1, 4), for_importer="snntorch")
+
+
+@needs_snntorch
+def test_compressed_snntorch_model_for_stock_snntorch_keeps_codebooks(tmp_path):
+    model, x = P.snntorch_model("conv"), P.inputs("conv")
+    sf.freeze(sf.wrap(model, m=4, bits=4))
+    want = P.recorded_spikes(model, x)
+    _quiet(sf.export_nir, model, x[0], tmp_path / "m.nir", for_importer="snntorch")
+    P.same_spikes(P.stock_snntorch(tmp_path / "m.nir", x), want)
+    back = _quiet(sf.import_nir, tmp_path / "m.nir", "snntorch")
+    assert [c.name for c in sf.compressed_layers(back)] == ["0", "3", "7"]
+    P.same_spikes(P.recorded_spikes(back, x), want)
+
+
+@needs_snntorch
+@needs_norse
+def test_if_neurons_run_in_stock_norse(tmp_path):
+    import snntorch as snn
+
+    torch.manual_seed(0)
+    model = P._boost(nn.Sequential(nn.Linear(16, 12), snn.Leaky(beta=1.0, threshold=2.0, reset_mechanism="zero",
+                                                                 init_hidden=True),
+                                   nn.Linear(12, 5), snn.Leaky(beta=1.0, threshold=2.0, reset_mechanism="zero",
+                                                               init_hidden=True)), 2.0)
+    x = P.inputs("dense")
+    _quiet(sf.export_nir, model, x[0], tmp_path / "if.nir", for_importer="norse")
+    P.same_spikes(_quiet(P.stock_norse, tmp_path / "if.nir", x), P.recorded_spikes(model, x))
+
+
+@needs_norse
+def test_default_norse_export_names_what_stock_norse_would_run_differently():
+    model, x = P.norse_model("conv"), P.inputs("conv")
+    with pytest.warns(UserWarning, match=r"norse.torch.from_nir will not run this file exactly: nodes \['2', '4'\] "
+                                         r"need rewriting.*for_importer='norse'"):
+        sf.export_nir(model, x[0])

@@ -99,6 +99,9 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
             fold = (_snntorch_neuron if importer == "snntorch" else _norse_neuron)(key, node, dt)
             if fold is not None and not np.allclose(fold, 1.0, rtol=0.0, atol=1e-12):
                 changed += [key, _fold_into_predecessor(nodes, pred, succ, key, fold, importer)]
+            if isinstance(node, nir.IF) and importer == "norse":
+                notes.append(f"norse.torch.from_nir logs that r is expected to be 1 for IF node {key!r}: its IAFCell "
+                             f"runs v += x, which is what r = 1/dt means here, so that warning can be ignored")
         elif not isinstance(node, _ALLOWED[importer]):
             raise _refuse(importer, key, node, f"it has no {type(node).__name__} node",
                           "a model made of Linear, Conv2d, AvgPool2d, Flatten and LIF/CubaLIF neurons, "
