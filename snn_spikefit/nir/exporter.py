@@ -85,6 +85,7 @@ def export_nir(
     dt: float | None = None,
     for_importer: str | None = None,
     nir_version: str | None = None,
+    num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -111,6 +112,8 @@ def export_nir(
         nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
             (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
             (sinabs), see :mod:`snn_spikefit.nir.compat`.
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -130,7 +133,7 @@ def export_nir(
         dt = stock_dt(for_importer, dt)
     dt = check_dt(_model_dt(model) if dt is None else dt)
     with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
-        graph = _export(model, sample, dt, for_importer)
+        graph = _export(model, sample, dt, for_importer, num_steps)
     if path is not None:
         write_nir(path, graph, nir_version)
     return graph
@@ -140,8 +143,9 @@ def export_nir(
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None) -> nir.NIRGraph:
-    graph = trace(model, sample)
+def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None,
+            num_steps: int) -> nir.NIRGraph:
+    graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
