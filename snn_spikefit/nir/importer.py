@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,12 @@ from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from .common import Gain, check_dt, layer_for_node, supported_layers
+from .compat import require_nir
+from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, numpy_params
 from .recurrence import flatten_subgraphs, recurrent_edges
 
-__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
+__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks", "graph_input_shape", "detect_dt"]
 
 
 def read_nir(graph_or_path: Any) -> nir.NIRGraph:
@@ -229,6 +230,10 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
+    if node is None:  # stock exporters (norse.to_nir, nirtorch) write None for what they cannot express
+        return [nn.Identity()]
+    if isinstance(node, nir.NIRGraph):
+        raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
     layer = layer_for_node(name, node)
     if layer is not None:
         try:
@@ -248,30 +253,53 @@ def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Mo
                 f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: "
                 f"{_node_types(adapter)}") from None
         raise UnsupportedLayerError(f"node {name!r}: {exc}") from None
+    except SpikeFitError:
+        raise
+    except Exception as exc:  # a malformed parameter (shape, dtype) must not surface as a raw Python error
+        raise SpikeFitValueError(f"node {name!r} ({type(node).__name__}) is malformed: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
 
 def _node_types(adapter) -> str:
     return f"NIR nodes for layers {supported_layers()}; the neurons the {adapter.name!r} adapter runs (above)"
 
 
-def _declared(shape_dict: Any) -> tuple[int, ...] | None:
-    if not isinstance(shape_dict, dict):
-        return None
-    shape = next(iter(shape_dict.values()), None)
-    return None if shape is None else tuple(int(s) for s in np.atleast_1d(shape))
-
-
-@torch.no_grad()
 def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
                   built: dict[str, list[nn.Module]], adapter,
                   recurrent: set[tuple[str, str]] = frozenset()) -> dict[str, tuple[int, ...]]:
     """Run one zero sample through the modules, comparing with the declared NIR shapes.
 
+    A graph whose ``Input``/``Output`` declare a leading batch of 1 passes when it fits without it.
     Returns the per-sample output shape of every node (``{}`` when the Input declares no
     shape; a recurrent graph needs one, for the zeros its recurrent edges start from).
     """
+    try:
+        return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=0)
+    except SpikeFitValueError as first:
+        inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
+        if _declared(inp.input_type, 1) == _declared(inp.input_type):
+            raise _with_none_hint(first, graph) from None
+        try:
+            return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=1)
+        except SpikeFitValueError as second:  # the batch-less reading got further: report where it stopped
+            raise _with_none_hint(second, graph) from None
+
+
+def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
+    empty = sorted(k for k, n in graph.nodes.items() if n is None)
+    if not empty:
+        return exc
+    return SpikeFitValueError(
+        f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
+        f"this for AvgPool2d and Flatten), so what they computed cannot be recovered from the file")
+
+
+@torch.no_grad()
+def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                built: dict[str, list[nn.Module]], adapter, recurrent: set[tuple[str, str]], *,
+                batch: int) -> dict[str, tuple[int, ...]]:
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
-    shape = _declared(graph.nodes[inp].input_type)
+    shape = _declared(graph.nodes[inp].input_type, batch)
     if shape is None:
         if recurrent:
             raise SpikeFitValueError(f"the graph is recurrent (edges {sorted(recurrent)}) but its Input {inp!r} "
@@ -292,7 +320,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             raise SpikeFitValueError(f"shape mismatch at node {name!r} ({type(node).__name__}): its inputs "
                                      f"have shapes {shapes}; summed inputs must have equal shapes")
         x = ins[pred[name][0]]
-        want = _declared(node.output_type if name == output else node.input_type)
+        want = None if node is None else (
+            _declared(node.output_type, batch) if name == output else _declared(getattr(node, "input_type", None)))
         if want is not None and tuple(x.shape[1:]) != want:
             raise SpikeFitValueError(
                 f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
@@ -300,7 +329,7 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
         for module in built.get(name, []):
             try:
                 out = module(x)
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError, IndexError) as exc:
                 raise SpikeFitValueError(
                     f"shape mismatch at node {name!r} ({type(node).__name__}): input {tuple(x.shape[1:])} "
                     f"does not fit: {str(exc).splitlines()[0]}") from None
@@ -315,7 +344,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
     return {k: tuple(v.shape[1:]) for k, v in values.items()}
 
 
-def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
+def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None,
+               convention: str | None = None) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
@@ -325,8 +355,12 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
             ``norse.torch.SequentialState``); default: the first of them. A graph
             that is not a chain returns a :class:`NIRGraphModule` in any framework.
         dt: the step in seconds the neurons are discretised with. Default: the
-            graph's ``spikefit.dt`` metadata, else the adapter's ``default_dt``
-            (``1e-3``, with a warning).
+            graph's ``spikefit.dt`` metadata, else the step its neurons' gains imply
+            (:func:`detect_dt`: snnTorch's exporter writes ``r = tau / 1e-4``), else the
+            adapter's ``default_dt`` (``1e-3``, Norse's convention), with a warning.
+
+        convention: how to read a graph without ``spikefit.dt``: ``None`` (detected; ``norse.to_nir``
+            graphs read as Norse means them), ``"norse"`` or ``"nir"`` (by the NIR equations).
 
     Raises:
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
@@ -334,6 +368,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         UnsupportedLayerError: node types or dynamics the framework cannot run
             exactly (named), cycles that are not one neuron's recurrence, several inputs/outputs.
     """
+    require_nir()
     frameworks = nir_frameworks()
     if framework is None and frameworks:
         framework = frameworks[0]
@@ -341,16 +376,11 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
                                  f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
-    graph = read_nir(graph_or_path)
+    # snnTorch's exporter writes RLeaky as a nested graph: inline it before reading conventions
+    graph = numpy_params(flatten_subgraphs(read_nir(graph_or_path)))
     if dt is None:
-        if DT_KEY in graph.metadata:
-            dt = float(graph.metadata[DT_KEY])
-        else:
-            dt = adapter.default_dt
-            warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
+        graph, dt = graph_dt(graph, adapter.default_dt, convention)
     dt = check_dt(dt)
-    graph = flatten_subgraphs(graph)  # e.g. snnTorch's exporter writes RLeaky as a nested graph
     order, pred, output, recurrent = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
     shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent)
