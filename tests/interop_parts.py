@@ -223,10 +223,11 @@ def stock_snntorch(src, x):
 
     model = import_from_nir(_read(src))
 
-    def step(xs):
+    def step(xs):  # nirtorch's GraphModule returns (output, state); the state carries recurrent edges
         model.apply(lambda m: m.reset_mem() if isinstance(m, snn.SpikingNeuron) else None)
+        state = None
         for xt in xs:
-            model(xt)
+            _, state = model(xt, state)
 
     return _per_sample(_hooked(model, lambda m: isinstance(m, snn.SpikingNeuron), step), x)
 
