@@ -130,15 +130,18 @@ def _fold_scales(nodes: dict[str, Any], edges: list[tuple[str, str]], importer: 
     """
     folded = []
     for key in [k for k, n in nodes.items() if isinstance(n, nir.Scale)]:
-        src = [a for a, b in edges if b == key]
-        if len(src) != 1 or not isinstance(nodes[src[0]], _WEIGHTS) or [b for a, b in edges if a == src[0]] != [key]:
+        srcs = [a for a, b in edges if b == key]  # a recurrent neuron's Scale: its input and recurrent weights
+        if not srcs or any(not isinstance(nodes[s], _WEIGHTS) or [b for a, b in edges if a == s] != [key]
+                           for s in srcs):
             continue
         scale = _a(nodes[key].scale)
-        factor = _channel_factor(scale, np.asarray(nodes[src[0]].weight), key, src[0], importer, nodes[key])
-        _scale_weights(nodes, src[0], factor, bias=True, importer=importer, key=key)
-        edges[:] = [(src[0], b) if a == key else (a, b) for a, b in edges if b != key]
+        nxt = [b for a, b in edges if a == key]
+        for src in srcs:
+            factor = _channel_factor(scale, np.asarray(nodes[src].weight), key, src, importer, nodes[key])
+            _scale_weights(nodes, src, factor, bias=True, importer=importer, key=key)
+        edges[:] = [e for e in edges if key not in e] + [(s, b) for s in srcs for b in nxt]
         del nodes[key]
-        folded += [key, src[0]]
+        folded += [key, *srcs]
     return folded
 
 
