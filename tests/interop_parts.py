@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ import snn_spikefit as sf
 from snn_spikefit.trace import Recorder
 
 STEPS = 60
+DATA = Path(__file__).parent / "data"
 F = np.float32
 
 
@@ -257,10 +259,10 @@ def stock_snntorch(src, x):
     return _per_sample(_hooked(model, lambda m: isinstance(m, snn.SpikingNeuron), step), x)
 
 
-def stock_norse(src, x):
+def stock_norse(src, x, **kwargs):
     import norse.torch as norse
 
-    model = norse.from_nir(_read(src))
+    model = norse.from_nir(_read(src), **kwargs)
 
     def step(xs):
         state = None

@@ -254,5 +254,6 @@ def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
             if not changed:
                 return
             text = (f"{STOCK_IMPORTERS[importer]} will not run this file exactly: nodes {sorted(set(changed))} "
-                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d)")
+                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d, a "
+                    f"recurrent bias moved to the input bias, snnTorch cycles given a third node)")
     warnings.warn(f"{text}. {alternative}", UserWarning, stacklevel=5)  # _finish, _export, export_nir

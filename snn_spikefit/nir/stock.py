@@ -22,6 +22,17 @@ node, what would differ, the nearest exact alternative). Measured with snnTorch
   Refused: resets other than to 0, ``v_leak != 0`` in ``CubaLIF``, ``LI``/``CubaLI``,
   ``Conv1d``, ``Scale``.
 
+Recurrent neurons (a cycle ``neuron -> Linear/Affine -> neuron``: snnTorch ``RLeaky``/``RSynaptic``
+with an all-to-all weight, Norse ``LIFRecurrentCell``): both importers leave the cycle to nirtorch,
+which feeds the neuron the recurrent node's output of the previous step and 0 at the first step, so
+an ``Affine``'s bias would be missing on that step; we move it into the bias of the neuron's input
+weights. The input gain is folded into the input and the recurrent weights. For snnTorch the cycle
+gets an identity ``Flatten(0, 0)`` node ``<weight>_delay``: its importer rewrites two-node cycles as
+nested graphs, which nirtorch 2.6 cannot build (``'GraphModule' object has no attribute 'items'``).
+Their models return ``(output, state)``; pass the state back each step (it carries the recurrent
+edge). Refused: recurrence through a ``Conv2d`` or through more than one node, and a recurrent bias
+with no ``Linear``/``Affine`` input weight to move to.
+
 Both stock importers turn NIR's ``Flatten(start_dim=0)`` (NIR shapes have no batch)
 into ``torch.nn.Flatten(0, ...)``: their models run one sample at a time (batch 1).
 """
@@ -34,7 +45,7 @@ import nir
 import numpy as np
 
 from ..errors import SpikeFitValueError, UnsupportedLayerError
-from .recurrence import recurrent_edges
+from .recurrence import _reach, recurrent_edges
 
 __all__ = ["STOCK_IMPORTERS", "STOCK_DT", "stock_dt", "adapt_for_importer"]
 
@@ -93,8 +104,8 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
     changed: list[str] = _fold_scales(nodes, edges, importer)
     pred = {k: [a for a, b in edges if b == k] for k in nodes}
     succ = {k: [b for a, b in edges if a == k] for k in nodes}
-    cycles = _stock_recurrence(nodes, pred, succ, importer)
-    changed += [k for pair in cycles.items() for k in pair]
+    cycles, moved = _stock_recurrence(nodes, pred, succ, importer)
+    changed += moved + ([k for pair in cycles.items() for k in pair] if importer == "snntorch" else [])
     notes: list[str] = []
     for key in list(nodes):
         node = nodes[key]
@@ -272,8 +283,8 @@ def _avgpool_as_sumpool(nodes: dict, succ: dict, pred: dict, key: str, importer:
 
 
 # -- recurrent neurons (a cycle neuron -> weight -> neuron) ---------------------------------------------
-def _stock_recurrence(nodes: dict, pred: dict, succ: dict, importer: str) -> dict[str, str]:
-    """``{neuron: recurrent weight}`` of every cycle, rewritten so the stock importer runs it as we do.
+def _stock_recurrence(nodes: dict, pred: dict, succ: dict, importer: str) -> tuple[dict[str, str], list[str]]:
+    """``({neuron: recurrent weight}, nodes rewritten)``: every cycle, rewritten so the stock importer runs it as we do.
 
     Both stock importers run a cycle through nirtorch, which feeds the neuron the recurrent node's
     *output* of the previous step, zeros at the first step; we (and snnTorch/Norse) feed the neuron's
@@ -281,12 +292,14 @@ def _stock_recurrence(nodes: dict, pred: dict, succ: dict, importer: str) -> dic
     step. The recurrent bias moves into the bias of the neuron's input weights (same sum every step).
     """
     cycles: dict[str, str] = {}
+    moved: list[str] = []
     for neuron, weight in sorted(recurrent_edges(nodes, succ)):
         node, w = nodes[neuron], nodes[weight]
         if not isinstance(w, (nir.Affine, nir.Linear)) or pred[weight] != [neuron] or succ[weight] != [neuron]:
-            raise _refuse(importer, neuron, node, f"its recurrence runs through {weight!r} "
-                          f"({type(w).__name__}); the importer runs a neuron with one recurrent Linear/Affine "
-                          f"weight of its own (neuron -> weight -> neuron)",
+            on_cycle = [k for k in nodes if k != neuron and k in _reach(succ, weight) and neuron in _reach(succ, k)]
+            raise _refuse(importer, neuron, node, f"its recurrence runs through "
+                          f"{', '.join(f'{k!r} ({type(nodes[k]).__name__})' for k in on_cycle)}; the importer runs a neuron "
+                          f"with one recurrent Linear/Affine weight of its own (neuron -> weight -> neuron)",
                           "snnTorch RLeaky/RSynaptic(all_to_all=True) or Norse LIFRecurrentCell, or "
                           "snn_spikefit.import_nir (for_importer=None)")
         cycles[neuron] = weight
@@ -306,7 +319,8 @@ def _stock_recurrence(nodes: dict, pred: dict, succ: dict, importer: str) -> dic
         total = (_a(getattr(ff, "bias", 0.0)) + bias).astype(np.asarray(ff.weight).dtype)
         nodes[src] = nir.Affine(weight=ff.weight, bias=total, metadata=dict(ff.metadata))
         nodes[weight] = nir.Linear(weight=w.weight, metadata=dict(w.metadata))
-    return cycles
+        moved += [weight, src]
+    return cycles, moved
 
 
 def _break_two_cycles(nodes: dict, edges: list, cycles: dict[str, str]) -> None:
