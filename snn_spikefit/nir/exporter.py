@@ -146,8 +146,10 @@ def export_nir(
             (``snntorch.import_nir.import_from_nir``, ``dt = 1e-4``) or ``"norse"``
             (``norse.torch.from_nir``, ``dt = 1e-3`` unless given): a file that stock
             importer runs with the same spikes (input gains folded into the weights,
-            ``AvgPool2d`` as ``SumPool2d`` for Norse), or a refusal; see
-            :mod:`snn_spikefit.nir.stock`. Our own import reads these files exactly too.
+            ``AvgPool2d`` as ``SumPool2d`` for Norse; for a recurrent neuron, the recurrent
+            bias moved to the input bias and, for snnTorch, an identity node on the cycle),
+            or a refusal; see :mod:`snn_spikefit.nir.stock`. Our own import reads these files
+            exactly too.
         nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
             (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
             (sinabs), see :mod:`snn_spikefit.nir.compat`.
