@@ -191,7 +191,8 @@ def _fixed_point(layer: LavaLayer, quantum: float, max_in: int) -> None:
     if np.abs(w2).max(initial=0) > 254:
         layer.why_not_fixed = f"codes up to {np.abs(layer.codes).max()} exceed Loihi's 8-bit weights (|code| <= 127)"
         return
-    reach = float(np.abs(w2).sum(1).max(initial=1)) * max_in * 64
+    # the largest |u|: one step's input, summed over the current's memory (1 / du steps) for a CubaLIF
+    reach = float(np.abs(w2).sum(1).max(initial=1)) * max_in * 64 / layer.du
     bias_v = lambda unit: np.rint(layer.bias / unit * 64)  # noqa: E731
     for we in range(7, -9, -1):
         unit = layer.factor * quantum / 2.0 ** (we + 1)
