@@ -21,10 +21,7 @@ import json
 import os
 import sys
 
-# this file's folder holds snn_spikefit's own lava.py: never let it shadow the lava package
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _subtract_reset_process():
@@ -77,6 +74,9 @@ def build_and_run(program: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    # this file's folder holds snn_spikefit's own lava.py: never let it shadow the lava package
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     if len(argv) != 2:
         print("usage: lava_worker.py PROGRAM.npz SPIKES.npz", file=sys.stderr)
         return 2
