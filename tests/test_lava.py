@@ -204,3 +204,16 @@ def test_lava_side_modules_import_without_torch():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert names <= {"json", "os", "sys", "numpy", "lava", "lif_subtract", "__future__"}, (path, names)
+
+
+def test_environment_without_the_python_names_what_to_install(tmp_path, monkeypatch):
+    from snn_spikefit.targets import TargetError
+    from snn_spikefit.targets.env import target_python, targets_home
+
+    monkeypatch.setenv("SPIKEFIT_TARGETS_HOME", str(tmp_path))
+    assert targets_home() == tmp_path
+    with pytest.raises(TargetError, match="needs Python 3.99 .*pyenv install 3.99"):
+        target_python("nothing", version="3.99", packages=["x"], env_var="SPIKEFIT_PYTHON399")
+    with pytest.raises(TargetError, match="does not exist or is out of date"):
+        target_python("nothing", version="3.99", packages=["x"], env_var="SPIKEFIT_PYTHON399", create=False)
+    assert not (tmp_path / "nothing").exists()
