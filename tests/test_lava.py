@@ -22,11 +22,13 @@ from snn_spikefit.targets.verify import verify
 from conftest import needs_snntorch
 
 STEPS, SAMPLES = 50, 6
-# Fixed point vs our float simulation: thresholds and biases round to one Dense output unit
-# (<= 2**-3 of a code step here) and Loihi's decay rounds toward zero, so a spike moves only when
-# the float membrane passes within that rounding of the threshold. Measured over these 8 nets and
-# 449 digits x 50 steps: at most 0.3 % of spikes per layer. Bound: 2 % per layer, 1 sample of accuracy.
-FIXED_GAP = 0.02
+# Fixed point vs our float simulation: the integers are exact (weights, inputs), but the threshold and
+# the bias round to Loihi's grid (vth to one Dense output unit, <= 2**-3 of a code step here; bias to
+# 1/64 of it) and Loihi's decay rounds toward zero every step, so a spike moves when the float
+# membrane passes within that rounding of the threshold, and a moved hidden spike moves later ones.
+# Measured (benchmarks/lava_agreement.py, 100 digits x 50 steps, these 8 nets): at most 1.2 % of a
+# layer's spikes differ (6 samples: 2.9 %), accuracy equal. Bound: 5 % per layer, one sample of accuracy.
+FIXED_GAP = 0.05
 
 
 @pytest.fixture(scope="session")
@@ -217,3 +219,19 @@ def test_environment_without_the_python_names_what_to_install(tmp_path, monkeypa
     with pytest.raises(TargetError, match="does not exist or is out of date"):
         target_python("nothing", version="3.99", packages=["x"], env_var="SPIKEFIT_PYTHON399", create=False)
     assert not (tmp_path / "nothing").exists()
+
+
+@needs_snntorch
+def test_check_loihi_accepts_what_lava_fixed_point_runs():
+    """Loihi's rule is 8-bit codes: Lava keeps 8 bits of a mixed-sign weight (2 * code is exact)."""
+    import snntorch as snn
+
+    assert sf.get_profile("loihi").weight_bits == 8 and sf.get_profile("loihi2").weight_bits == 8
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.Leaky(beta=0.875, init_hidden=True))
+    sf.wrap(net, m=4, bits=8)
+    sf.freeze(net)
+    x = torch.zeros(1, 1, 8, 8)
+    assert sf.check(net, "loihi", sample=x).ok and sf.check(net, "loihi2", sample=x).ok
+    network = get_target("lava").build(_graph(net), mode="fixed")
+    layer = network.program.layers[0]
+    assert np.array_equal(layer.fixed["weights"], 2 * layer.codes) and np.abs(layer.codes).max() <= 127
