@@ -35,12 +35,18 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from .safety import DEFAULT_MAX_BYTES, check_declared_size, check_max_bytes, check_nir_file
+from .validate import graph_dt, predicted_shape, validate_graph
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
 
 
-def read_nir(graph_or_path: Any) -> nir.NIRGraph:
-    """A ``nir.NIRGraph`` from a graph or a file written by ``nir.write``, with clear errors."""
+def read_nir(graph_or_path: Any, *, max_bytes: int = DEFAULT_MAX_BYTES) -> nir.NIRGraph:
+    """A ``nir.NIRGraph`` from a graph or a file written by ``nir.write``, with clear errors.
+
+    A file is first checked by :func:`~snn_spikefit.nir.safety.check_nir_file` (links, storage,
+    dtypes, declared sizes against ``max_bytes``) before ``nir.read`` reads any of its data.
+    """
     if isinstance(graph_or_path, nir.NIRGraph):
         return graph_or_path
     if not isinstance(graph_or_path, (str, os.PathLike)):
@@ -49,6 +55,7 @@ def read_nir(graph_or_path: Any) -> nir.NIRGraph:
     path = Path(graph_or_path)
     if not path.is_file():
         raise SpikeFitValueError(f"NIR file {str(path)!r} does not exist")
+    check_nir_file(path, max_bytes=max_bytes)
     try:
         graph = nir.read(path, type_check=False)
     except Exception as exc:  # h5py / nir raise OSError, KeyError, ValueError, AssertionError ...
@@ -206,12 +213,17 @@ def _declared(shape_dict: Any) -> tuple[int, ...] | None:
 
 @torch.no_grad()
 def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
-                  built: dict[str, list[nn.Module]], adapter) -> None:
-    """Run one zero sample through the modules, comparing with the declared NIR shapes."""
+                  built: dict[str, list[nn.Module]], adapter, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Run one zero sample through the modules, comparing with the declared NIR shapes.
+
+    Each module's output size is bounded (:func:`~snn_spikefit.nir.validate.predicted_shape`)
+    against ``max_bytes`` before it runs, so no declared shape allocates more.
+    """
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     shape = _declared(graph.nodes[inp].input_type)
     if shape is None:
         return
+    check_declared_size(f"NIR node {inp!r} (Input)", shape, max_bytes)
     values = {inp: torch.zeros(1, *shape)}
     for name in order + [output]:
         node = graph.nodes[name]
@@ -226,6 +238,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
                 f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
                 f"its predecessors give {tuple(x.shape[1:])}")
         for module in built.get(name, []):
+            check_declared_size(f"NIR node {name!r} ({type(node).__name__}): its output",
+                                predicted_shape(module, tuple(x.shape[1:])), max_bytes)
             try:
                 out = module(x)
             except RuntimeError as exc:
@@ -238,7 +252,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
         values[name] = x
 
 
-def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
+def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
@@ -250,6 +265,12 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         dt: the step in seconds the neurons are discretised with. Default: the
             graph's ``spikefit.dt`` metadata, else the adapter's ``default_dt``
             (``1e-3``, with a warning).
+        max_bytes: the most bytes the file's datasets may declare in all, and any one tensor
+            of the shapes the graph declares (default
+            :data:`~snn_spikefit.nir.safety.DEFAULT_MAX_BYTES`, 256 MiB). Nothing in a file is
+            trusted: its HDF5 structure is checked first (no links out of the file, no external
+            or virtual storage, numbers and strings only; :mod:`snn_spikefit.nir.safety`), then
+            every field this function reads (:mod:`snn_spikefit.nir.validate`).
 
     Raises:
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
@@ -264,18 +285,29 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
                                  f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
-    graph = read_nir(graph_or_path)
+    max_bytes = check_max_bytes(max_bytes)
+    graph = read_nir(graph_or_path, max_bytes=max_bytes)
+    try:
+        return _import(graph, adapter, dt, max_bytes)
+    except SpikeFitError:
+        raise
+    except Exception as exc:  # anything a hostile graph still provokes: one named error, never a raw one
+        raise SpikeFitValueError(f"the NIR graph cannot be imported: {type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:300]}") from None
+
+
+def _import(graph: nir.NIRGraph, adapter, dt: float | None, max_bytes: int) -> nn.Module:
+    validate_graph(graph, max_bytes=max_bytes)
     if dt is None:
-        if DT_KEY in graph.metadata:
-            dt = float(graph.metadata[DT_KEY])
-        else:
+        dt = graph_dt(graph)
+        if dt is None:
             dt = adapter.default_dt
             warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
+                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=3)
     dt = check_dt(dt)
     order, pred, output = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
-    _check_shapes(graph, order, pred, output, built, adapter)
+    _check_shapes(graph, order, pred, output, built, adapter, max_bytes)
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:
