@@ -116,6 +116,16 @@ def export_nir(
             m.training = mode
 
 
+def _check_finite(label: str, module: nn.Module, node: nir.NIRNode) -> None:
+    """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
+    for key, value in vars(node).items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise SpikeFitValueError(
+                f"layer {label!r} ({type(module).__name__}) has {bad} NaN/inf values in its {key!r}; a NIR "
+                f"file must hold finite numbers (fix or retrain the layer before export)")
+
+
 #: Modules that are the identity in eval mode; export skips them.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
@@ -153,6 +163,7 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
             node.metadata.update(_codebook_of(label, n.module, codebooks))
+        _check_finite(label, n.module, node)
         nodes[key] = node
         names[n.name] = key
         edges.append((names[n.inputs[0]], key))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..transaction import transactional
 from ..deploy.hardware import get_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
 from ..table import Table
@@ -35,6 +36,8 @@ from .quantizer import distinct_per_row
 __all__ = ["wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "GRANULARITIES"]
 
 GRANULARITIES = ("layer", "channel")
+#: Most values one codebook may hold (its codes are at most 16-bit integers).
+MAX_M = 2**16
 
 
 def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
@@ -85,6 +88,7 @@ def _select_layers(
     return chosen
 
 
+@transactional
 def wrap(
     model: nn.Module,
     *,
@@ -131,7 +135,8 @@ def wrap(
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
-    _check_int("m", m, 2, None, "a codebook needs at least 2 values")
+    _check_int("m", m, 2, MAX_M, f"a codebook needs at least 2 values, and its codes are stored in at most 16 "
+                                 f"bits")
     if bits is not None:
         _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
         if m > 2**bits - 1:
@@ -190,6 +195,8 @@ def _from_profile(hardware: str, m, bits, granularity):
 
 
 def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
+    if not isinstance(model, nn.Module):
+        raise SpikeFitTypeError(f"{what} needs a torch.nn.Module, got {type(model).__name__}")
     layers = compressed_layers(model)
     if not layers:
         raise NotWrappedError(f"{what} needs a model prepared by snn_spikefit.wrap(model, m=...); "
@@ -212,6 +219,7 @@ def commitment_loss(model: nn.Module) -> Tensor:
     return torch.stack(terms).sum()
 
 
+@transactional
 @torch.no_grad()
 def freeze(model: nn.Module) -> nn.Module:
     """Replace every quantizer (CAT codebook or baseline) by its frozen integer form, in place.
@@ -240,6 +248,7 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+@transactional
 @torch.no_grad()
 def strip(model: nn.Module) -> nn.Module:
     """Turn every codebook layer back into a plain layer holding its quantized weight.
