@@ -184,3 +184,20 @@ def test_size_limit_names_node_size_and_limit_and_is_documented(tmp_path):
     assert DEFAULT_MAX_BYTES == 256 * 2**20
     assert "max_bytes" in sf.import_nir.__doc__ and "--max-nir-bytes" in (HERE.parent / "README.md").read_text()
 
+
+
+# -- fuzz ------------------------------------------------------------------------------------------
+
+#: Mutated files per run (derandomized, so every run tries the same ones).
+FUZZ_EXAMPLES = 200
+
+
+@pytest.mark.slow  # a fresh interpreter, FUZZ_EXAMPLES imports (about 10 s)
+def test_fuzzed_nir_files_give_only_named_errors_within_the_memory_bound(tmp_path):
+    proc = subprocess.run([sys.executable, str(HERE / "fuzz_nir.py"), str(tmp_path), str(FUZZ_EXAMPLES)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["examples"] == FUZZ_EXAMPLES and summary["other"] == [], summary["other"][:5]
+    assert summary["named"] > FUZZ_EXAMPLES // 2 and summary["imported"] > 0  # the mutations bite, and not all
+    assert summary["peak_growth_mib"] < MEMORY_BOUND_MIB, summary
