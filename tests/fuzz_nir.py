@@ -91,17 +91,15 @@ OPS = st.one_of(
 
 
 def main(d: Path, examples: int) -> dict:
-    import resource
-
     import snn_spikefit as sf
-    from hostile_files import base_file
+    from hostile_files import base_file, peak_kib, reset_peak
 
     base = base_file(d / "valid.nir")
     other = d / "other.h5"
     with h5py.File(other, "w") as f:
         f["w"] = np.ones((3, 4), np.float32)
     counts = {"examples": 0, "imported": 0, "named": 0, "other": []}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = reset_peak()
 
     @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -124,7 +122,7 @@ def main(d: Path, examples: int) -> dict:
             counts["other"].append(f"{ops!r}: {type(exc).__name__}: {exc}"[:400])
 
     fuzz()
-    counts["peak_growth_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    counts["peak_growth_mib"] = (peak_kib() - before) / 1024
     return counts
 
 
