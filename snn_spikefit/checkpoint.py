@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,18 +51,23 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(lines[:2])[:300] if lines else type(exc).__name__
 
 
+def _refused_global(text: str) -> str:
+    """What torch's weights-only unpickler refused, e.g. ``GLOBAL posix.system``, from its long message."""
+    found = re.search(r"(GLOBAL [\w.]+)", text)
+    return f"it asks for {found.group(1)}; " if found else ""
+
+
 def _read(path: Path, trust: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:
         text = _first_line(exc)
-        if not trust and ("weights_only" in text.lower() or "Unsupported global" in text
-                          or isinstance(exc, pickle.UnpicklingError)):
+        if not trust and ("weights only" in str(exc).lower() or isinstance(exc, pickle.UnpicklingError)):
             raise UntrustedCheckpointError(
                 f"checkpoint {str(path)!r} holds pickled Python objects (e.g. a whole module saved with "
                 f"torch.save(model)), which are refused because unpickling them can run code from the file "
-                f"({text[:160]}); save model.state_dict() and load it into your model (--model-factory), or "
-                f"pass trust=True / --trust-checkpoint if you trust the file") from None
+                f"({_refused_global(str(exc))}nothing was run); save model.state_dict() and load it into your "
+                f"model (--model-factory), or pass trust=True / --trust-checkpoint if you trust the file") from None
         raise SpikeFitValueError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: {text}") from None
 
 
