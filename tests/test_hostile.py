@@ -204,3 +204,51 @@ def test_fuzzed_nir_files_give_only_named_errors_within_the_memory_bound(tmp_pat
     assert summary["examples"] == FUZZ_EXAMPLES and summary["other"] == [], summary["other"][:5]
     assert summary["named"] > FUZZ_EXAMPLES // 2 and summary["imported"] > 0  # the mutations bite, and not all
     assert summary["peak_growth_mib"] < MEMORY_BOUND_MIB, summary
+
+
+# -- all or nothing: a failure half-way through a verb ----------------------------------------------
+
+def _fail_on_second_call(monkeypatch, module, name):
+    real, calls = getattr(module, name), []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(f"injected failure in {name}")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, flaky)
+
+
+@pytest.mark.parametrize("verb, module, name", [
+    ("freeze", "snn_spikefit.quantize.wrap", "install_frozen"),
+    ("strip", "snn_spikefit.quantize.wrap", "remove_parametrization"),
+    ("wrap", "torch.nn.utils.parametrize", "register_parametrization"),
+    ("prune", "snn_spikefit.pruning.prune", "remove_channels"),
+])
+def test_a_verb_that_fails_half_way_leaves_the_model_exactly_as_it_was(verb, module, name, monkeypatch):
+    import importlib
+
+    net = hostile_api.snn_net()
+    if verb in ("freeze", "strip"):
+        sf.wrap(net, m=3, bits=4)
+    x = torch.rand(2, 6)
+    out_before = sf.run(net, x, num_steps=3)
+    before, ids = model_state(net), [id(p) for p in net.parameters()]
+    _fail_on_second_call(monkeypatch, importlib.import_module(module), name)
+    calls = {"freeze": lambda: sf.freeze(net), "strip": lambda: sf.strip(net), "wrap": lambda: sf.wrap(net, m=3),
+             "prune": lambda: sf.prune(net, hostile_api.data(), 0.5, steps=2, progress=False)}
+    with pytest.raises(RuntimeError, match=f"injected failure in {name}"):
+        calls[verb]()
+    assert model_state(net) == before and [id(p) for p in net.parameters()] == ids
+    monkeypatch.undo()
+    assert torch.equal(sf.run(net, x, num_steps=3), out_before)  # and it still runs the same
+
+
+def test_fold_batchnorm_refusing_the_second_pair_changes_nothing():
+    net = torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2),
+                              torch.nn.BatchNorm1d(2, eps=0.0)).eval()
+    net[3].running_var.zero_()
+    before = model_state(net)
+    with pytest.raises(sf.SpikeFitValueError, match="BatchNorm '3' cannot be folded into '2'"):
+        sf.fold_batchnorm(net)
+    assert model_state(net) == before
