@@ -85,7 +85,7 @@ def scoring_cost(model, calib, cfg: Config) -> dict[str, float]:
     out = {"train_epoch": best_of(train_epoch)}
     for name in CRITERIA:
         work = copy.deepcopy(model)
-        out[name] = best_of(lambda: sf.prune(work, calib, 0.0, criterion=criterion_for(name, 0),
+        out[name] = best_of(lambda: sf.prune(work, calib, amount=0.0, criterion=criterion_for(name, 0),
                                              num_steps=cfg.num_steps, num_batches=len(calib), progress=False))
     return out
 
@@ -121,7 +121,7 @@ def run(cfg: Config, out_dir: Path) -> None:
             for name in CRITERIA:
                 model = copy.deepcopy(base)
                 t0 = time.perf_counter()
-                report = sf.prune(model, calib, amount, criterion=criterion_for(name, seed), num_steps=cfg.num_steps,
+                report = sf.prune(model, calib, amount=amount, criterion=criterion_for(name, seed), num_steps=cfg.num_steps,
                                   num_batches=len(calib), progress=False)
                 score_s = time.perf_counter() - t0
                 torch.manual_seed(seed)

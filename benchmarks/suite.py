@@ -258,7 +258,7 @@ def _pruned(run: _Run, cat_models: dict[tuple[int, int], Any]) -> None:
     for base, m, bits, source in pruned:
         def build_pruned(source=source, base=base):
             model = source()
-            prune(model, run.loader(), amount, criterion="fsc", num_steps=cfg.num_steps, progress=False)
+            prune(model, run.loader(), amount=amount, criterion="fsc", num_steps=cfg.num_steps, progress=False)
             run.finetune(model, f"{base}+FSC")
             return freeze(model) if compressed_layers(model) else model
         run.variant(f"{base} + FSC {int(amount * 100)}%", m, bits, build_pruned, "channels of every spiking layer")

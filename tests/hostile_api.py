@@ -222,14 +222,14 @@ CASES: list[Case] = [
     Case("wrap_not_a_module", lambda t: (None, lambda: sf.wrap("net")), SpikeFitTypeError, "must be a torch.nn.Module"),
     # -- freeze, strip, commitment_loss, fold_batchnorm
     Case("commitment_loss_str", lambda t: (None, lambda: sf.commitment_loss("str")), SpikeFitTypeError,
-         "commitment_loss needs a torch.nn.Module, got str"),
+         "model must be a torch.nn.Module, got str"),
     Case("commitment_loss_unwrapped", lambda t: (m := plain(), lambda: sf.commitment_loss(m)), NotWrappedError,
          "needs a model prepared by snn_spikefit.wrap"),
-    Case("freeze_str", lambda t: (None, lambda: sf.freeze("str")), SpikeFitTypeError, "freeze needs a torch.nn.Module"),
+    Case("freeze_str", lambda t: (None, lambda: sf.freeze("str")), SpikeFitTypeError, "model must be a torch.nn.Module, got str"),
     Case("freeze_unwrapped", lambda t: (m := plain(), lambda: sf.freeze(m)), NotWrappedError, "freeze needs a model"),
     Case("strip_unwrapped", lambda t: (m := plain(), lambda: sf.strip(m)), NotWrappedError, "strip needs a model"),
     Case("fold_str", lambda t: (None, lambda: sf.fold_batchnorm("str")), SpikeFitTypeError,
-         "fold_batchnorm needs a torch.nn.Module, got str"),
+         "model must be a torch.nn.Module, got str"),
     Case("fold_var0_eps0", lambda t: (m := _bn(), lambda: sf.fold_batchnorm(m)), SpikeFitValueError,
          "BatchNorm '1' cannot be folded into '0'"),
     Case("fold_negative_var", lambda t: (m := _bn(var=-1.0, eps=1e-5), lambda: sf.fold_batchnorm(m)),
@@ -254,14 +254,14 @@ CASES: list[Case] = [
          InputMismatchError, "takes inputs [B, 2, ..., ...]"),
     # -- prune
     Case("prune_labels_out_of_range", lambda t: (m := snn_net(), lambda: sf.prune(
-        m, data(torch.tensor([0, 1, 5, 0])), 0.5, progress=False)), SpikeFitValueError, "class indices in 0..2"),
+        m, data(torch.tensor([0, 1, 5, 0])), amount=0.5, progress=False)), SpikeFitValueError, "class indices in 0..2"),
     Case("prune_float_labels", lambda t: (m := snn_net(), lambda: sf.prune(
-        m, data(torch.rand(4)), 0.5, progress=False)), SpikeFitValueError, "class indices"),
+        m, data(torch.rand(4)), amount=0.5, progress=False)), SpikeFitValueError, "class indices"),
     Case("prune_fails_in_step_2", lambda t: (m := snn_net(), lambda: sf.prune(
-        m, data(), 0.5, steps=2, finetune=_raise("finetune broke"), progress=False)), ValueError, "finetune broke"),
-    Case("prune_amount_1", lambda t: (m := snn_net(), lambda: sf.prune(m, data(), 1.0, progress=False)),
+        m, data(), amount=0.5, steps=2, finetune=_raise("finetune broke"), progress=False)), ValueError, "finetune broke"),
+    Case("prune_amount_1", lambda t: (m := snn_net(), lambda: sf.prune(m, data(), amount=1.0, progress=False)),
          SpikeFitValueError, "amount=1.0 is not allowed"),
-    Case("prune_empty_data", lambda t: (m := snn_net(), lambda: sf.prune(m, [], 0.5, progress=False)),
+    Case("prune_empty_data", lambda t: (m := snn_net(), lambda: sf.prune(m, [], amount=0.5, progress=False)),
          SpikeFitValueError, "data yielded no batch"),
     # -- export
     Case("export_nan_weight", lambda t: (m := _nan(snn_net()), lambda: sf.export_nir(m, torch.rand(1, 6))),

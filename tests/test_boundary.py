@@ -67,7 +67,7 @@ with warnings.catch_warnings(record=True) as caught:
     assert out.shape == (T, 16, 4)
     active(rec)
 
-    report = sf.prune(model, data, 0.25, num_steps=T, progress=False)  # prune
+    report = sf.prune(model, data, amount=0.25, num_steps=T, progress=False)  # prune
     assert model[0].out_features == 9 and model[2].in_features == 9, report
     assert tuple(model[1].beta.shape) == (9,)
     active(spikes(model)[1])

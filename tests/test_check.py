@@ -66,10 +66,10 @@ def test_distinct_weights_per_layer():
 
 def test_conv_on_dense_only_chip_and_kernel_size():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
-    report = sf.check(net, "truenorth", torch.rand(1, 1, 8, 8))
+    report = sf.check(net, "truenorth", sample=torch.rand(1, 1, 8, 8))
     assert ("layer_type", "0") in _rules(report) and ("layer_type", "2") not in _rules(report)
     big = nn.Sequential(nn.Conv2d(1, 2, 17))
-    assert ("kernel_size", "0") in _rules(sf.check(big, "speck", torch.rand(1, 1, 20, 20)))
+    assert ("kernel_size", "0") in _rules(sf.check(big, "speck", sample=torch.rand(1, 1, 20, 20)))
 
 
 def test_neurons_cores_synapses_and_inputs():
@@ -90,7 +90,7 @@ def test_conv_neurons_need_a_sample():
     chip = HardwareProfile("c", max_neurons=100, conv=True)
     without = sf.check(net, chip)
     assert without.ok and ("neurons", "0", "conv output size needs sample=<an input batch>") in without.skipped
-    with_sample = sf.check(net, chip, torch.rand(2, 1, 8, 8))
+    with_sample = sf.check(net, chip, sample=torch.rand(2, 1, 8, 8))
     assert [(v.rule, v.actual) for v in with_sample.violations] == [("neurons", 4 * 8 * 8)]
 
 
@@ -117,13 +117,16 @@ def test_raise_if_failed_lists_violations_and_model_is_unchanged(tmp_path):
     net = nn.Sequential(nn.Linear(300, 10), nn.MaxPool1d(2))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     report = sf.check(net, "truenorth")
-    with pytest.raises(ConstraintViolationError, match=r"does not fit truenorth \(3 violations\)(.|\n)*fan_in: layer 0"):
+    with pytest.raises(ConstraintViolationError, match=r"does not fit truenorth \(4 violations\)(.|\n)*fan_in: layer 0"):
         report.raise_if_failed()
     assert isinstance(ConstraintViolationError("x"), sf.SpikeFitError)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert any(s[0] == "layer_type" and s[1] == "1" for s in report.skipped)   # MaxPool1d not checked
+    # MaxPool1d: no NIR node, so no chip toolchain can take the model -- an error, not "not checked"
+    (pool,) = [v for v in report.violations if v.layer == "1"]
+    assert (pool.rule, pool.actual, pool.severity) == ("layer_type", "MaxPool1d", "error")
+    assert "use nn.AvgPool2d" in pool.hint and pool in report.structural
     d = json.loads(report.to_json(tmp_path / "c.json"))
-    assert d["ok"] is False and len(d["violations"]) == 3
+    assert d["ok"] is False and len(d["violations"]) == 4
     assert report.to_csv().splitlines()[0] == "rule,layer,limit,actual,severity,hint"
 
 

@@ -236,7 +236,7 @@ def test_a_verb_that_fails_half_way_leaves_the_model_exactly_as_it_was(verb, mod
     before, ids = model_state(net), [id(p) for p in net.parameters()]
     _fail_on_second_call(monkeypatch, importlib.import_module(module), name)
     calls = {"freeze": lambda: sf.freeze(net), "strip": lambda: sf.strip(net), "wrap": lambda: sf.wrap(net, m=3),
-             "prune": lambda: sf.prune(net, hostile_api.data(), 0.5, steps=2, progress=False)}
+             "prune": lambda: sf.prune(net, hostile_api.data(), amount=0.5, steps=2, progress=False)}
     with pytest.raises(RuntimeError, match=f"injected failure in {name}"):
         calls[verb]()
     assert model_state(net) == before and [id(p) for p in net.parameters()] == ids

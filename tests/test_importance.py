@@ -80,7 +80,7 @@ def test_scores_equal_brute_force(name):
     expected = _brute_force(model, data)[name]
     spikes, _, _ = _by_hand(model, *data[0])
     assert 0 < float(spikes.mean()) < 1  # the layer spikes, but not everywhere: the test can tell channels apart
-    report = sf.prune(model, data, 0.0, criterion=name, num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.0, criterion=name, num_steps=T, progress=False)
     got = report.scores["1"].double().numpy()
     assert report.num_samples == 5
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
@@ -94,7 +94,7 @@ def test_svs_of_dense_layer_is_firing_indicator():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 6), snn.Leaky(beta=BETA, init_hidden=True), nn.Linear(6, 2))
     x, y = torch.rand(8, 5) * 4, torch.zeros(8, dtype=torch.long)
-    report = sf.prune(model, [(x, y)], 0.0, criterion="svs", num_steps=T, progress=False)
+    report = sf.prune(model, [(x, y)], amount=0.0, criterion="svs", num_steps=T, progress=False)
     spikes = sf.run(nn.Sequential(model[0], model[1]), x, num_steps=T)  # [T, B, C]
     fired = (spikes.sum(0) > 0).double().mean(0)
     assert torch.allclose(report.scores["1"].double(), fired)

@@ -69,7 +69,7 @@ def test_amount_zero_is_identity():
     model, data = _net(), _data()
     before = _out(model, data[0][0])
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    report = sf.prune(model, data, 0.0, num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.0, num_steps=T, progress=False)
     assert torch.equal(_out(model, data[0][0]), before)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert [r.channels_after for r in report.layers] == [4, 6]
@@ -83,7 +83,7 @@ def test_removing_channels_with_zero_outgoing_weights_keeps_outputs():
         model[9].weight[:, 2 * 4:3 * 4] = 0  # channel 2 of the second one feeds nothing
     x = data[0][0]
     before = _out(model, x)
-    report = sf.prune(model, data, 0.25, criterion=_lowest({"3": 1, "7": 2}), num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.25, criterion=_lowest({"3": 1, "7": 2}), num_steps=T, progress=False)
     assert [r.kept for r in report.layers] == [(0, 2, 3), (0, 1, 3, 4, 5)]
     after = _out(model, x)
     assert torch.equal(after, before)
@@ -92,7 +92,7 @@ def test_removing_channels_with_zero_outgoing_weights_keeps_outputs():
 def test_pruned_model_equals_original_with_removed_channels_silenced():
     model, data = _net(), _data()
     reference = copy.deepcopy(model)
-    report = sf.prune(model, data, 0.5, criterion="fsc", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, criterion="fsc", num_steps=T, progress=False)
     masked = _mask_outgoing(reference, report)
     x = data[1][0]
     assert torch.allclose(_out(model, x), _out(masked, x), atol=1e-6, rtol=0)
@@ -112,7 +112,7 @@ def test_parameter_counts():
         return (9 + 1) * c1 + 2 * c1 + (9 * c1 + 1) * c2 + 2 * c2 + 4 * c2 * 5 + 5
 
     assert count_parameters(model) == sum(p.numel() for p in model.parameters()) == expected(4, 6)
-    report = sf.prune(model, data, 0.5, criterion="l1", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, criterion="l1", num_steps=T, progress=False)
     assert report.params_before == expected(4, 6)
     assert report.params_after == sum(p.numel() for p in model.parameters()) == expected(2, 3)
     assert (model[0].out_channels, model[1].num_features, model[4].in_channels, model[4].out_channels,
@@ -129,7 +129,7 @@ def test_codebooks_survive_pruning(granularity, frozen):
     if frozen:
         sf.freeze(model)
     reference = copy.deepcopy(model)
-    report = sf.prune(model, data, 0.5, criterion="fsc", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, criterion="fsc", num_steps=T, progress=False)
     k1, k2 = (torch.tensor(r.kept) for r in report.layers)
     cols = (k2[:, None] * 4 + torch.arange(4)).flatten()
     assert torch.equal(model[0].weight, reference[0].weight[k1])
@@ -152,7 +152,7 @@ def test_codebooks_survive_pruning(granularity, frozen):
 
 def test_pruned_model_trains_and_can_be_wrapped():
     model, data = _net(), _data()
-    sf.prune(model, data, 0.5, num_steps=T, progress=False)
+    sf.prune(model, data, amount=0.5, num_steps=T, progress=False)
     model.train()
     loss = nn.functional.cross_entropy(sf.run(model, data[0][0], num_steps=T).sum(0), data[0][1])
     loss.backward()
@@ -179,7 +179,7 @@ def test_per_channel_neuron_parameters_follow():
         model[0].weight.mul_(3)
     reference = copy.deepcopy(model)
     data = [(torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0]))]
-    report = sf.prune(model, data, 0.4, criterion="random", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.4, criterion="random", num_steps=T, progress=False)
     keep = torch.tensor(report.layers[0].kept)
     assert isinstance(model[1].beta, nn.Parameter) and torch.equal(model[1].beta, beta[keep])
     assert "threshold" in dict(model[1].named_buffers()) and torch.equal(model[1].threshold, thr[keep])
@@ -194,17 +194,17 @@ def test_per_channel_neuron_parameters_follow():
 def test_iterative_steps_and_finetune_calls():
     model, data = _net(), _data()
     calls = []
-    report = sf.prune(model, data, 0.5, steps=3, criterion="taylor", num_steps=T, progress=False,
+    report = sf.prune(model, data, amount=0.5, steps=3, criterion="taylor", num_steps=T, progress=False,
                       finetune=lambda m: calls.append(m[0].out_channels))
     assert [r.channels_after for r in report.layers] == [2, 3]
     assert len(calls) == 2 and calls[0] >= calls[1] >= 2
     with pytest.raises(sf.SpikeFitTypeError, match="one-shot iterator"):
-        sf.prune(model, iter(data), 0.5, steps=2, progress=False)
+        sf.prune(model, iter(data), amount=0.5, steps=2, progress=False)
 
 
 def test_global_scope_removes_the_total_amount():
     model, data = _net(), _data()
-    report = sf.prune(model, data, 0.5, scope="global", criterion="sca", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, scope="global", criterion="sca", num_steps=T, progress=False)
     after = [r.channels_after for r in report.layers]
     assert sum(after) == 10 - 5 and min(after) >= 1
 
@@ -216,7 +216,7 @@ def test_output_layer_never_pruned_and_report_prints():
     model = nn.Sequential(nn.Linear(6, 8), snn.Leaky(beta=0.5, init_hidden=True), nn.Linear(8, 3),
                           snn.Leaky(beta=0.5, init_hidden=True))
     data = [(torch.rand(4, 6) * 3, torch.tensor([0, 1, 2, 0]))]
-    report = sf.prune(model, data, 0.5, criterion="svs", num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, criterion="svs", num_steps=T, progress=False)
     assert [r.neuron for r in report.layers] == ["1"] and model[2].out_features == 3
     text = str(report)
     assert "channels_before" in text and "criterion=svs" in text
@@ -244,9 +244,9 @@ def test_unprunable_layer_is_refused_unless_ignored():
     data = [(torch.rand(3, 4), torch.tensor([0, 1, 0]))]
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(sf.UnsupportedLayerError, match=r"cannot prune spiking layer 'lif2'.*'\?'.*ignore=\['lif2'\]"):
-        sf.prune(model, data, 0.5, num_steps=T, progress=False)
+        sf.prune(model, data, amount=0.5, num_steps=T, progress=False)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    report = sf.prune(model, data, 0.5, ignore=["lif2"], num_steps=T, progress=False)
+    report = sf.prune(model, data, amount=0.5, ignore=["lif2"], num_steps=T, progress=False)
     assert [r.neuron for r in report.layers] == ["lif1"]
     assert model.fc1.out_features == 3 and model.fc2.in_features == 3 and model.fc2.out_features == 6
 
@@ -271,15 +271,15 @@ def test_bad_arguments(kwargs, exc, match):
 def test_empty_data_and_bad_batches():
     model = _net()
     with pytest.raises(sf.SpikeFitValueError, match="data yielded no batch"):
-        sf.prune(model, [], 0.5, progress=False)
+        sf.prune(model, [], amount=0.5, progress=False)
     with pytest.raises(sf.SpikeFitTypeError, match=r"data must yield \(x, y\) pairs"):
-        sf.prune(model, [torch.rand(2, 1, 8, 8)], 0.5, progress=False)
+        sf.prune(model, [torch.rand(2, 1, 8, 8)], amount=0.5, progress=False)
 
 
 def test_pruned_model_exports_to_nir_and_round_trips(tmp_path):
     pytest.importorskip("nir")
     model, data = _net(batch_norm=False), _data(n=1)
-    sf.prune(model, data, 0.5, num_steps=T, progress=False)
+    sf.prune(model, data, amount=0.5, num_steps=T, progress=False)
     path = tmp_path / "pruned.nir"
     sf.export_nir(model, data[0][0][:1], path)
     again = sf.import_nir(path, framework="snntorch")
@@ -297,7 +297,7 @@ def test_norse_model_prunes_through_its_adapter(amount):
     x = torch.rand(6, 1, 8, 8) * 4
     data = [(x, torch.arange(6) % 10)]
     before = sf.run(model, x, num_steps=4)
-    report = sf.prune(model, data, amount, num_steps=4, progress=False)
+    report = sf.prune(model, data, amount=amount, num_steps=4, progress=False)
     chans = [(r.channels_before, r.channels_after) for r in report.layers]
     assert chans == [(16, 16 - int(16 * amount)), (32, 32 - int(32 * amount))]
     after = sf.run(model, x, num_steps=4)

@@ -187,7 +187,7 @@ def test_baselines_compress_what_wrap_compresses():
 @pytest.mark.parametrize("name", list(QUANTIZERS))
 def test_prune_keeps_every_quantizer_invariant(name):
     net = QUANTIZERS[name][0](kernel_net())
-    report = sf.prune(net, kernel_data(), 0.3, num_steps=3, progress=False)
+    report = sf.prune(net, kernel_data(), amount=0.3, num_steps=3, progress=False)
     assert [r.neuron for r in report.layers] == ["1", "3"]
     assert tuple(net[0].kernel.shape) == (7, 12) and tuple(net[2].kernel.shape) == (6, 7)
     assert tuple(net[4].kernel.shape) == (3, 6) and tuple(net[2].bias.shape) == (6,)

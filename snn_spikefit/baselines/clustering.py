@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
+from ..runtime import check_module
 from ..quantize.layers import candidates, compressed_layers, remove_parametrization
 from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
@@ -170,8 +171,7 @@ class ClusterWeight(Quantizer):
 
 
 def _layers(model: nn.Module, what: str) -> list[tuple[str, nn.Module, str]]:
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     layers = candidates(model)
     if not layers:
         raise SpikeFitValueError(f"{what}: model has no Linear/Conv layer")

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import get_adapter
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
 from ..nir.common import Gain
+from ..runtime import check_module, eval_mode
 
 __all__ = ["relu_twin", "convert_to_snn", "activation_scales"]
 
@@ -35,8 +36,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _neuron_names(snn: nn.Module) -> list[str]:
-    if not isinstance(snn, nn.Module):
-        raise SpikeFitTypeError(f"snn must be a torch.nn.Module, got {type(snn).__name__}")
+    check_module(snn, "snn")
     names = [n for n, _ in get_adapter(snn).neurons(snn)]
     if not names:
         raise SpikeFitValueError(f"{type(snn).__name__} has no spiking neuron of an installed framework; "
@@ -71,17 +71,15 @@ def activation_scales(ann: nn.Module, names: list[str], data: Iterable, *, perce
         seen[name].append(output.detach().transpose(0, 1).reshape(output.shape[1], -1))
 
     hooks = [modules[n].register_forward_hook(lambda mod, i, o, n=n: keep(n, o)) for n in names]
-    was_training = ann.training
-    ann.eval()
     try:
-        for b, (x, _) in enumerate(data):
-            if b >= num_batches:
-                break
-            ann(x)
+        with eval_mode(ann):
+            for b, (x, _) in enumerate(data):
+                if b >= num_batches:
+                    break
+                ann(x)
     finally:
         for h in hooks:
             h.remove()
-        ann.train(was_training)
     out = {}
     for n, parts in seen.items():
         if not parts:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import NotWrappedError, SpikeFitTypeError
+from ..errors import NotWrappedError
+from ..runtime import check_module
 from ..quantize.layers import compressed_layers
 from ..quantize.wrap import freeze
 from .clustering import ClusterWeight, FakeQuantWeight
@@ -45,8 +46,7 @@ def freeze_baseline(model: nn.Module) -> nn.Module:
     Outputs do not change (the decoded weight equals the quantized one bit for bit).
     Raises ``NotWrappedError`` when no weight carries a baseline quantizer.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not any(isinstance(c.quantizer, BASELINE_PARAMETRIZATIONS) for c in compressed_layers(model)):
         raise NotWrappedError(f"freeze_baseline: {type(model).__name__} has no layer quantized by ttq, qat, "
                               f"cluster or qpsnn")

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
+from ..runtime import check_module
 from ..quantize.layers import candidates
 from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
@@ -106,8 +107,7 @@ def qpsnn(model: nn.Module, *, bits: int = 4) -> nn.Module:
     The weights quantized are those CAT's :func:`snn_spikefit.wrap` compresses by default
     (``Linear``/``Conv*`` and the adapters' weights). Fine-tune afterwards with any loop; re-estimate BatchNorm statistics after it.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise SpikeFitValueError(f"bits={bits!r} is not allowed; use an int in 2..8")
     layers = candidates(model)

@@ -41,7 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
+from ..runtime import check_module
 from ..quantize.layers import candidates, compressed_layers
 from ..quantize.quantizer import IntegerForm, Quantizer, code_dtype
 
@@ -134,8 +135,7 @@ def ttq(model: nn.Module, *, threshold: float = 0.05, exclude_first_last: bool =
     the per-layer ``w_p``/``w_n`` are ordinary parameters. Re-estimate BatchNorm
     statistics after training (:func:`snn_spikefit.recalibrate_bn`).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise SpikeFitValueError(f"threshold={threshold!r} is not allowed; use a number in (0, 1) (TTQ uses 0.05)")
     taken = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]

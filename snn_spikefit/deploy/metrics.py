@@ -23,21 +23,20 @@ with its components (the report prints them side by side).
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
-from ..runtime import run, DEFAULT_NUM_STEPS
+from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
+from ..reports import Report
 from ..table import Table
 from ..train import scores
 from ..quantize.layers import compressed_layers
@@ -97,7 +96,7 @@ def deploy_ratio(perf_pct: float, latency_s: float, energy_mj: float | None, siz
 
 
 @dataclass(frozen=True)
-class DeployReport:
+class DeployReport(Report):
     """Everything :func:`evaluate` measured. Operation counts and energy are per inference (one sample)."""
 
     profile: str
@@ -163,15 +162,6 @@ class DeployReport:
         out["neurons"] = [asdict(n) for n in self.neurons]
         return out
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """The metric table (DR and its components) as CSV."""
-        return self.table().to_csv(path)
 
 
 def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float) -> tuple[float | None, str]:
@@ -228,7 +218,7 @@ def evaluate(
     num_steps: int | None = DEFAULT_NUM_STEPS,
     forward_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
     warmup: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> DeployReport:
     """Measure what a model costs to deploy on ``hardware`` and how well it does on ``data``.
 
@@ -244,13 +234,13 @@ def evaluate(
         forward_fn: ``(model, x) -> scores [B, classes]``; default: run over time,
             average the output over steps.
         warmup: untimed runs of the first batch before timing (not counted).
-        progress: show tqdm bars.
+        progress: tqdm bars; ``None``: the library switch (:func:`snn_spikefit.set_progress`; by
+            default bars on a terminal only).
 
     Two passes over ``data``: one timed without hooks (accuracy, F1, latency),
     one with counting hooks (operations, neuron updates, firing rates).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise SpikeFitValueError(f"warmup={warmup!r} is not allowed; use an int >= 0")
     if forward_fn is not None and not callable(forward_fn):
@@ -265,11 +255,9 @@ def evaluate(
         raise SpikeFitTypeError(f"data must be an iterable of (x, y) batches, got {type(data).__name__}") from None
     if one_shot:  # a one-shot iterator: keep its batches for the second pass
         data = list(data)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         preds, labels, seconds = [], [], 0.0
-        for i, (x, y) in enumerate(tqdm(_batches(data), desc="evaluate", leave=False, disable=not progress)):
+        for i, (x, y) in enumerate(progress_bar(_batches(data), desc="evaluate", leave=False, progress=progress)):
             if i == 0:
                 for _ in range(warmup):
                     _predict(model, x, y, num_steps, forward_fn, i)
@@ -281,13 +269,10 @@ def evaluate(
         if not labels or sum(len(y) for y in labels) == 0:
             raise SpikeFitValueError("data yielded no samples; pass a non-empty iterable of (x, y) batches")
         with OpCounter(model) as counter:
-            for i, (x, y) in enumerate(tqdm(_batches(data), desc="count ops", leave=False, disable=not progress)):
+            for i, (x, y) in enumerate(progress_bar(_batches(data), desc="count ops", leave=False, progress=progress)):
                 _predict(model, x, y, num_steps, forward_fn, i)
                 counter.add_samples(int(y.shape[0]))
         ops = counter.result()
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
     pred, target = torch.cat(preds), torch.cat(labels)
     samples = int(target.numel())
     accuracy = 100.0 * float((pred == target).double().mean())

@@ -27,7 +27,7 @@ neuron layer: non-zero outputs / outputs; activation sparsity is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..reports import Report
+from ..runtime import check_input, check_module, run
 from ..table import Table
 from ..trace import Recorder
 
@@ -61,13 +63,21 @@ OP_RULES: dict[type[nn.Module], Callable[[nn.Module, Tensor, Tensor], Tensor]] =
 }
 
 
-def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tensor, Tensor], Tensor]) -> None:
-    """Count operations of ``layer_type`` by ``fn(module, x, w)`` (the layer re-run with no bias)."""
+def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tensor, Tensor], Tensor], *,
+                     replace: bool = False) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """Count operations of ``layer_type`` by ``fn(module, x, w)`` (the layer re-run with no bias).
+
+    A type that already has a rule is refused unless ``replace=True``.
+    """
     if not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
         raise SpikeFitTypeError(f"layer_type must be an nn.Module subclass, got {layer_type!r}")
     if not callable(fn):
         raise SpikeFitTypeError(f"fn must be callable (module, x, w) -> Tensor, got {fn!r}")
+    if layer_type in OP_RULES and not replace:
+        raise SpikeFitValueError(f"an operation rule for {layer_type.__name__} is already registered "
+                                 f"({OP_RULES[layer_type]!r}); pass replace=True to replace it")
     OP_RULES[layer_type] = fn
+    return fn
 
 
 def _rule(module: nn.Module):
@@ -106,7 +116,7 @@ class NeuronActivity:
 
 
 @dataclass(frozen=True)
-class OpCounts:
+class OpCounts(Report):
     """What :func:`count_ops` / :class:`OpCounter` measured, per sample."""
 
     samples: int
@@ -148,8 +158,10 @@ class OpCounts:
             t.add_row([n.name, "neuron", None, None, None, n.neurons, n.updates, n.firing_rate])
         return t
 
-    def __str__(self) -> str:
-        return str(self.table())
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "acs": self.acs, "macs": self.macs, "dense": self.dense,
+                "neuron_updates": self.neuron_updates, "activation_sparsity": self.activation_sparsity,
+                "layers": [asdict(layer) for layer in self.layers], "neurons": [asdict(n) for n in self.neurons]}
 
 
 class OpCounter:
@@ -164,8 +176,7 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_module(model)
         self.model = model
         self.layers = connection_layers(model)
         self.recorder = Recorder(model)
@@ -244,7 +255,6 @@ def count_ops(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> O
         x: static ``[B, ...]`` input with ``num_steps``, or time-major ``[T, B, ...]``.
         num_steps: steps for a static input.
     """
-    from ..runtime import check_input, run
 
     check_input(x, num_steps)
     batch = int(x.shape[0] if num_steps is not None else x.shape[1])

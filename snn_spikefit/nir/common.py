@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 
 __all__ = [
     "Gain", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",
@@ -237,9 +237,27 @@ _LAYERS: list[NirLayer] = []
 
 
 def register_nir_layer(torch_type: type, nir_types: type | tuple[type, ...],
-                       to_nir: Callable, from_nir: Callable) -> NirLayer:
-    """Teach export and import a layer type (later registrations win)."""
-    layer = NirLayer(torch_type, nir_types if isinstance(nir_types, tuple) else (nir_types,), to_nir, from_nir)
+                       to_nir: Callable, from_nir: Callable, *, replace: bool = False) -> NirLayer:
+    """Teach export and import a layer type (``nir_types=()``: export only).
+
+    A ``torch_type`` that is already registered is refused unless ``replace=True``
+    (which drops the old entry). Lookups try the newest registration first, so a
+    subclass registered after its base wins for the subclass.
+    """
+    if not isinstance(torch_type, type):
+        raise SpikeFitTypeError(f"torch_type must be a class, got {torch_type!r}")
+    nir_types = nir_types if isinstance(nir_types, tuple) else (nir_types,)
+    if not all(isinstance(t, type) for t in nir_types):
+        raise SpikeFitTypeError(f"nir_types must be NIR node classes, got {nir_types!r}")
+    if not callable(to_nir) or (nir_types and not callable(from_nir)):
+        raise SpikeFitTypeError("to_nir must be callable, and from_nir too unless nir_types is () (export only)")
+    existing = [entry for entry in _LAYERS if entry.torch_type is torch_type]
+    if existing and not replace:
+        raise SpikeFitValueError(f"a NIR layer for {torch_type.__name__} is already registered; "
+                                 "pass replace=True to replace it")
+    for entry in existing:
+        _LAYERS.remove(entry)
+    layer = NirLayer(torch_type, nir_types, to_nir, from_nir)
     _LAYERS.insert(0, layer)
     return layer
 

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .._version import __version__
+from ..errors import SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
 from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
+from ..runtime import check_module, eval_mode
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
 
@@ -78,6 +80,7 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -92,6 +95,8 @@ def export_nir(
         dt: the step in seconds that neuron time constants refer to. Default:
             the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
             a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -100,20 +105,14 @@ def export_nir(
     Warns when a neuron's reset cannot be expressed in NIR itself (it is kept
     in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not isinstance(sample, Tensor) or sample.ndim < 2:
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
     dt = check_dt(_model_dt(model) if dt is None else dt)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # a codebook in training mode may re-seed codewords on a forward pass
-    try:
-        return _export(model, sample, path, dt)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
+        return _export(model, sample, path, dt, num_steps)
 
 
 def _check_finite(label: str, module: nn.Module, node: nir.NIRNode) -> None:
@@ -130,8 +129,8 @@ def _check_finite(label: str, module: nn.Module, node: nir.NIRNode) -> None:
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
-    graph = trace(model, sample)
+def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -> nir.NIRGraph:
+    graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
@@ -172,7 +171,6 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
-    from .._version import __version__
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)

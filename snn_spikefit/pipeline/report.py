@@ -21,8 +21,8 @@ record holds.
 from __future__ import annotations
 
 import html
-import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,8 +30,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitValueError
 from ..deploy.ops import connection_layers
+from ..runtime import check_module
 from ..table import Table, format_value
 from ..quantize.layers import compressed_layers
 from ..quantize.quantizer import distinct_per_row
@@ -57,8 +58,7 @@ def layer_stats(model: nn.Module) -> list[dict[str, Any]]:
     output channel. Zero counts as a value here (a pruned or zero weight still
     occupies a slot in a dense table).
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     weights = [(name, module, "weight") for name, module in connection_layers(model)]
     seen = {id(module) for _, module, _ in weights}
     weights += [(c.name, c.module, c.param) for c in compressed_layers(model) if id(c.module) not in seen]
@@ -91,6 +91,19 @@ def codebook_records(model: nn.Module) -> list[dict[str, Any]]:
 
 
 # -- plots --------------------------------------------------------------------------------------------
+
+#: The extra that installs what the plots need: ``pip install "snn-spikefit[plots]"``.
+PLOTS_EXTRA = "plots"
+
+
+def have_matplotlib() -> bool:
+    """matplotlib can be imported (the PNG plots need it; everything else does not)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def _figure(width: float = 7.0, height: float = 3.5):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -217,7 +230,9 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     """Render a compression record (``spikefit compress``'s JSON) as a human report at ``path``.
 
     ``format``: ``"md"`` or ``"html"`` (default from the suffix of ``path``, else Markdown). The PNG
-    plots go next to it as ``<stem>_<plot>.png``. Returns the files written (report first).
+    plots go next to it as ``<stem>_<plot>.png``. Returns the files written (report first). Without
+    matplotlib (a plain ``pip install snn-spikefit``) the plots are skipped with one warning naming
+    the extra that brings them (``snn-spikefit[plots]``); the report is written all the same.
     """
     path = Path(path)
     fmt = format or (path.suffix.lstrip(".") if path.suffix.lstrip(".") in REPORT_FORMATS else "md")
@@ -229,6 +244,10 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     path.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     images: list[tuple[str, Path]] = []
+    if plots and not have_matplotlib():
+        warnings.warn(f"matplotlib is not installed: PNG plots skipped (pip install "
+                      f"\"snn-spikefit[{PLOTS_EXTRA}]\" to get them)", UserWarning, stacklevel=2)
+        plots = False
     if plots:
         stem = path.parent / path.stem
         names = [r["layer"] for r in record["layers"]]
@@ -277,11 +296,3 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     path.write_text(text)
     written.append(path)
     return written + [img for _, img in images]
-
-
-def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """A compression record from its JSON file."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SpikeFitValueError(f"cannot read compression record {str(path)!r}: {exc}") from None

@@ -8,7 +8,6 @@ JSON record, Markdown or HTML report, PNG plots).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from ..deploy.hardware import HardwareProfile
 from ..deploy.metrics import DeployReport
 from ..errors import SpikeFitValueError
 from ..pruning.prune import PruneReport
+from ..reports import Report
 from ..table import Table
 from .report import DR_COMPONENTS, write_report
 
@@ -29,7 +29,7 @@ __all__ = ["CompressResult"]
 
 
 @dataclass
-class CompressResult:
+class CompressResult(Report):
     """The outcome of :func:`~snn_spikefit.compress` (the caller's model is left as it was)."""
 
     model: nn.Module                          # the compressed copy: frozen integer codes, codebooks, scales
@@ -55,12 +55,6 @@ class CompressResult:
     def to_dict(self) -> dict[str, Any]:
         """The machine record (a copy), as ``spikefit compress`` writes it to ``OUT.json``."""
         return copy.deepcopy(self.record)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.record, indent=2, default=str)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
 
     def comparison(self) -> Table:
         """DeployRatio and its components, before and after (the CSV form)."""

@@ -16,7 +16,7 @@ loses input channels.
 >>> snn = pytest.importorskip("snntorch")
 >>> net = nn.Sequential(nn.Linear(6, 8), snn.Leaky(beta=0.5, init_hidden=True), nn.Linear(8, 3))
 >>> data = [(torch.rand(4, 6) * 3, torch.tensor([0, 1, 2, 0]))]
->>> report = sf.prune(net, data, 0.5, criterion="fsc", progress=False)
+>>> report = sf.prune(net, data, amount=0.5, criterion="fsc", progress=False)
 >>> net[0].out_features, net[2].in_features, report.params_before, report.params_after
 (4, 4, 83, 43)
 """
@@ -25,19 +25,21 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..transaction import transactional
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
-from ..runtime import run, DEFAULT_NUM_STEPS
+from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
+from ..reports import Report
 from ..table import Table
 from ..trace import Recorder
 
@@ -63,7 +65,7 @@ class LayerPrune:
 
 
 @dataclass(frozen=True)
-class PruneReport:
+class PruneReport(Report):
     """What :func:`prune` removed, per spiking layer; prints as a table."""
 
     criterion: str
@@ -86,9 +88,6 @@ class PruneReport:
                        r.score_min, r.score_mean, r.score_max])
         return t
 
-    def __str__(self) -> str:
-        return str(self.table())
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "criterion": self.criterion, "scope": self.scope, "amount": self.amount, "steps": self.steps,
@@ -101,8 +100,7 @@ class PruneReport:
 # -- scoring ---------------------------------------------------------------------------------------
 
 def _default_loss(output: Any, y: Tensor) -> Tensor:
-    first = output[0] if isinstance(output, tuple) else output
-    scores = first.sum(dim=0)
+    scores = output.sum(dim=0)
     classes = scores.shape[-1] if scores.ndim >= 2 else 0
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1 \
             or y.shape[0] != scores.shape[0] or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes)):
@@ -127,22 +125,19 @@ def _batches(data: Iterable, num_batches: int):
 
 
 def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
-           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool, desc: str
+           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
            ) -> tuple[dict[str, Tensor], int]:
     modules = dict(model.named_modules())
     if not crit.needs_data:
         return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None)), 1)
                 for p in layers}, 0
-    adapter = get_adapter(model)
     names = [p.neuron for p in layers]
     totals: dict[str, Tensor] = {}
     samples = 0
-    was_training = model.training
-    model.eval()  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
-    try:
+    with eval_mode(model, clear=True):  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
-            for x, y in tqdm(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
-                             disable=not progress):
+            for x, y in progress_bar(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
+                                     progress=progress):
                 rec.clear()
                 grads: dict[str, Tensor] = {}
                 if crit.needs_grad:
@@ -172,9 +167,6 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])
-    finally:
-        model.train(was_training)
-        adapter.reset(model)
     if samples == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     return {n: crit.finish(t, samples).float() for n, t in totals.items()}, samples
@@ -220,14 +212,35 @@ def _choose(layers, scores, counts, originals, amount, scope, step, steps) -> di
     return keep
 
 
+def _warn_ties(layers: list[PrunableLayer], scores: dict[str, Tensor], keep: dict[str, Tensor], crit: str) -> None:
+    """Warn when a layer's cut falls inside a group of equal scores: which channels go is then arbitrary
+    (their order), e.g. FSC on an untrained net whose spikes or gradients are all zero."""
+    for p in layers:
+        s = scores[p.neuron].detach().double().flatten()
+        kept = torch.zeros(s.numel(), dtype=torch.bool)
+        kept[keep[p.neuron]] = True
+        if kept.all() or not kept.any():
+            continue
+        cut = s[~kept].max()
+        if not bool((s[kept] == cut).any()):
+            continue
+        tied = int((s == cut).sum())
+        why = (" (no spikes or no gradient reached the layer: is the model trained, and does it fire on "
+               "this data?)" if float(s.abs().max()) == 0 else "")
+        warnings.warn(
+            f"prune: criterion {crit!r} gives {tied} of the {s.numel()} channels of layer {p.neuron!r} the same "
+            f"score {float(cut):.6g}, so which of them are removed is arbitrary (channel order){why}; train the "
+            f"model first, calibrate on more batches (num_batches=), or use another criterion (e.g. 'l1')",
+            UserWarning, stacklevel=3)
+
+
 def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
     modules = dict(model.named_modules())
     return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
 
 
 def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data):
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
         raise SpikeFitValueError(f"amount={amount!r} is not allowed; use the fraction of channels to remove, "
                                  f"a number in [0, 1)")
@@ -247,10 +260,10 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
 
 
 @transactional
-def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: str | Criterion | Callable = "fsc",
+def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
           num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
-          finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:
+          finetune: Callable[[nn.Module], Any] | None = None, progress: bool | None = None) -> PruneReport:
     """Remove the least important ``amount`` of the channels of every prunable spiking layer, in place.
 
     Args:
@@ -269,7 +282,7 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
         loss_fn: ``(run output [T, B, ...], y) -> loss``; default cross-entropy (summed over the batch) of the
             time-summed output.
         finetune: called as ``finetune(model)`` between rounds (not after the last).
-        progress: tqdm progress bars.
+        progress: tqdm bars; ``None``: the library switch (:func:`snn_spikefit.set_progress`).
 
     Returns:
         A :class:`PruneReport` (prints as a table).
@@ -295,7 +308,8 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
     adapter = get_adapter(model)
     params_before = count_parameters(model)
 
-    layers = prunable_layers(model, sample, ignore=ignore)
+    trace_steps = num_steps if num_steps is not None else 1
+    layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
     if not layers:
         raise SpikeFitValueError("model has no spiking layer that can be pruned (the output layer never is)")
     originals = {p.neuron: p.channels for p in layers}
@@ -306,12 +320,13 @@ def prune(model: nn.Module, data: Iterable, amount: float = 0.3, *, criterion: s
     samples = 0
     for step in range(1, steps + 1):
         if step > 1:
-            layers = prunable_layers(model, sample, ignore=ignore)
+            layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
         desc = f"scoring {crit_name}" + (f" {step}/{steps}" if steps > 1 else "")
         scores, samples = _score(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
                                  loss_fn=loss_fn, progress=progress, desc=desc)
         counts = {p.neuron: p.channels for p in layers}
         keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
+        _warn_ties(layers, scores, keep, crit_name)
         todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
         modules = dict(model.named_modules())
         for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes

@@ -37,7 +37,8 @@ from torch.nn.utils import parametrize
 
 from ..transaction import transactional
 from ..adapter import Adapter, get_adapter
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitValueError, UnsupportedLayerError
+from ..runtime import check_module
 from .layers import quantizer_of, weight_names
 
 __all__ = ["fold_batchnorm"]
@@ -121,8 +122,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     pair is checked before anything changes, so a refusal leaves the model as
     it was. Returns ``model``.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"fold_batchnorm needs a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     adapter = get_adapter(model)
     pairs = [(parent, name, layer, _weight_param(layer, adapter), bn_name, bn)
              for parent, name, layer, bn_name, bn in _pairs(model)]

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..transaction import transactional
-from ..deploy.hardware import get_profile
+from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
+from ..runtime import check_module
 from ..table import Table
 from .codebook import CodebookWeight
 from .init import INITS, init_codebook
@@ -99,7 +100,7 @@ def wrap(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     reseed: bool = True,
-    hardware: str | None = None,
+    hardware: str | HardwareProfile | None = None,
 ) -> nn.Module:
     """Give every compressible layer of ``model`` a learnable ``m``-value codebook.
 
@@ -129,8 +130,7 @@ def wrap(
             compressible layer, a model already wrapped, NaN/inf weights. The model
             is left exactly as it was.
     """
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if hardware is not None:
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
@@ -189,14 +189,13 @@ def wrap(
     return model
 
 
-def _from_profile(hardware: str, m, bits, granularity):
-    profile = get_profile(hardware)
+def _from_profile(hardware: str | HardwareProfile, m, bits, granularity):
+    profile = as_profile(hardware)
     return profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
 
 
 def _require_wrapped(model: nn.Module, what: str) -> list[CompressedLayer]:
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"{what} needs a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     layers = compressed_layers(model)
     if not layers:
         raise NotWrappedError(f"{what} needs a model prepared by snn_spikefit.wrap(model, m=...); "
