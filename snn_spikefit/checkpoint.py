@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +60,9 @@ def _refused_global(text: str) -> str:
 
 def _read(path: Path, trust: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # torch's note on pickle protocols: the refusal below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:
         text = _first_line(exc)
         if not trust and ("weights only" in str(exc).lower() or isinstance(exc, pickle.UnpicklingError)):

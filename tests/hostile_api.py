@@ -192,6 +192,12 @@ def _cli_factory_raises(tmp):
     return None, cli("check", path, "--model-factory", f"{factories}:boom", "--hardware", "loihi")
 
 
+def _linear_nir(tmp) -> Path:
+    path = tmp / "linear.nir"
+    sf.export_nir(nn.Sequential(nn.Linear(6, 3)), torch.rand(1, 6), path, dt=1e-3)
+    return path
+
+
 def _cli_small_limit(tmp):
     path = tmp / "ok.nir"
     sf.export_nir(nn.Sequential(nn.Linear(6, 3)), torch.rand(1, 6), path, dt=1e-3)
@@ -302,6 +308,11 @@ CASES: list[Case] = [
     Case("cli_check_evil_checkpoint", _cli_evil, CLIFailure, "--trust-checkpoint"),
     Case("cli_model_factory_raises", _cli_factory_raises, CLIFailure, "failed: RuntimeError: factory exploded"),
     Case("cli_max_nir_bytes", _cli_small_limit, CLIFailure, "over the size limit of 64 bytes"),
+    Case("cli_compress_loihi_bits_33", lambda t: (None, cli("compress", _linear_nir(t), "--hardware", "loihi",
+                                                            "--bits", 33, "--out", t / "c.nir", "--no-progress")),
+         CLIFailure, "use bits in 2..8"),
+    Case("cli_evaluate_plain_pickle", lambda t: (None, cli("evaluate", _evil_pickle(t, False)[0], "--limit", 8)),
+         CLIFailure, "holds pickled Python objects"),
 ]
 
 

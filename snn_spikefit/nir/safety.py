@@ -19,6 +19,9 @@ refuses, naming the NIR node and the HDF5 path:
 * a dataset, or all datasets together, whose *declared* size (shape times item size, read
   from the metadata, whatever is actually stored or compressed) exceeds ``max_bytes``.
 
+HDF5 attributes are not checked: ``nir.read`` never reads them. The limit bounds what the file
+declares; reading and building a model holds a few copies of that (numpy arrays, then tensors).
+
 ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 256 MiB) also bounds what the importer
 allocates for the shapes the graph declares (see :func:`check_declared_size`). Change it
 with ``import_nir(..., max_bytes=...)`` or ``spikefit ... --max-nir-bytes N``.
