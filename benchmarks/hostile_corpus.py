@@ -72,17 +72,22 @@ def file_counts(tmp: Path) -> dict:
 
     files = hostile_files.make_files(tmp / "files")
     jobs = [{"id": k, "path": str(p), "max_bytes": hostile_files.FILE_CASES[k][3]} for k, p in files.items()]
+    jobs += hostile_files.cli_file_jobs(files, tmp)
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     proc = subprocess.run([sys.executable, str(TESTS / "hostile_files.py"), str(tmp / "jobs.json")],
                           capture_output=True, text=True, timeout=900, check=True)
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     bad, expected = [], 0
     for r in results:
-        _, error, phrase, _ = hostile_files.FILE_CASES[r["id"]]
-        ok = bool(r.get("named")) and (r["error"] == error or error == "SpikeFitError") and phrase in r["message"]
+        if "exit" in r:  # a CLI run on a corpus file
+            ok = hostile_files.cli_result_ok(r) and not Path(tmp / "cli_out.nir").exists()
+            r["named"] = ok
+        else:
+            _, error, phrase, _ = hostile_files.FILE_CASES[r["id"]]
+            ok = bool(r.get("named")) and (r["error"] == error or error == "SpikeFitError") and phrase in r["message"]
         expected += ok
         if not ok:
-            bad.append(f"{r['id']}: {r.get('error')}: {r.get('message')}"[:300])
+            bad.append(f"{r['id']}: {r.get('error')}: {r.get('message') or r.get('stderr')}"[:300])
     return dict(tried=len(results), named=sum(bool(r.get("named")) for r in results), expected=expected,
                 peak_growth_mib=max(r["peak_growth_mib"] for r in results), bad=bad)
 
@@ -107,7 +112,8 @@ def main() -> int:
     tried = files["tried"] + api["tried"]
     named = files["named"] + api["named"]
     expected = files["expected"] + api["expected"]
-    print(f"hostile corpus: {tried} inputs tried ({files['tried']} .nir files, {api['tried']} API/CLI calls)")
+    print(f"hostile corpus: {tried} inputs tried ({files['tried']} .nir files, API import or CLI, in a fresh "
+          f"interpreter; {api['tried']} API/CLI calls)")
     print(f"  named errors (SpikeFitError / CLI exit 2, one line): {named} of {tried}")
     print(f"  expected class and phrase:                          {expected} of {tried}")
     print(f"  models untouched (state_dict + structure):          {api['untouched']} of {api['with_model']}")

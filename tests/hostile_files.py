@@ -273,6 +273,42 @@ def make_files(d: Path) -> dict[str, Path]:
     return out
 
 
+#: CLI runs on corpus files: id -> the phrase of the one line ``spikefit`` must print (exit code 2).
+CLI_FILE_PHRASES = {
+    "cli_export_external_link": "is an external link to",
+    "cli_export_external_storage": "keeps its data in external files",
+    "cli_check_input_150M": "over the size limit of 256.0 MiB",
+    "cli_check_unwritten_60000x60000": "13.4 GiB",
+    "cli_check_dt_array": "'spikefit.dt' is an array of shape (2,)",
+    "cli_check_codes_negative": "'spikefit.codes' has negative entries",
+    "cli_compress_gzip_bomb": "over the size limit of 16.0 MiB",
+    "cli_evaluate_opaque_pickle": "opaque",
+}
+
+
+def cli_file_jobs(files: dict[str, Path], d: Path) -> list[dict]:
+    """The runner's jobs for :data:`CLI_FILE_PHRASES` (``out``: a file that must not be written)."""
+    out = str(d / "cli_out.nir")
+    argvs = {
+        "cli_export_external_link": ["export", files["external_link"], "--out", out, "--json"],
+        "cli_export_external_storage": ["export", files["external_storage"], "--out", out],
+        "cli_check_input_150M": ["check", files["input_150M"], "--hardware", "loihi"],
+        "cli_check_unwritten_60000x60000": ["check", files["unwritten_60000x60000"], "--hardware", "loihi", "--json"],
+        "cli_check_dt_array": ["check", files["dt_array"], "--hardware", "loihi"],
+        "cli_check_codes_negative": ["check", files["codes_negative"], "--hardware", "loihi"],
+        "cli_compress_gzip_bomb": ["compress", files["gzip_bomb"], "--hardware", "loihi", "--max-nir-bytes",
+                                   str(16 * 2**20), "--epochs", "0", "--no-progress", "--out", out],
+        "cli_evaluate_opaque_pickle": ["evaluate", files["opaque_pickle"], "--limit", "8"],
+    }
+    return [{"id": cid, "argv": [str(a) for a in argv], "out": out} for cid, argv in argvs.items()]
+
+
+def cli_result_ok(result: dict) -> bool:
+    """Exit code 2, one line on stderr holding the phrase, nothing written."""
+    lines = result["stderr"].strip().splitlines()
+    return result.get("exit") == 2 and len(lines) == 1 and CLI_FILE_PHRASES[result["id"]] in lines[0]
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))

@@ -103,18 +103,7 @@ def file_results(tmp_path_factory):
     jobs += [{"id": "control_valid", "path": str(d / "valid.nir")},
              {"id": "control_gzip_bomb_with_a_raised_limit", "path": str(files["gzip_bomb"]), "max_bytes": 64 * 2**20},
              {"id": "control_bomb_without_a_limit", "path": str(files["input_150M"]), "max_bytes": 2**40}]
-    out = str(d / "cli_out.nir")
-    jobs += [{"id": cid, "argv": [str(a) for a in argv], "out": out} for cid, argv in [
-        ("cli_export_external_link", ["export", files["external_link"], "--out", out, "--json"]),
-        ("cli_export_external_storage", ["export", files["external_storage"], "--out", out]),
-        ("cli_check_input_150M", ["check", files["input_150M"], "--hardware", "loihi"]),
-        ("cli_check_unwritten_60000x60000", ["check", files["unwritten_60000x60000"], "--hardware", "loihi", "--json"]),
-        ("cli_check_dt_array", ["check", files["dt_array"], "--hardware", "loihi"]),
-        ("cli_check_codes_negative", ["check", files["codes_negative"], "--hardware", "loihi"]),
-        ("cli_compress_gzip_bomb", ["compress", files["gzip_bomb"], "--hardware", "loihi", "--max-nir-bytes",
-                                    str(16 * 2**20), "--epochs", "0", "--no-progress", "--out", str(d / "res.nir")]),
-        ("cli_evaluate_opaque_pickle", ["evaluate", files["opaque_pickle"], "--limit", "8"]),
-    ]]
+    jobs += hostile_files.cli_file_jobs(files, d)
     (d / "jobs.json").write_text(json.dumps(jobs))
     proc = subprocess.run([sys.executable, str(HERE / "hostile_files.py"), str(d / "jobs.json")],
                           capture_output=True, text=True, timeout=600)
@@ -122,16 +111,7 @@ def file_results(tmp_path_factory):
     return {r["id"]: r for r in map(json.loads, proc.stdout.splitlines())}, jobs
 
 
-CLI_FILE_PHRASES = {
-    "cli_export_external_link": "is an external link to",
-    "cli_export_external_storage": "keeps its data in external files",
-    "cli_check_input_150M": "over the size limit of 256.0 MiB",
-    "cli_check_unwritten_60000x60000": "13.4 GiB",
-    "cli_check_dt_array": "'spikefit.dt' is an array of shape (2,)",
-    "cli_check_codes_negative": "'spikefit.codes' has negative entries",
-    "cli_compress_gzip_bomb": "over the size limit of 16.0 MiB",
-    "cli_evaluate_opaque_pickle": "opaque",
-}
+CLI_FILE_PHRASES = hostile_files.CLI_FILE_PHRASES if HAS_SNNTORCH else {}
 
 
 @pytest.mark.slow  # one fresh interpreter imports the whole corpus (a few seconds)
