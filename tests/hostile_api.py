@@ -271,7 +271,7 @@ CASES: list[Case] = [
          SpikeFitValueError, "data yielded no batch"),
     # -- export
     Case("export_nan_weight", lambda t: (m := _nan(snn_net()), lambda: sf.export_nir(m, torch.rand(1, 6))),
-         SpikeFitValueError, "layer '0' (Linear) has 1 NaN/inf values in its 'weight'"),
+         SpikeFitValueError, "layer '0' (NIR Affine) has 1 NaN/inf values in its 'weight'"),
     Case("export_wrong_sample", lambda t: (m := snn_net(), lambda: sf.export_nir(m, torch.rand(1, 5))),
          InputMismatchError, "takes inputs [..., 6]"),
     Case("export_1d_sample", lambda t: (m := snn_net(), lambda: sf.export_nir(m, torch.rand(6))),

@@ -215,7 +215,11 @@ def graph_dt(graph: nir.NIRGraph) -> float | None:
 def validate_graph(graph: nir.NIRGraph, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
     """Check every node's fields (see the module docstring); ``spikefit.dt`` is :func:`graph_dt`'s."""
     for name, node in graph.nodes.items():
-        if node is not None:
+        if isinstance(node, nir.NIRGraph):  # a nested graph (the importer inlines them): its nodes too
+            for inner, sub in node.nodes.items():
+                if sub is not None:
+                    validate_node(f"{name}.{inner}", sub, max_bytes=max_bytes)
+        elif node is not None:
             validate_node(str(name), node, max_bytes=max_bytes)
 
 
