@@ -140,6 +140,19 @@ def _conv_graph_bomb():
     return None, lambda: sf.import_nir(g, "snntorch", dt=1e-3)
 
 
+def _recurrent_graph_bomb():
+    """A recurrent graph (lif -> rec -> lif) whose neuron declares a 200000 x 200000 state."""
+    lif = nir.LIF(tau=np.full(3, 0.01), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3),
+                  v_reset=np.zeros(3))
+    lif.output_type = {"output": np.array([200000, 200000])}
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([4])), "fc": nir.Linear(np.ones((3, 4), np.float32)),
+                            "lif": lif, "rec": nir.Linear(np.ones((3, 3), np.float32)),
+                            "output": nir.Output(np.array([3]))},
+                     edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")],
+                     type_check=False)
+    return None, lambda: sf.import_nir(g, "snntorch", dt=1e-3)
+
+
 def cli(*argv) -> Callable[[], Any]:
     """An action running ``spikefit ARGV`` in-process; raises :class:`CLIFailure` unless it exits 0."""
     from snn_spikefit.cli import main
@@ -301,6 +314,8 @@ CASES: list[Case] = [
         "snntorch", dt=1e-3)), SpikeFitValueError, "NIR node 'fc' (Linear): field 'weight'"),
     Case("import_graph_conv_output_bomb", lambda t: _conv_graph_bomb(), UnsafeNIRFileError,
          "NIR node 'conv' (Conv2d): its output declares shape (60000, 64, 64)"),
+    Case("import_graph_recurrent_state_bomb", lambda t: _recurrent_graph_bomb(), UnsafeNIRFileError,
+         "'output_type.output' declares shape (200000, 200000)"),
     # -- the CLI contract: exit 2, one line, --json error object
     Case("cli_export_wrong_input_shape", _cli_export_wrong_shape(False), CLIFailure,
          "layer '1' (Linear) takes inputs [..., 64]"),
