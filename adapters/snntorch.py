@@ -231,6 +231,14 @@ class SnnTorchAdapter(Adapter):
     # RLeaky / RSynaptic (all-to-all recurrence) -> the same node plus their recurrent Linear
     # (or Conv2d) as a weight node in a cycle (snn_spikefit.nir.common.RecurrentNIR).
     # Resets NIR cannot express are kept in node metadata (see snn_spikefit.nir.common).
+    def neuron_dt(self, module: nn.Module) -> float | None:
+        """snnTorch's own convention, ``1e-4`` s (its ``export_nir`` and ``import_nir`` fix it).
+
+        snnTorch neurons store no step; a NIR file exported with this step is what the stock
+        ``snntorch.import_nir`` runs (its ``beta = 1 - 1e-4 / tau``).
+        """
+        return 1e-4 if self.is_neuron(module) else None
+
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
         from snn_spikefit.errors import UnsupportedLayerError
 

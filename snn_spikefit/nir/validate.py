@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import SpikeFitValueError
 from .safety import DEFAULT_MAX_BYTES, check_declared_size
 
-__all__ = ["validate_graph", "validate_node", "graph_dt"]
+__all__ = ["validate_graph", "validate_node", "metadata_dt", "predicted_shape"]
 
 DT_KEY = "spikefit.dt"
 #: Largest ``m`` a file may declare for a codebook (codes are stored in at most 16 bits).
@@ -198,7 +198,7 @@ def validate_node(name: str, node: Any, *, max_bytes: int = DEFAULT_MAX_BYTES) -
         raise _fail(where, f"'spikefit.reset_mechanism' is {_show(reset)}; it must be a string")
 
 
-def graph_dt(graph: nir.NIRGraph) -> float | None:
+def metadata_dt(graph: nir.NIRGraph) -> float | None:
     """The graph's ``spikefit.dt`` metadata, checked (``None`` when absent)."""
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     if DT_KEY not in meta:
@@ -213,7 +213,7 @@ def graph_dt(graph: nir.NIRGraph) -> float | None:
 
 
 def validate_graph(graph: nir.NIRGraph, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    """Check every node's fields (see the module docstring); ``spikefit.dt`` is :func:`graph_dt`'s."""
+    """Check every node's fields (see the module docstring); ``spikefit.dt`` is :func:`metadata_dt`'s."""
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):  # a nested graph (the importer inlines them): its nodes too
             for inner, sub in node.nodes.items():
