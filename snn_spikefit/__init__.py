@@ -41,6 +41,8 @@ from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
 # the whole path as one call
 from .pipeline.steps import compress
+# hardware targets (Lava): the toolchain's simulator vs ours
+from .targets.verify import VerifyReport, verify
 # baselines
 from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
 
@@ -63,6 +65,8 @@ __all__ = [
     "export_nir", "import_nir", "load_checkpoint",
     # the whole path as one call
     "compress",
+    # hardware targets
+    "verify", "VerifyReport",
     # baselines
     "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors
