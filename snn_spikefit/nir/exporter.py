@@ -180,6 +180,20 @@ def export_nir(
     return graph
 
 
+def _check_finite(nodes: dict[str, nir.NIRNode]) -> None:
+    """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
+    for label, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):  # a recurrent neuron's subgraph
+            _check_finite({f"{label}.{k}": v for k, v in node.nodes.items()})
+            continue
+        for key, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).sum())
+                raise SpikeFitValueError(
+                    f"layer {label!r} (NIR {type(node).__name__}) has {bad} NaN/inf values in its {key!r}; a NIR "
+                    f"file must hold finite numbers (fix or retrain the layer before export)")
+
+
 #: Modules that are the identity in eval mode; export skips them.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
@@ -229,6 +243,7 @@ def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | Non
 
 
 def _finish(nodes: dict, edges: list, adapter: Adapter, dt: float, for_importer: str | None) -> nir.NIRGraph:
+    _check_finite(nodes)
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     if for_importer is not None:
         notes, _ = adapt_for_importer(nodes, edges, for_importer, dt)
