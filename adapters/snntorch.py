@@ -271,9 +271,9 @@ class SnnTorchAdapter(Adapter):
         reset, delay = module.reset_mechanism, module.reset_delay
         if isinstance(module, snn.RSynaptic) and not delay:
             raise UnsupportedLayerError(
-                f"snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
-                f"applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
-                f"effect otherwise); use reset_delay=True")
+                "snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
+                "applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
+                "effect otherwise); use reset_delay=True")
         if isinstance(module, snn.RLeaky) and reset == "zero" and delay:
             raise UnsupportedLayerError(
                 "snnTorch RLeaky(reset_mechanism='zero', reset_delay=True) sets the membrane to 0 one step after a "

@@ -138,8 +138,8 @@ def wrap(
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
-    _check_int("m", m, 2, MAX_M, f"a codebook needs at least 2 values, and its codes are stored in at most 16 "
-                                 f"bits")
+    _check_int("m", m, 2, MAX_M, "a codebook needs at least 2 values, and its codes are stored in at most 16 "
+                                 "bits")
     if bits is not None:
         _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
         if m > 2**bits - 1:
