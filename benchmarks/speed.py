@@ -6,17 +6,13 @@ so drift and other jobs on the machine hit all of them alike. A row gives the me
 the per-round ratios and their spread (min-max over rounds); baseline times are printed
 for scale only. Rows:
 
-* CAT training step / FP32 step (run over T steps, cross-entropy + 0.25 x commitment,
-  backward, Adam) on the VGG-style conv SNN (3x32x32, T=4, B=32; m = 2..1024), the
-  tutorial conv SNN (1x28x28, T=25, B=128), dense SNNs with a Linear 1024x1024 and
-  256x256 hidden layer (T=8, B=32; T=4 and T=25 too for the 1024 one), layer and
-  channel granularity;
-* peak RSS of a few training steps, CAT / FP32 (VGG bench, fresh subprocess each);
-* exact-or-binned ``kmeans_1d`` / scikit-learn ``KMeans(n_init=1)`` on 1e5 and 1e6
-  float32 normal weights (1e7 with ``--large``), time and inertia;
-* FSC scoring per calibration batch / one training step (pruning bench net);
-* ``sf.run`` / a hand-written snnTorch loop, and frozen / stripped / FP32 inference;
-* coremltools ``DKMPalettizer`` (when importable) on an ANN, and on an SNN.
+* CAT training step / FP32 step (T steps, cross-entropy + 0.25 x commitment, backward, Adam):
+  VGG-style conv SNN (3x32x32, T=4, B=32; m = 2..1024), tutorial conv SNN (1x28x28, T=25,
+  B=128), dense SNNs with a Linear 1024x1024 / 256x256 layer (T=8, B=32; also T=4, 25);
+* peak RSS of training, CAT / FP32 (VGG bench, a fresh subprocess each);
+* ``kmeans_1d`` / scikit-learn ``KMeans(n_init=1)``, 1e5 and 1e6 weights (1e7: ``--large``);
+* FSC scoring per calibration batch / training step; ``sf.run`` / a hand-written snnTorch
+  loop; frozen / stripped / FP32 inference; coremltools ``DKMPalettizer`` when importable.
 
     .venv/bin/python benchmarks/speed.py            # ~5 min on the 2-core machine
     .venv/bin/python benchmarks/speed.py --quick    # fewer rounds and configurations, no tutorial-net training
@@ -46,6 +42,10 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/speed.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import speed_report  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -341,35 +341,7 @@ def write(out: Path, command: str, started: str, wall: float, append: bool) -> N
     meta = {"command": command, "started": started, "wall_s": round(wall, 1), "load_start": LOAD_START,
             "load_end": load(), "torch": torch.__version__, "python": platform.python_version(),
             "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
-    out.mkdir(parents=True, exist_ok=True)
-    runs = [meta]
-    if append and (out / "speed.json").exists():  # keep the earlier run's other figures
-        old = json.loads((out / "speed.json").read_text())
-        figures = {r["figure"] for r in ROWS}
-        ROWS[:0] = [r for r in old["rows"] if r["figure"] not in figures]
-        PROFILES[:0] = [] if PROFILES else old.get("profiles", [])
-        runs = old.get("runs", [old.get("meta")]) + runs
-    (out / "speed.json").write_text(json.dumps({"runs": runs, "rows": ROWS, "profiles": PROFILES}, indent=1,
-                                               default=str) + "\n")
-    lines = ["# Speed (benchmarks/speed.py)", ""]
-    for run in runs:
-        lines.append(f"Command: `{run['command']}`, started {run['started']}, {run['wall_s']:.0f} s wall; torch "
-                     f"{run['torch']}, {run['cpus']} CPUs, one thread; load average {run['load_start']} at start, "
-                     f"{run['load_end']} at the end (the machine is shared: only the ratios count).")
-    lines += ["",
-             "Ratios of CPU times measured in interleaved rounds in this run: median of the per-round "
-             "ratios and their min-max; the baseline's median time for scale.", "",
-             "| figure | config | ratio | spread | baseline ms | target | note |", "|---|---|---|---|---|---|---|"]
-    for r in ROWS:
-        spread = f"{r['min']:.2f}-{r['max']:.2f}" if r["min"] is not None else ""
-        ratio = "" if r["ratio"] != r["ratio"] else f"{r['ratio']:.3f}"
-        base = "" if r["base_ms"] is None else f"{r['base_ms']:.1f}"
-        lines.append(f"| {r['figure']} | {r['config']} | {ratio} | {spread} | {base} | {r['target']} | {r['note']} |")
-    if PROFILES:
-        lines += ["", "## Where the time goes: CAT step, Linear 1024x1024, T=8, B=32 (torch.profiler)", "",
-                  *PROFILES]
-    (out / "speed.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'speed.md'} and speed.json")
+    speed_report.write(out, meta, ROWS, PROFILES, append)
 
 
 LOAD_START = load()
@@ -384,12 +356,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--append", action="store_true",
                     help="keep the figures of the earlier run in --out that this run does not measure")
+    ap.add_argument("--render", action="store_true", help="rewrite speed.md from speed.json in --out, measure nothing")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     if args.rss_child:
         rss_child(args.rss_child)
+        return
+    if args.render:  # rewrite speed.md from speed.json (no measuring)
+        data = json.loads((args.out / "speed.json").read_text())
+        speed_report.render(args.out, data["runs"], data["rows"], data["profiles"])
         return
     started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
     sections = {"cat": lambda: cat_rows(args.quick), "rss": rss_rows,
