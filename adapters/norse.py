@@ -70,11 +70,46 @@ class NorseAdapter(Adapter):
                 if isinstance(module._parameters.get(n), nn.Parameter)
                 or n in getattr(module, "parametrizations", {})]
 
+    @staticmethod
+    def sequence_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Norse modules that take a whole time-major sequence per call (``norse.torch.LIF``, ``LI``,
+        ``LIFRecurrent``, ...; Norse's ``SNN``/``SNNRecurrent`` classes), not one step like the cells."""
+        from norse.torch.module.snn import SNN, SNNRecurrent
+
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, (SNN, SNNRecurrent))]
+
+    def owns(self, model: nn.Module) -> bool:
+        return super().owns(model) or bool(self.sequence_modules(model))
+
+    def step_problem(self, model: nn.Module) -> str | None:
+        seq = self.sequence_modules(model)
+        if not seq:
+            return None
+        kinds = sorted({type(m).__name__ for _, m in seq})
+        return (f"Norse {kinds} (layers {[n for n, _ in seq]}) take a whole sequence per call; pruning, NIR "
+                f"export and chip checks watch one step at a time: build it from cells (norse.torch.LIFCell, "
+                f"LICell, ...) in norse.torch.SequentialState (run, fit and evaluate work as it is)")
+
     # -- state and time ------------------------------------------------------------------
     def reset(self, model: nn.Module) -> None:
         return None  # state lives outside the modules; run() starts from state=None
 
+    def _run_sequence(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Tensor:
+        """A model of whole-sequence modules (Norse's README style): called once on ``[T, B, ...]``."""
+        cells = [n for n, m in model.named_modules() if self.is_neuron(m)]
+        if cells:
+            seq = [n for n, _ in self.sequence_modules(model)]
+            raise SpikeFitTypeError(
+                f"{type(model).__name__} mixes Norse cells {cells} (one step per call) with whole-sequence "
+                f"modules {seq} (norse.torch.LIF, LI, ...); use one kind: cells (LIFCell, LICell) for every "
+                f"feature of snn_spikefit, or sequence modules (with norse.torch.Lift around torch layers) for run")
+        seq = x.unsqueeze(0).expand(num_steps, *x.shape) if num_steps is not None else x
+        out = model(seq)
+        return out[0] if isinstance(out, tuple) else out
+
     def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+        if self.sequence_modules(model):
+            return self._run_sequence(model, x, num_steps)
         params = list(inspect.signature(model.forward).parameters)
         if len(params) < 2:
             raise SpikeFitTypeError(

@@ -60,6 +60,10 @@ class SnnTorchAdapter(Adapter):
         style = self._loop_style.get(model)
         if style == _LOOP_INSIDE:
             return self._run_inside(model, x, num_steps)
+        if style is None and num_steps is None and self._loops_over(model, x):
+            self._loop_style[model] = _LOOP_INSIDE  # forward takes the whole time-major sequence
+            self.reset(model)
+            return self._run_inside(model, x, num_steps)
         steps = step_inputs(x, num_steps)
         if style is None:
             first, calls = self._probe(model, steps[0])
@@ -74,6 +78,35 @@ class SnnTorchAdapter(Adapter):
         else:
             outputs = [model(xt) for xt in steps]
         return stack_steps(outputs)
+
+    def _loops_over(self, model: nn.Module, x: Tensor) -> bool:
+        """``forward`` called once on the time-major ``x`` calls a neuron more than once.
+
+        Tried quietly (eval mode, no gradient, state reset after; a model that cannot take the
+        whole sequence, i.e. one step per call, is not an inside-loop model), so that a
+        ``forward`` looping over ``data.size(0)`` (snnTorch tutorial 7) is never fed one step.
+        """
+        from collections import OrderedDict
+
+        import torch
+
+        modes = [(m, m.training) for m in model.modules()]
+        hooks = [(m, m._forward_hooks) for m in model.modules()]  # a Recorder must not see this run
+        model.eval()
+        for m, _ in hooks:
+            m._forward_hooks = OrderedDict()
+        try:
+            with torch.no_grad():
+                _, calls = self._probe(model, x)
+        except Exception:  # noqa: BLE001 - a step model fed [T, B, ...]: the step path reports real errors
+            calls = 0
+        finally:
+            for m, mode in modes:
+                m.training = mode
+            for m, saved in hooks:
+                m._forward_hooks = saved
+            self.reset(model)
+        return calls > 1
 
     def _probe(self, model: nn.Module, x0: Tensor) -> tuple[Any, int]:
         counts: dict[int, int] = {}
@@ -98,7 +131,8 @@ class SnnTorchAdapter(Adapter):
         if num_steps is not None and isinstance(first, Tensor) and first.shape[0] != num_steps:
             raise SpikeFitValueError(
                 f"num_steps={num_steps} but the model runs its own time loop inside forward and "
-                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} or change the model"
+                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} (on the command line: "
+                f"--num-steps {first.shape[0]}) or change the model"
             )
         return tuple(out) if isinstance(out, list) else out
 

@@ -109,6 +109,14 @@ class Adapter:
         """
         raise NotImplementedError
 
+    def step_problem(self, model: nn.Module) -> str | None:
+        """Why ``model`` cannot be run one step per call, if it cannot (else ``None``).
+
+        Tracing (``check``'s conv counts, ``prune``, ``export_nir``) watches one step; a model
+        built from modules that each take a whole sequence is refused with this sentence.
+        """
+        return None
+
     def spikes(self, module: nn.Module, output: Any) -> Tensor:
         """The spike tensor in what the neuron ``module`` returned for one step."""
         raise NotImplementedError

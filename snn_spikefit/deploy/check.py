@@ -53,7 +53,7 @@ from ..runtime import check_module
 from ..table import Table
 from ..quantize.quantizer import distinct_per_row
 
-__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES",
+__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES", "STRUCTURAL_RULES",
            "register_check_rule", "unregister_check_rule", "check_rules"]
 
 #: Layers that need no check: they reshape, or fold into neighbours before deployment.
@@ -61,6 +61,12 @@ PASSIVE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
 )
+
+
+#: Rules no training, codebook or pruning can satisfy: the model itself has to change (a layer type
+#: the chip or NIR lacks, a kernel too large, a neuron model the chip does not run). ``compress``
+#: refuses a model that breaks one of them before any training.
+STRUCTURAL_RULES: tuple[str, ...] = ("layer_type", "kernel_size", "neuron_model")
 
 
 class ConstraintViolationError(SpikeFitValueError):
@@ -98,6 +104,11 @@ class CheckReport(Report):
     @property
     def errors(self) -> list[Violation]:
         return [v for v in self.violations if v.severity == "error"]
+
+    @property
+    def structural(self) -> list[Violation]:
+        """The errors no training, codebook or pruning can fix (:data:`STRUCTURAL_RULES`)."""
+        return [v for v in self.errors if v.rule in STRUCTURAL_RULES]
 
     def raise_if_failed(self) -> None:
         """Raise :class:`ConstraintViolationError` listing every error, if there is one."""
@@ -291,7 +302,11 @@ for _name, _fn in [
 # -- check ----------------------------------------------------------------------------------------------
 
 def _unchecked(ctx: CheckContext) -> None:
-    """Note every leaf module that is no connection layer, neuron or passive layer."""
+    """Every leaf module that is no connection layer, neuron or passive layer: an error when NIR (the
+    way to every chip toolchain) cannot hold it (MaxPool, ReLU, ...), else noted as not checked."""
+    from ..nir.common import layer_for_module
+    from ..errors import UnsupportedLayerError
+
     connection_ids = {id(f.module) for f in ctx.layers}
     neuron_names = [n for n, _ in ctx.adapter.neurons(ctx.model)]
     for name, module in ctx.model.named_modules():
@@ -301,12 +316,20 @@ def _unchecked(ctx: CheckContext) -> None:
             continue
         if any(name.startswith(n + ".") for n in neuron_names):
             continue
-        ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
+        try:
+            layer_for_module(name, module)
+        except UnsupportedLayerError as exc:
+            kind = type(module).__name__
+            why = str(exc).split(": ", 1)[-1]
+            ctx.add("layer_type", "__exportable__", name, "layers NIR can hold", kind,
+                    f"{kind} cannot be exported to {ctx.chip} (no NIR node): {why}", severity="error")
+        else:
+            ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
 
 
 @torch.no_grad()
 def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sample: Tensor | None = None,
-          profile: str | HardwareProfile | None = None) -> CheckReport:
+          num_steps: int = 1, profile: str | HardwareProfile | None = None) -> CheckReport:
     """Every rule of ``hardware`` that ``model`` breaks, by layer, with a fix hint.
 
     Args:
@@ -315,6 +338,8 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
             :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the name ``wrap``,
             ``evaluate`` and the CLI's ``--hardware`` use).
         sample: one static input batch ``[B, ...]``; needed to count conv neurons.
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
         profile: the former name of ``hardware`` (warns ``FutureWarning``).
 
     The facts are collected once (:class:`CheckContext`), then every registered rule runs
@@ -330,7 +355,7 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
                                 f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps))
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..adapter import Adapter
+from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from ..quantize.layers import compressed_layers
 from ..trace import trace
@@ -90,10 +90,12 @@ class CheckContext:
         self.skipped.append((rule, layer, why))
 
 
-def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
-    """The facts of every connection layer of ``model`` (``sample`` traced to count conv neurons)."""
+def layer_facts(model: nn.Module, sample: Tensor | None, num_steps: int = 1) -> list[LayerFacts]:
+    """The facts of every connection layer of ``model`` (``sample`` traced for ``num_steps`` to count
+    conv neurons)."""
     quantizers = {c.name: c.quantizer for c in compressed_layers(model)}
-    nodes = {n.name: n for n in trace(model, sample).nodes} if sample is not None else {}
+    traceable = sample is not None and get_adapter(model).step_problem(model) is None  # else: layer_type errors
+    nodes = {n.name: n for n in trace(model, sample, num_steps=num_steps).nodes} if traceable else {}
     out = []
     for name, module in connection_layers(model):
         cls = parametrize.type_before_parametrizations(module)

@@ -80,6 +80,7 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -94,6 +95,8 @@ def export_nir(
         dt: the step in seconds that neuron time constants refer to. Default:
             the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
             a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -109,15 +112,15 @@ def export_nir(
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
     dt = check_dt(_model_dt(model) if dt is None else dt)
     with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
-        return _export(model, sample, path, dt)
+        return _export(model, sample, path, dt, num_steps)
 
 
 #: Modules that are the identity in eval mode; export skips them.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
-    graph = trace(model, sample)
+def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -> nir.NIRGraph:
+    graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):

@@ -280,15 +280,17 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None) -> list[PrunableLayer]:
+def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None,
+                    num_steps: int = 1) -> list[PrunableLayer]:
     """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
 
     ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
-    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
+    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``. ``num_steps``: steps
+    ``sample`` is traced for (a model whose ``forward`` runs its own time loop needs its count).
     """
     patterns = _ignore_patterns(model, ignore)
     with eval_mode(model):  # tracing must not update BatchNorm statistics or codebooks
-        graph = trace(model, sample)
+        graph = trace(model, sample, num_steps=num_steps)
     out = []
     for node in graph.nodes:
         if not node.is_neuron or _matches(node.name, patterns):
