@@ -134,32 +134,24 @@ class Adapter:
         return None
 
     def distill_membrane(self, module: nn.Module, inputs: tuple, output: Any) -> Tensor | None:
-        """The membrane potential distillation matches for this step, gradient kept (``[B, C, ...]``).
-
-        Default: :meth:`pre_reset_membrane` where the framework gives it, else :meth:`membrane`;
-        ``None`` when the neuron exposes neither (:class:`~snn_spikefit.Distiller` then refuses it).
-        """
+        """The membrane :class:`~snn_spikefit.Distiller` matches (gradient kept): pre-reset if known, else post."""
         mem = self.pre_reset_membrane(module, inputs, output)
         return self.membrane(module, output) if mem is None else mem
 
     # -- neuron state at chip precision ----------------------------------------------------
     def neuron_dynamics(self, module: nn.Module) -> dict[str, Any] | None:
-        """The neuron's update in the core's terms, for chip-precision state and ``check``; ``None``: unknown.
+        """The neuron's update in the core's terms (chip-precision state, ``check``); ``None``: unknown.
 
-        Keys: ``"model"`` (``"LIF"`` or ``"CUBA-LIF"``), ``"reset"`` (``"subtract"``, ``"zero"``,
-        ``"none"``), ``"threshold"``, ``"membrane_decay"`` and, for ``"CUBA-LIF"``,
-        ``"current_decay"`` (tensors broadcast against one step's activation, as used in the step).
+        ``"model"`` (``"LIF"``/``"CUBA-LIF"``), ``"reset"`` (``"subtract"``/``"zero"``/``"none"``),
+        ``"threshold"``, ``"membrane_decay"`` (and ``"current_decay"``), broadcast against one step.
         """
         return None
 
     def attach_state_rule(self, module: nn.Module, rule: Any) -> None:
-        """Make the neuron compute each step's new state with ``rule`` (chip-precision state).
+        """Make the neuron compute each step's state as ``rule(dynamics, state, x, reset) -> state``.
 
-        ``rule(dynamics, state, x, reset) -> state``: ``dynamics`` as :meth:`neuron_dynamics`,
-        ``state`` the previous ``{"membrane": ..., "current": ...}``, ``x`` the step's input,
-        ``reset`` the framework's reset signal of this step (1 where the previous state fired). The
-        neuron keeps its class and fires from the state the rule returns. Refuses
-        (:class:`~snn_spikefit.errors.UnsupportedLayerError`) neurons it cannot do this for.
+        ``state``: the previous ``{"membrane", "current"}``; ``reset``: the framework's reset signal.
+        The neuron keeps its class and fires from the returned state; refuses what it cannot do.
         """
         raise UnsupportedLayerError(
             f"adapter {self.name!r} cannot simulate chip-precision state for {type(module).__name__}")

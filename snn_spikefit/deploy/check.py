@@ -17,6 +17,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``synapses``                     non-zero weights (unrolled over positions on dense-only chips)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
+``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
