@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     cfg = MODES[mode]
     seeds = list(range(args.seeds)) if args.seeds is not None else list(cfg.seeds if args.full else (0,))
     begin, rows, timing = time.perf_counter(), [], None
+    command = "python benchmarks/distill.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for seed in seeds:
         b = _Bench(mode, name, seed, not args.no_progress)
         b.record(b.fp32, "FP32", None, False)
@@ -188,15 +189,20 @@ def main(argv=None) -> int:
             print("step time:", timing, flush=True)
         _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms)
         rows.extend(b.rows)
-    out = Path(args.out)
+        _write(Path(args.out), mode, name, command, rows, timing, time.perf_counter() - begin)  # after every seed
+    return 0
+
+
+def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timing, wall: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    cfg = MODES[mode]
     budget = cfg.budgets[name]
-    command = "python benchmarks/distill.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    seeds = sorted({r["seed"] for r in rows})
     head = (f"# Distillation and chip-precision state ({mode})\n\n`{command}`\n\n"
             f"{name}: train {budget.train or 'all'} / test {budget.test or 'all'}, FP32 {budget.epochs} epochs, every "
             f"row fine-tuned {2 * budget.finetune_epochs} epochs on {budget.finetune or 'all'} samples (lr "
             f"{cfg.finetune_lr}, {cfg.finetune_schedule}), T={cfg.num_steps}, seeds {seeds}; distillation "
-            f"{DISTILL}; wall {time.perf_counter() - begin:.0f} s (shared machine)\n\n")
+            f"{DISTILL}; wall {wall:.0f} s (shared machine)\n\n")
     text = head + _summary(rows).to_markdown() + "\n"
     if timing:
         text += (f"\nStep time (CAT m=4 b=4, batch {timing['batch']}, T={timing['num_steps']}, one thread, CPU time, "
@@ -209,8 +215,7 @@ def main(argv=None) -> int:
     keys = list(rows[0])
     (out / f"distill_{mode}_runs.csv").write_text(
         "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
-    print(text)
-    return 0
+    print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..deploy.rules import CheckContext, register_check_rule
+from ..errors import SpikeFitError
 from ..runtime import DEFAULT_NUM_STEPS, eval_mode, run
 from ..trace import Recorder
 from .state import StateFormat, StateRule, default_scales, state_rules
@@ -76,8 +77,12 @@ def _membrane_range(ctx: CheckContext, fmt: StateFormat, scales: dict) -> None:
         return
     top = 2 ** (fmt.membrane_bits - 1) - 1
     attached = state_rules(ctx.model)
-    with Recorder(ctx.model, list(scales), membrane=True) as rec, eval_mode(ctx.model, clear=True):
-        run(ctx.model, ctx.sample, num_steps=DEFAULT_NUM_STEPS)
+    try:
+        with Recorder(ctx.model, list(scales), membrane=True) as rec, eval_mode(ctx.model, clear=True):
+            run(ctx.model, ctx.sample, num_steps=DEFAULT_NUM_STEPS)
+    except SpikeFitError as exc:  # e.g. a model that runs its own number of steps inside forward
+        ctx.skip("membrane_range", "(model)", f"the sample did not run for {DEFAULT_NUM_STEPS} steps: {exc}")
+        return
     for name, mem in rec.membranes.items():
         peak = int(torch.round(mem.double().abs() / StateRule(fmt, scales[name]).scale).max())
         if peak > top or (name in attached and peak >= top):
