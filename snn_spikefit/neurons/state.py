@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..adapter import get_adapter
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from ..quantize.layers import compressed_layers
+from ..quantize.layers import COMPRESSIBLE_TYPES, compressed_layers
 from ..runtime import check_module
 
 __all__ = ["StateFormat", "StateRule", "quantize_state", "strip_state", "state_rules", "DECAYS",
@@ -214,8 +214,8 @@ def _exact(ints: Tensor, scale: Tensor, surrogate: Tensor) -> Tensor:
 def default_scales(model: nn.Module, fmt: StateFormat) -> dict[str, float]:
     """The state LSB of every neuron: its input layer's weight LSB / ``2**fraction_bits``.
 
-    The input layer is the nearest compressed layer with integer weights before the neuron in
-    definition order (the finest scale when it has one per channel), as a chip accumulates integer
+    The input layer is the nearest Linear/Conv layer before the neuron in definition order, if it
+    has integer weights (the finest scale when it has one per channel), as a chip accumulates integer
     weights. A neuron with no such layer gets a power of two that lets the membrane hold
     ``8 x`` its largest threshold within ``membrane_bits``.
     """
@@ -227,8 +227,8 @@ def default_scales(model: nn.Module, fmt: StateFormat) -> dict[str, float]:
             weight_lsb[id(layer.module)] = float(form.scale.min())
     out, last = {}, None
     for name, module in model.named_modules():
-        if id(module) in weight_lsb:
-            last = weight_lsb[id(module)]
+        if isinstance(module, COMPRESSIBLE_TYPES):
+            last = weight_lsb.get(id(module))  # a float layer in between: no integer input scale
         elif adapter.is_neuron(module):
             if last is not None:
                 out[name] = last / 2 ** fmt.fraction_bits
