@@ -356,7 +356,8 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
                                 f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps),
+                       num_steps=num_steps)
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)

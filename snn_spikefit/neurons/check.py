@@ -9,9 +9,12 @@ snn_spikefit`` does it). They apply to profiles that publish state precision
 * ``threshold``: the threshold in state units (``theta``, see
   :mod:`snn_spikefit.neurons.state`) is below one LSB or needs more than ``threshold_bits``.
 * ``membrane_range``: with ``sample``, the membrane reaches beyond ``membrane_bits`` (or, with
-  chip-precision state attached, saturates) during a run of ``DEFAULT_NUM_STEPS`` steps.
+  chip-precision state attached, saturates) during a run of ``check``'s ``num_steps`` (when 1:
+  ``DEFAULT_NUM_STEPS``) steps.
 
-The state LSB is that of the attached rule, else :func:`~snn_spikefit.neurons.state.default_scales`.
+The state LSB is that of the attached rule, else the input layer's integer weight LSB
+(:func:`~snn_spikefit.neurons.state.default_scales`); without either, thresholds and ranges are
+listed as not checked.
 """
 
 from __future__ import annotations
@@ -77,11 +80,12 @@ def _membrane_range(ctx: CheckContext, fmt: StateFormat, scales: dict) -> None:
         return
     top = 2 ** (fmt.membrane_bits - 1) - 1
     attached = state_rules(ctx.model)
+    steps = ctx.num_steps if ctx.num_steps > 1 else DEFAULT_NUM_STEPS
     try:
         with Recorder(ctx.model, list(scales), membrane=True) as rec, eval_mode(ctx.model, clear=True):
-            run(ctx.model, ctx.sample, num_steps=DEFAULT_NUM_STEPS)
+            run(ctx.model, ctx.sample, num_steps=steps)
     except SpikeFitError as exc:  # e.g. a model that runs its own number of steps inside forward
-        ctx.skip("membrane_range", "(model)", f"the sample did not run for {DEFAULT_NUM_STEPS} steps: {exc}")
+        ctx.skip("membrane_range", "(model)", f"the sample did not run for {steps} steps: {exc}")
         return
     for name, mem in rec.membranes.items():
         peak = int(torch.round(mem.double().abs() / StateRule(fmt, scales[name]).scale).max())
@@ -95,7 +99,7 @@ def _neuron_state(ctx: CheckContext) -> None:
     fmt = state_format_of(ctx.profile)
     if fmt is None:
         return
-    rules, scales = state_rules(ctx.model), default_scales(ctx.model, fmt)
+    rules, scales = state_rules(ctx.model), default_scales(ctx.model, fmt, grounded=True)
     scales.update({n: r.scale for n, r in rules.items()})
     described = {}
     for name, module in ctx.adapter.neurons(ctx.model):
@@ -103,9 +107,13 @@ def _neuron_state(ctx: CheckContext) -> None:
         if dyn is None:
             ctx.skip("neuron_state", name, f"the {ctx.adapter.name} adapter does not describe its dynamics")
             continue
-        described[name] = scales[name]
         if fmt.decay is not None:
             _decays(ctx, fmt, name, dyn)
+        if name not in scales:
+            ctx.skip("neuron_state", name, "threshold and membrane range need the state LSB: integer weights "
+                                           "into the neuron (wrap(..., bits=...)) or chip-precision state")
+            continue
+        described[name] = scales[name]
         _threshold(ctx, fmt, name, dyn, scales[name])
     if described:
         _membrane_range(ctx, fmt, described)

@@ -211,13 +211,13 @@ def _exact(ints: Tensor, scale: Tensor, surrogate: Tensor) -> Tensor:
 
 # -- the scale -------------------------------------------------------------------------------------
 
-def default_scales(model: nn.Module, fmt: StateFormat) -> dict[str, float]:
+def default_scales(model: nn.Module, fmt: StateFormat, *, grounded: bool = False) -> dict[str, float]:
     """The state LSB of every neuron: its input layer's weight LSB / ``2**fraction_bits``.
 
     The input layer is the nearest Linear/Conv layer before the neuron in definition order, if it
     has integer weights (the finest scale when it has one per channel), as a chip accumulates integer
     weights. A neuron with no such layer gets a power of two that lets the membrane hold
-    ``8 x`` its largest threshold within ``membrane_bits``.
+    ``8 x`` its largest threshold within ``membrane_bits`` (left out with ``grounded=True``).
     """
     adapter = get_adapter(model)
     weight_lsb = {}
@@ -232,7 +232,7 @@ def default_scales(model: nn.Module, fmt: StateFormat) -> dict[str, float]:
         elif adapter.is_neuron(module):
             if last is not None:
                 out[name] = last / 2 ** fmt.fraction_bits
-            else:
+            elif not grounded:
                 dyn = adapter.neuron_dynamics(module) or {}
                 thr = float(torch.as_tensor(dyn.get("threshold", 1.0)).abs().max())
                 levels = 2 ** ((fmt.membrane_bits or 16) - 1) - 1
