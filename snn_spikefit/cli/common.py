@@ -53,6 +53,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "'package.module:function' or 'path/to/file.py:function'")
     p.add_argument("--framework", choices=nir_frameworks(), default=None,
                    help="framework a .nir file is imported into (default: the first of these)")
+    p.add_argument("--dt", type=float, metavar="SECONDS",
+                   help="step in seconds a .nir MODEL's neuron constants are discretised with (default: the file's "
+                        "spikefit.dt, else the step its gains imply, e.g. 1e-4 for snnTorch's exporter, else 1e-3, "
+                        "with a warning); `spikefit export` also writes the graph with it")
 
 
 def add_hardware_arg(p: argparse.ArgumentParser, *, required: bool = False, default: str | None = None) -> None:
@@ -138,16 +142,9 @@ class LoadedModel:
 
 
 def _nir_input_shape(path: Path) -> tuple[int, ...] | None:
-    import nir
+    from ..nir.importer import graph_input_shape, read_nir
 
-    from ..nir.importer import read_nir
-
-    graph = read_nir(path)
-    for node in graph.nodes.values():
-        if isinstance(node, nir.Input):
-            shape = next(iter(node.input_type.values()), None)
-            return None if shape is None else tuple(int(s) for s in shape)
-    return None
+    return graph_input_shape(read_nir(path))  # less a batch of 1 that stock exporters declare
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
@@ -160,7 +157,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     if path.suffix == ".nir":
         shape = _nir_input_shape(path)
         with relay_warnings(args):
-            model = import_nir(path, args.framework)
+            model = import_nir(path, args.framework, dt=getattr(args, "dt", None))
         return LoadedModel(model, str(path), "nir", shape)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise SpikeFitValueError(f"MODEL {args.model!r} has suffix {path.suffix!r}; use a .nir file or a "

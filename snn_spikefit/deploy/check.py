@@ -10,7 +10,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``distinct_weights_per_neuron``  distinct non-zero weights of one output channel (neuron)
 ``distinct_weights_per_layer``   distinct non-zero weights of a layer (per core on chip)
 ``weight_bits``                  bits of the layer's integer weights (32 for float weights)
-``fan_in``                       non-zero weights into one neuron (a zero weight is no synapse)
+``fan_in``                       non-zero weights into one neuron, recurrent ones included (a zero weight is no synapse)
 ``neurons_per_core``             neurons of a layer, on chips that map a layer to one core
 ``cores``                        cores needed, ``sum(ceil(neurons / neurons_per_core))``
 ``neurons``                      neurons of the model (output elements of every connection layer)
@@ -201,10 +201,14 @@ def _weight_bits(ctx: CheckContext) -> None:
 def _fan_in(ctx: CheckContext) -> None:
     lim = ctx.profile.fan_in
     for f in ctx.layers if lim is not None else ():
-        fan_in = int(f.nonzero_rows.max()) if f.rows.numel() else 0
+        if f.recurrent_of is not None:
+            continue  # counted in the fan-in of the layer that feeds the same neurons
+        fan_in = int(f.fan_in.max()) if f.rows.numel() else 0
         if fan_in > lim:
+            rec = (f" ({int(f.recurrent_fan_in[int(f.fan_in.argmax())])} of them recurrent)"
+                   if f.recurrent_fan_in is not None else "")
             ctx.add("fan_in", "fan_in", f.name, lim, fan_in,
-                    f"a neuron of {f.name} has {fan_in} inputs, {ctx.chip} allows {lim}: fewer input "
+                    f"a neuron of {f.name} has {fan_in} inputs{rec}, {ctx.chip} allows {lim}: fewer input "
                     f"features/channels (prune the layer before), smaller kernels, or zero weights")
 
 
@@ -213,7 +217,7 @@ def _neurons_per_core(ctx: CheckContext) -> None:
     if not prof.layer_fits_one_core or prof.neurons_per_core is None:
         return
     for f in ctx.layers:
-        if f.neurons is not None and f.neurons > prof.neurons_per_core:
+        if f.recurrent_of is None and f.neurons is not None and f.neurons > prof.neurons_per_core:
             ctx.add("neurons_per_core", "neurons_per_core", f.name, prof.neurons_per_core, f.neurons,
                     f"{ctx.chip} maps each layer to one core: fewer channels in {f.name} (prune(...)) or "
                     f"smaller maps")
@@ -221,7 +225,7 @@ def _neurons_per_core(ctx: CheckContext) -> None:
 
 def _cores(ctx: CheckContext) -> None:
     prof = ctx.profile
-    counts = [f.neurons for f in ctx.layers if f.neurons is not None]
+    counts = [f.neurons for f in ctx.layers if f.neurons is not None and f.recurrent_of is None]
     if prof.neurons_per_core is None or prof.cores is None or not counts:
         return
     needed = len(counts) if prof.layer_fits_one_core else sum(math.ceil(n / prof.neurons_per_core) for n in counts)
@@ -232,10 +236,11 @@ def _cores(ctx: CheckContext) -> None:
 
 
 def _neurons(ctx: CheckContext) -> None:
-    for f in ctx.layers:
+    layers = [f for f in ctx.layers if f.recurrent_of is None]  # a recurrent weight feeds neurons counted already
+    for f in layers:
         if f.neurons is None:
             ctx.skip("neurons", f.name, _NEEDS_SAMPLE)
-    total = sum(f.neurons for f in ctx.layers if f.neurons is not None)
+    total = sum(f.neurons for f in layers if f.neurons is not None)
     lim = ctx.profile.max_neurons
     if lim is not None and total > lim:
         ctx.add("neurons", "max_neurons", "(model)", lim, total,
@@ -265,8 +270,9 @@ def _inputs(ctx: CheckContext) -> None:
     if ctx.sample is not None:
         inputs = int(ctx.sample[0].numel())
     elif ctx.layers:
-        first = ctx.layers[0].module
-        inputs = int(first.in_features if isinstance(first, nn.Linear) else first.in_channels)
+        first = ctx.layers[0]
+        inputs = int(getattr(first.module, "in_features", None) or getattr(first.module, "in_channels", None)
+                     or first.weight.shape[1])
     if inputs is not None and inputs > lim:
         ctx.add("inputs", "max_inputs", "(input)", lim, inputs,
                 f"{ctx.chip} has {lim} input channels: reduce the input features")

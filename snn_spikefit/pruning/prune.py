@@ -118,7 +118,8 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
            ) -> tuple[dict[str, Tensor], int]:
     modules = dict(model.named_modules())
     if not crit.needs_data:
-        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None)), 1)
+        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None,
+                                                      getattr(modules[p.producer], p.producer_weight))), 1)
                 for p in layers}, 0
     names = [p.neuron for p in layers]
     totals: dict[str, Tensor] = {}
@@ -152,7 +153,7 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                 for p in layers:
                     s = spikes[p.neuron].detach()
                     batch = LayerBatch(p.neuron, modules[p.producer], s, grads.get(p.neuron),
-                                       pre.get(p.neuron))
+                                       pre.get(p.neuron), getattr(modules[p.producer], p.producer_weight))
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])
