@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+
+from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
@@ -38,7 +40,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(Adapter):
+class SnnTorchAdapter(SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"
@@ -395,56 +397,3 @@ class SnnTorchAdapter(Adapter):
         if "IF" in allowed and self.neuron_model(module) == "LIF":
             return "a Leaky neuron with beta=1 is IF"
         return None
-
-    # -- chip-precision state ------------------------------------------------------------------
-    def neuron_dynamics(self, module: nn.Module) -> dict[str, Any] | None:
-        """Leaky -> ``"LIF"``, Synaptic -> ``"CUBA-LIF"`` (not the recurrent ones); decays clamped as snnTorch does."""
-        snn = _snntorch()
-        if not isinstance(module, (snn.Leaky, snn.Synaptic)) or isinstance(module, (snn.RLeaky, snn.RSynaptic)):
-            return None
-        out = {"model": "LIF", "reset": module.reset_mechanism, "threshold": module.threshold,
-               "membrane_decay": module.beta.clamp(0, 1)}
-        if isinstance(module, snn.Synaptic):
-            out.update(model="CUBA-LIF", current_decay=module.alpha.clamp(0, 1))
-        return out
-
-    def attach_state_rule(self, module: nn.Module, rule: Any) -> None:
-        """Replace the neuron's ``state_function`` (snnTorch's per-step update) by ``rule``."""
-        from snn_spikefit.errors import UnsupportedLayerError
-
-        kind = type(module).__name__
-        if self.neuron_dynamics(module) is None:
-            raise UnsupportedLayerError(f"chip-precision state supports snnTorch Leaky and Synaptic, not {kind}")
-        if not module.reset_delay or module.inhibition or module.state_quant or \
-                float(module.graded_spikes_factor) != 1.0:
-            raise UnsupportedLayerError(
-                f"chip-precision state needs snnTorch {kind} with reset_delay=True, inhibition=False, "
-                f"state_quant=False, graded_spikes_factor=1.0")
-        self.detach_state_rule(module)
-        module.state_function = _StateStep(module, rule, module.state_function, self)
-
-    def state_rule(self, module: nn.Module) -> Any:
-        step = module.__dict__.get("state_function")
-        return step.rule if isinstance(step, _StateStep) else None
-
-    def detach_state_rule(self, module: nn.Module) -> bool:
-        step = module.__dict__.get("state_function")
-        if not isinstance(step, _StateStep):
-            return False
-        module.state_function = step.original
-        return True
-
-
-class _StateStep:
-    """An snnTorch neuron's ``state_function`` computed by a core state rule (a callable object, so
-    ``copy.deepcopy`` of the model copies it with the model)."""
-
-    def __init__(self, module: nn.Module, rule: Any, original: Any, adapter: SnnTorchAdapter) -> None:
-        self.module, self.rule, self.original, self.adapter = module, rule, original, adapter
-
-    def __call__(self, input_: Tensor):
-        m = self.module
-        synaptic = hasattr(m, "syn")
-        state = {"membrane": m.mem, "current": m.syn} if synaptic else {"membrane": m.mem}
-        new = self.rule(self.adapter.neuron_dynamics(m), state, input_, m.reset)
-        return (new["current"], new["membrane"]) if synaptic else new["membrane"]

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .neurons.access import NeuronStateAccess
 
 __all__ = [
     "Adapter",
@@ -53,7 +54,7 @@ ENTRY_POINT_GROUP = "snn_spikefit.adapters"
 BUILTIN_PACKAGE = "snn_spikefit.adapters"
 
 
-class Adapter:
+class Adapter(NeuronStateAccess):
     """Base class and protocol of a framework adapter.
 
     Subclasses set :attr:`name` and :attr:`framework` (the import name of the
@@ -149,37 +150,6 @@ class Adapter:
         framework does not expose it (criteria that need it then refuse).
         """
         return None
-
-    def distill_membrane(self, module: nn.Module, inputs: tuple, output: Any) -> Tensor | None:
-        """The membrane :class:`~snn_spikefit.Distiller` matches (gradient kept): pre-reset if known, else post."""
-        mem = self.pre_reset_membrane(module, inputs, output)
-        return self.membrane(module, output) if mem is None else mem
-
-    # -- neuron state at chip precision ----------------------------------------------------
-    def neuron_dynamics(self, module: nn.Module) -> dict[str, Any] | None:
-        """The neuron's update in the core's terms (chip-precision state, ``check``); ``None``: unknown.
-
-        ``"model"`` (``"LIF"``/``"CUBA-LIF"``), ``"reset"`` (``"subtract"``/``"zero"``/``"none"``),
-        ``"threshold"``, ``"membrane_decay"`` (and ``"current_decay"``), broadcast against one step.
-        """
-        return None
-
-    def attach_state_rule(self, module: nn.Module, rule: Any) -> None:
-        """Make the neuron compute each step's state as ``rule(dynamics, state, x, reset) -> state``.
-
-        ``state``: the previous ``{"membrane", "current"}``; ``reset``: the framework's reset signal.
-        The neuron keeps its class and fires from the returned state; refuses what it cannot do.
-        """
-        raise UnsupportedLayerError(
-            f"adapter {self.name!r} cannot simulate chip-precision state for {type(module).__name__}")
-
-    def state_rule(self, module: nn.Module) -> Any:
-        """The rule attached by :meth:`attach_state_rule`, or ``None``."""
-        return None
-
-    def detach_state_rule(self, module: nn.Module) -> bool:
-        """Remove the attached rule (the neuron computes its own update again); ``False`` if none."""
-        return False
 
     # -- NIR -------------------------------------------------------------------------------
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
