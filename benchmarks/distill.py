@@ -88,27 +88,28 @@ class _Bench:
               flush=True)
 
 
-def _rows(b: _Bench, ms, profiles, state_ms) -> None:
+def _rows(b: _Bench, ms, profiles, state_ms, teacher_kind: str = "fp32") -> None:
     control = copy.deepcopy(b.fp32)
     b.finetune(control, "FP32 ft")
     b.record(control, "FP32 + fine-tune", None, False)
+    teacher = control if teacher_kind == "fp32-ft" else b.fp32
     for m in ms:
         for distilled in (False, True):
             model = sf.wrap(copy.deepcopy(b.fp32), m=m, bits=4)
-            b.finetune(model, f"CAT m={m}{' +KD' if distilled else ''}", b.fp32 if distilled else None)
+            b.finetune(model, f"CAT m={m}{' +KD' if distilled else ''}", teacher if distilled else None)
             b.record(model, "CAT", m, distilled)
     folded = fold_batchnorm(copy.deepcopy(b.fp32))
     for m in state_ms if profiles else ():
         for distilled in (False, True):
-            teacher = b.fp32 if distilled else None
+            kd = teacher if distilled else None
             plain = sf.wrap(copy.deepcopy(folded), m=m, bits=4)
-            b.finetune(plain, f"CAT-folded m={m}", teacher)
+            b.finetune(plain, f"CAT-folded m={m}", kd)
             b.record(plain, "CAT (BN folded)", m, distilled)
             for prof in profiles:
                 unaware = sf.quantize_state(copy.deepcopy(plain), hardware=prof)
                 b.record(unaware, "CAT (BN folded)", m, distilled, prof, "no (evaluated with state)")
                 aware = sf.wrap(copy.deepcopy(folded), m=m, bits=4, hardware=prof)
-                b.finetune(aware, f"CAT-{prof} m={m}", teacher)
+                b.finetune(aware, f"CAT-{prof} m={m}", kd)
                 b.record(aware, "CAT (BN folded)", m, distilled, prof, "yes")
 
 
@@ -170,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="*", default=["loihi", "xylo"])
     ap.add_argument("--state-ms", type=int, nargs="*", default=None, help="m of the state rows (default: --ms)")
     ap.add_argument("--timing-reps", type=int, default=15)
+    ap.add_argument("--teacher", choices=("fp32", "fp32-ft"), default="fp32",
+                    help="distil from the FP32 model (default) or from the FP32 + fine-tune control")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -187,13 +190,15 @@ def main(argv=None) -> int:
         if timing is None and args.timing_reps:
             timing = _step_times(b, args.timing_reps)
             print("step time:", timing, flush=True)
-        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms)
+        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms, args.teacher)
         rows.extend(b.rows)
-        _write(Path(args.out), mode, name, command, rows, timing, time.perf_counter() - begin)  # after every seed
+        tag = "" if args.teacher == "fp32" else f"_teacher-{args.teacher}"
+        _write(Path(args.out), mode, name, command, rows, timing, time.perf_counter() - begin, tag)  # every seed
     return 0
 
 
-def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timing, wall: float) -> None:
+def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timing, wall: float,
+           tag: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = MODES[mode]
     budget = cfg.budgets[name]
@@ -202,18 +207,18 @@ def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timi
             f"{name}: train {budget.train or 'all'} / test {budget.test or 'all'}, FP32 {budget.epochs} epochs, every "
             f"row fine-tuned {2 * budget.finetune_epochs} epochs on {budget.finetune or 'all'} samples (lr "
             f"{cfg.finetune_lr}, {cfg.finetune_schedule}), T={cfg.num_steps}, seeds {seeds}; distillation "
-            f"{DISTILL}; wall {wall:.0f} s (shared machine)\n\n")
+            f"{DISTILL}, teacher {'FP32 + fine-tune' if tag else 'FP32'}; wall {wall:.0f} s (shared machine)\n\n")
     text = head + _summary(rows).to_markdown() + "\n"
     if timing:
         text += (f"\nStep time (CAT m=4 b=4, batch {timing['batch']}, T={timing['num_steps']}, one thread, CPU time, "
                  f"{timing['reps']} interleaved repetitions): plain {timing['plain_median_s']:.4f} s, distilled "
                  f"{timing['distilled_median_s']:.4f} s, ratio median {timing['ratio_median']:.2f} "
                  f"(quartiles {timing['ratio_q1']:.2f}-{timing['ratio_q3']:.2f})\n")
-    (out / f"distill_{mode}.md").write_text(text)
-    (out / f"distill_{mode}.json").write_text(json.dumps({"command": command, "rows": rows, "timing": timing,
+    (out / f"distill_{mode}{tag}.md").write_text(text)
+    (out / f"distill_{mode}{tag}.json").write_text(json.dumps({"command": command, "rows": rows, "timing": timing,
                                                           "distill": DISTILL}, indent=2))
     keys = list(rows[0])
-    (out / f"distill_{mode}_runs.csv").write_text(
+    (out / f"distill_{mode}{tag}_runs.csv").write_text(
         "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
     print(text, flush=True)
 
