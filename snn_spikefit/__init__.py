@@ -44,6 +44,8 @@ from .neurons import check as _state_check  # noqa: F401
 from .distill.distiller import Distiller
 # the whole path as one call
 from .pipeline.steps import compress
+# hardware targets (Lava): the toolchain's simulator vs ours
+from .targets.verify import VerifyReport, verify
 # baselines
 from .baselines import cluster, convert_to_snn, freeze_baseline, qat, qpsnn, relu_twin, ttq
 
@@ -68,6 +70,8 @@ __all__ = [
     "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller",
     # the whole path as one call
     "compress",
+    # hardware targets
+    "verify", "VerifyReport",
     # baselines
     "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors

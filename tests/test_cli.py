@@ -145,7 +145,7 @@ def test_compress_exits_1_when_the_chip_cannot_hold_the_result(tmp_path):
 def test_every_flag_is_documented_in_help():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
-    assert set(subparsers) == {"demo", "compress", "evaluate", "check", "profiles", "export"}
+    assert set(subparsers) == {"demo", "compress", "evaluate", "check", "profiles", "export", "verify"}
     for name, sub in subparsers.items():
         text = sub.format_help()
         for action in sub._actions:

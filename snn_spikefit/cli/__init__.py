@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: subcommand -> module under snn_spikefit.cli
 COMMANDS = {"demo": "demo", "compress": "compress", "evaluate": "evaluate", "check": "check",
-            "profiles": "profiles", "export": "export"}
+            "profiles": "profiles", "export": "export", "verify": "verify"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,8 +146,10 @@ def export_nir(
             (``snntorch.import_nir.import_from_nir``, ``dt = 1e-4``) or ``"norse"``
             (``norse.torch.from_nir``, ``dt = 1e-3`` unless given): a file that stock
             importer runs with the same spikes (input gains folded into the weights,
-            ``AvgPool2d`` as ``SumPool2d`` for Norse), or a refusal; see
-            :mod:`snn_spikefit.nir.stock`. Our own import reads these files exactly too.
+            ``AvgPool2d`` as ``SumPool2d`` for Norse; for a recurrent neuron, the recurrent
+            bias moved to the input bias and, for snnTorch, an identity node on the cycle),
+            or a refusal; see :mod:`snn_spikefit.nir.stock`. Our own import reads these files
+            exactly too.
         nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
             (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
             (sinabs), see :mod:`snn_spikefit.nir.compat`.
@@ -254,5 +256,6 @@ def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
             if not changed:
                 return
             text = (f"{STOCK_IMPORTERS[importer]} will not run this file exactly: nodes {sorted(set(changed))} "
-                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d)")
+                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d, a "
+                    f"recurrent bias moved to the input bias, snnTorch cycles given a third node)")
     warnings.warn(f"{text}. {alternative}", UserWarning, stacklevel=5)  # _finish, _export, export_nir

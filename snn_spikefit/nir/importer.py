@@ -291,7 +291,7 @@ def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitVal
         return exc
     return SpikeFitValueError(
         f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
-        f"this for AvgPool2d and Flatten), so what they computed cannot be recovered from the file")
+        f"this for AvgPool2d, Flatten and LIFRecurrentCell), so what they computed cannot be recovered from the file")
 
 
 @torch.no_grad()
