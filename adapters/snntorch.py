@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+
+from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
@@ -38,7 +40,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(Adapter):
+class SnnTorchAdapter(SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"
