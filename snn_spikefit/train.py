@@ -22,6 +22,8 @@ from .runtime import DEFAULT_NUM_STEPS, eval_mode, reset, run, train_mode
 from .quantize.layers import is_wrapped
 from .quantize.wrap import commitment_loss
 from .distill.distiller import Distiller
+from .distributed import all_reduce_sum, is_distributed, unwrap_ddp, world_size
+from .distributed.batchnorm import GlobalBatchStats
 
 __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 
@@ -110,6 +112,8 @@ def fit(
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
+        if is_distributed():  # the epoch's loss over every rank's samples
+            total, count = (float(v) for v in all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)))
         if count == 0:
             raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
         history.append(total / count)
@@ -138,11 +142,13 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
     bns = _batch_norms(model)
     if not bns:
         return 0
+    model = unwrap_ddp(model)  # DDP's forward would broadcast rank 0's buffers over the running statistics
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average
     used = 0
+    sync = GlobalBatchStats(bns) if is_distributed() else None  # each call's statistics over all ranks
     try:
         with train_mode(model, clear=True):
             for x, _ in progress_bar(data, desc="recalibrate BN", leave=False, progress=progress):
@@ -153,6 +159,10 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
     finally:
         for bn, mom in zip(bns, momenta):
             bn.momentum = mom
+        if sync is not None:
+            sync.close()
+    if is_distributed():
+        used = int(all_reduce_sum(torch.tensor([used], dtype=torch.float64)).item() / world_size())
     if used == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     return used
@@ -174,4 +184,6 @@ def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT
 def accuracy(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> float:
     """Top-1 accuracy in percent."""
     pred, true = predict(model, data, num_steps=num_steps)
-    return 100.0 * float((pred == true).float().mean())
+    hits = torch.tensor([float((pred.cpu() == true.cpu()).sum()), float(true.numel())], dtype=torch.float64)
+    hits = all_reduce_sum(hits)  # over every rank's share (a DistributedSampler): the whole test set
+    return 100.0 * float(hits[0] / hits[1])

@@ -36,6 +36,7 @@ from ..progress import progress_bar
 from ..transaction import transactional
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..distributed import all_reduce_sum, check_same, checksum, is_distributed, refuse_ddp
 from .importance import Criterion, LayerBatch, get_criterion
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from .surgery import PrunableLayer, count_parameters, prunable_layers, remove_channels
@@ -130,7 +131,8 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
     modules = dict(model.named_modules())
     if not crit.needs_data:
         return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None,
-                                                      getattr(modules[p.producer], p.producer_weight))), 1)
+                                                      getattr(modules[p.producer], p.producer_weight))), 1
+                                      ).detach().cpu()
                 for p in layers}, 0
     names = [p.neuron for p in layers]
     totals: dict[str, Tensor] = {}
@@ -168,9 +170,13 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])
+    if is_distributed():  # scores summed over every rank's batches, as if one process saw them all
+        totals = {n: all_reduce_sum(t) for n, t in totals.items()}
+        samples = int(all_reduce_sum(torch.tensor([samples], dtype=torch.float64)).item())
     if samples == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
-    return {n: crit.finish(t, samples).float() for n, t in totals.items()}, samples
+    # on the CPU: channel choice and bookkeeping do not depend on where the model lives
+    return {n: crit.finish(t, samples).float().cpu() for n, t in totals.items()}, samples
 
 
 # -- choosing and removing channels -------------------------------------------------------------------
@@ -296,6 +302,7 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
         SpikeFitValueError / SpikeFitTypeError: bad arguments, unknown criterion, empty data.
         UnsupportedLayerError: a spiking layer that cannot be pruned (not in ``ignore``); nothing is changed.
     """
+    refuse_ddp(model, "prune")
     _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data)
     crit = get_criterion(criterion)
     crit_name = criterion if isinstance(criterion, str) else type(crit).__name__
@@ -327,6 +334,7 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
                                  loss_fn=loss_fn, progress=progress, desc=desc)
         counts = {p.neuron: p.channels for p in layers}
         keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
+        check_same(checksum(*[keep[p.neuron] for p in layers]), f"prune round {step}: the kept channels")
         _warn_ties(layers, scores, keep, crit_name)
         todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
         modules = dict(model.named_modules())

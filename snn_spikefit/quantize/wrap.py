@@ -28,6 +28,7 @@ from ..transaction import transactional
 from ..adapter import get_adapter
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..distributed import refuse_ddp
 from ..neurons.state import StateFormat, quantize_state, strip_state
 from ..runtime import check_module
 from ..table import Table
@@ -147,6 +148,7 @@ def wrap(
     check_module(model)
     if hardware is not None:
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
+    refuse_ddp(model, "wrap")  # wrap first: DDP then broadcasts rank 0's codebooks to every rank
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
     _check_int("m", m, 2, MAX_M, "a codebook needs at least 2 values, and its codes are stored in at most 16 "
