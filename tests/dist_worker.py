@@ -59,9 +59,10 @@ def work(rank: int, world: int, store_dir: str) -> None:
     sf.recalibrate_bn(bn_model, data, num_steps=T)
     bns = {k: v.clone() for k, v in bn_model.state_dict().items() if "running" in k or "tracked" in k}
     acc = sf.accuracy(model, data, num_steps=T)
+    ev = sf.evaluate(model, data, num_steps=T, warmup=0)
     torch.save({"trained": trained, "history": history, "reseeded": reseeded, "scores": fresh_report.scores,
                 "kept": [row.kept for row in fresh_report.layers], "kept_trained": [r.kept for r in report.layers],
-                "bn": bns, "accuracy": acc,
+                "bn": bns, "accuracy": acc, "evaluate": (ev.samples, ev.accuracy, ev.f1),
                 "after_prune": {k: v.clone() for k, v in model.state_dict().items()}},
                os.path.join(store_dir, f"rank{rank}_of{world}.pt"))
     if world > 1:

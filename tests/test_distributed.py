@@ -52,6 +52,7 @@ def test_two_ranks_are_identical_to_each_other(runs):
         for k in r0[key]:
             assert torch.equal(r0[key][k], r1[key][k]), (key, k)
     assert r0["kept"] == r1["kept"] and r0["kept_trained"] == r1["kept_trained"] and r0["history"] == r1["history"] and r0["accuracy"] == r1["accuracy"]
+    assert r0["evaluate"] == r1["evaluate"]
 
 
 @needs_snntorch
@@ -69,6 +70,7 @@ def test_two_ranks_equal_one_process_on_the_whole_batch(runs):
     assert {k: v.shape for k, v in one["after_prune"].items()} == {k: v.shape for k, v in r0["after_prune"].items()}
     assert _maxdiff(one["bn"], r0["bn"]) < 1e-6
     assert one["accuracy"] == r0["accuracy"]
+    assert one["evaluate"] == r0["evaluate"] and r0["evaluate"][0] == 24  # the whole set, not a rank's share
 
 
 def test_single_process_helpers_are_no_ops():

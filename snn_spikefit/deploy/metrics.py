@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from ..progress import progress_bar
 
+from ..distributed import all_gather_cat
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
@@ -273,11 +274,13 @@ def evaluate(
                 _predict(model, x, y, num_steps, forward_fn, i)
                 counter.add_samples(int(y.shape[0]))
         ops = counter.result()
-    pred, target = torch.cat(preds), torch.cat(labels)
+    # over every rank's share of the test set (a DistributedSampler); ops and latency stay this rank's
+    local_samples = sum(int(y.numel()) for y in labels)
+    pred, target = all_gather_cat(torch.cat(preds).cpu()), all_gather_cat(torch.cat(labels).cpu())
     samples = int(target.numel())
     accuracy = 100.0 * float((pred == target).double().mean())
     f1 = 100.0 * macro_f1(pred, target)
-    latency = seconds / samples
+    latency = seconds / local_samples
     energy, note = _energy(prof, ops.acs, ops.macs, ops.neuron_updates)
     params, bits = model_size_bits(model)
     size = bits / 8e6

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import SpikeFitError, SpikeFitTypeError
 
-__all__ = ["is_distributed", "rank", "world_size", "all_reduce_sum", "checksum", "check_same",
+__all__ = ["is_distributed", "comm_device", "rank", "world_size", "all_reduce_sum", "all_gather_cat", "checksum", "check_same",
            "check_same_model", "refuse_ddp", "unwrap_ddp", "rank_zero_only", "DistributedMismatchError"]
 
 
@@ -53,13 +53,36 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def comm_device() -> torch.device:
+    """Where collectives need their tensors: the current CUDA device under NCCL, the CPU otherwise."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(t: Tensor) -> Tensor:
     """Sum of ``t`` over ranks (a new tensor on ``t``'s device and dtype); ``t`` itself in one process."""
     if not is_distributed():
         return t
-    out = t.detach().clone().contiguous()
+    out = t.detach().to(comm_device(), copy=True).contiguous()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return out.to(t.device)
+
+
+def all_gather_cat(t: Tensor) -> Tensor:
+    """Every rank's 1-D ``t`` (lengths may differ) concatenated in rank order; ``t`` itself in one process."""
+    if not is_distributed():
+        return t
+    dev = comm_device()
+    n = torch.tensor([t.numel()], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=t.dtype, device=dev)
+    padded[:t.numel()] = t.reshape(-1).to(dev)
+    got = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(got, padded)
+    return torch.cat([g[:int(s)] for g, s in zip(got, sizes)]).to(t.device)
 
 
 def checksum(*tensors: Tensor) -> int:
@@ -76,8 +99,8 @@ def check_same(value: int, what: str) -> None:
     """Raise :class:`DistributedMismatchError` unless every rank passes the same ``value`` (e.g. a checksum)."""
     if not is_distributed():
         return
-    mine = torch.tensor([value], dtype=torch.int64)
-    got = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    mine = torch.tensor([value], dtype=torch.int64, device=comm_device())
+    got = [torch.zeros(1, dtype=torch.int64, device=comm_device()) for _ in range(world_size())]
     dist.all_gather(got, mine)
     values = [int(g) for g in got]
     if len(set(values)) > 1:
