@@ -98,3 +98,19 @@ def test_ddp_models_are_refused_by_verbs_that_replace_parameters(tmp_path):
 def test_mismatch_error_names_what_differs():
     err = DistributedMismatchError("prune round 1: the kept channels differs between ranks")
     assert isinstance(err, sf.SpikeFitError)
+
+
+@needs_snntorch
+@pytest.mark.slow
+def test_example_trains_prunes_and_freezes_under_torchrun(tmp_path):
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "model.nir"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           os.path.join(root, "examples", "torchrun_cat.py"), "--epochs", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes=2" in proc.stdout and out.exists()
+    graph = sf.import_nir(str(out), framework="snntorch")
+    assert isinstance(graph, nn.Module)
