@@ -1,0 +1,51 @@
+"""The Lightning callback on 2 CPU devices (strategy="ddp"): same surgery on both ranks and as 1 device.
+
+Weights are compared between the two ranks (bit-identical), not with 1 device: this model has BatchNorm,
+which in training normalises each rank's half batch (as DDP does without SyncBatchNorm).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import needs_snntorch
+
+pytest.importorskip("lightning", reason="the optional extra snn-spikefit[lightning] is not installed")
+pytestmark = [needs_snntorch, pytest.mark.slow]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _launch(devices, out):
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "lightning_script.py"), "--devices", str(devices),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=HERE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_callback_prunes_the_same_channels_on_two_ddp_devices_and_freezes(tmp_path):
+    _launch(1, tmp_path / "one")
+    _launch(2, tmp_path / "two")
+    load = lambda name: torch.load(tmp_path / name, weights_only=False)  # noqa: E731
+    one, r0, r1 = load("one.rank0.pt"), load("two.rank0.pt"), load("two.rank1.pt")
+    assert r0["kept"] == r1["kept"] == one["kept"]
+    assert r0["frozen"] and r1["frozen"] and one["frozen"]
+    assert r0["state"].keys() == r1["state"].keys() == one["state"].keys()
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), k
+        assert v.shape == one["state"][k].shape, k
+    assert r0["state"]["net.0.bias"].shape == (len(one["kept"][0]),)  # the first conv lost its pruned channels
+
+
+def test_callback_refuses_an_unwrapped_module():
+    import lightning.pytorch as pl
+
+    import snn_spikefit as sf
+    from snn_spikefit.distributed.lightning import SpikeFitCallback
+
+    with pytest.raises(sf.NotWrappedError, match="wrapped by"):
+        SpikeFitCallback().setup(None, pl.LightningModule(), "fit")
+    with pytest.raises(sf.SpikeFitValueError, match="beta=-1"):
+        SpikeFitCallback(beta=-1)
