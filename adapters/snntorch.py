@@ -280,6 +280,24 @@ class SnnTorchAdapter(Adapter):
             return "LIF"
         return f"other:{type(module).__name__}"
 
+    def membrane_decays(self, module: nn.Module) -> tuple:
+        """``(beta,)`` for Leaky (IF when ``beta == 1``), ``(alpha, beta)`` for Synaptic (clamped to [0, 1]).
+
+        snnTorch's Leaky computes ``mem = beta * mem + input`` (then the reset), Synaptic
+        ``syn = alpha * syn + input; mem = beta * mem + syn``.
+        """
+        from snn_spikefit.errors import UnsupportedLayerError
+
+        snn = _snntorch()
+        if isinstance(module, (snn.RLeaky, snn.RSynaptic)) or not isinstance(module, (snn.Leaky, snn.Synaptic)):
+            raise UnsupportedLayerError(
+                f"snnTorch {type(module).__name__} has no known membrane decay for post-training compression; "
+                f"supported: Leaky, Synaptic")
+        beta = module.beta.detach().clamp(0, 1)
+        if isinstance(module, snn.Synaptic):
+            return (module.alpha.detach().clamp(0, 1), beta)
+        return (beta,)
+
     def neuron_hint(self, module: nn.Module, allowed) -> str | None:
         """A leaky neuron on a chip that runs IF neurons: a ``Leaky`` with ``beta=1`` is IF."""
         if "IF" in allowed and self.neuron_model(module) == "LIF":

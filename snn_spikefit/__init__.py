@@ -36,6 +36,8 @@ from .deploy.check import CheckReport, ConstraintViolationError, Violation, chec
 from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
 from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
+# one-shot post-training compression (SBC, one-shot CAT)
+from .ptq import PostTrainingReport, compress_posttraining
 # the whole path as one call
 from .pipeline.steps import compress
 # baselines
@@ -58,6 +60,8 @@ __all__ = [
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
     "export_nir", "import_nir",
+    # one-shot post-training compression
+    "compress_posttraining", "PostTrainingReport",
     # the whole path as one call
     "compress",
     # baselines
