@@ -39,7 +39,7 @@ from ..quantize.wrap import GRANULARITIES, _as_patterns, _check_int, _select_lay
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from ..trace import trace
 from .codebook import fit_layer
-from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped
+from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
 from .obs import hessian_error, obs_order, obs_prune, row_counts
 from .report import LayerPostTraining, PostTrainingReport
 
@@ -149,8 +149,11 @@ def _plans(model: nn.Module, batches: list[Tensor], num_steps, include, exclude)
                 f"{[t.__name__ for t in SUPPORTED_TYPES]} weights without parametrizations); "
                 f"pass exclude=[{name!r}] to leave it as it is")
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            from .hessian import patches
-            patches(module, torch.zeros(1, module.in_channels, *([4] * (module.weight.ndim - 2))))  # refuses early
+            try:  # refuse before anything runs
+                patches(module, torch.zeros(1, module.in_channels, *([8] * (module.weight.ndim - 2))))
+            except UnsupportedLayerError as exc:
+                raise UnsupportedLayerError(f"layer {name!r}: {exc}; pass exclude=[{name!r}] to leave it as it is"
+                                            ) from None
     sample = batches[0] if num_steps is not None else batches[0][0]
     graph = trace(model, sample)
     out = []
