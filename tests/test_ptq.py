@@ -307,3 +307,43 @@ def test_wrapped_model_is_refused():
     net = sf.wrap(nn.Sequential(nn.Linear(4, 3)), m=2)
     with pytest.raises(SpikeFitValueError, match="already carries quantizers"):
         sf.compress_posttraining(net, torch.rand(4, 4), bits=4, progress=False)
+
+
+# -- the pipeline and the command line -------------------------------------------------------------------------
+
+@needs_snntorch
+@pytest.mark.slow  # trains a small model, then runs compress end to end
+def test_cli_compress_posttraining_fits_truenorth_without_training(tmp_path):
+    import contextlib
+    import io
+    import json
+    import warnings
+
+    from snn_spikefit.cli import main
+    from snn_spikefit.data.datasets import digits, make_loader
+    from snn_spikefit.zoo.snntorch import dense_snn
+
+    model = dense_snn(64, 10, hidden=(16,))
+    sf.fit(model, make_loader(digits()[0], 64, shuffle=True), epochs=2, num_steps=4, lr=1e-2, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.export_nir(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.nir")
+    out = tmp_path / "small.nir"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main([str(a) for a in ("compress", tmp_path / "m.nir", "--hardware", "truenorth", "--method",
+                                      "posttraining", "--calib", 64, "--limit", 256, "--no-progress", "--threads",
+                                      1, "--json", "--out", out)])
+    assert code == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["method"] == "posttraining" and record["settings"]["epochs"] is None
+    assert record["posttraining"]["samples"] == 64 and record["posttraining"]["m"] == 4
+    assert record["check_after"]["ok"] and all(r["distinct_per_neuron_after"] <= 4 for r in record["layers"])
+    assert record["after"]["accuracy"] > 50
+
+
+def test_compress_refuses_channel_pruning_with_posttraining():
+    with pytest.raises(SpikeFitValueError, match="prune .* not allowed with method='posttraining'"):
+        sf.compress(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", hardware="truenorth",
+                    method="posttraining", prune=0.5, progress=False)
+    with pytest.raises(SpikeFitValueError, match="method='svd' is not allowed"):
+        sf.compress(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", hardware="truenorth", method="svd")
