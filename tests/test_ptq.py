@@ -347,3 +347,36 @@ def test_compress_refuses_channel_pruning_with_posttraining():
                     method="posttraining", prune=0.5, progress=False)
     with pytest.raises(SpikeFitValueError, match="method='svd' is not allowed"):
         sf.compress(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", hardware="truenorth", method="svd")
+
+
+# -- what zero weights free on each chip ---------------------------------------------------------------------
+
+def test_zero_weights_free_synapses_only_where_the_chip_stores_them_sparse():
+    from snn_spikefit.deploy.metrics import model_size_bits
+
+    net = nn.Sequential(nn.Linear(64, 8))
+    dense_params, dense_bits = model_size_bits(net)
+    with torch.no_grad():
+        net[0].weight[:, 16:] = 0                               # 75 % zero
+    assert model_size_bits(net) == (dense_params, dense_bits)   # dense storage: zeros cost as much
+    _, sparse = model_size_bits(net, sparse=True)
+    assert sparse == 8 * 16 * (32 + 6) + 8 * 32                 # non-zero x (value + 6-bit index) + biases
+    assert sf.get_profile("truenorth").synapse_memory == "dense"
+    assert sf.get_profile("loihi").synapse_memory == "nonzero"
+    assert "synapse_memory" in sf.get_profile("loihi").sources
+    data = [(torch.rand(4, 64), torch.zeros(4, dtype=torch.long))]
+    on_loihi = sf.evaluate(net, data, hardware="loihi", num_steps=1, progress=False)
+    on_truenorth = sf.evaluate(net, data, hardware="truenorth", num_steps=1, progress=False)
+    assert on_loihi.size_mb == sparse / 8e6 and on_truenorth.size_mb == dense_bits / 8e6
+
+
+def test_synapse_budget_counts_whole_crossbars_on_dense_chips():
+    net = nn.Sequential(nn.Linear(64, 8))
+    with torch.no_grad():
+        net[0].weight[:, 16:] = 0
+    small = lambda kind: sf.HardwareProfile(name=f"tiny-{kind}", max_synapses=200, synapse_memory=kind)  # noqa: E731
+    dense = sf.check(net, small("dense"))
+    assert [v.actual for v in dense.violations if v.rule == "synapses"] == [512]
+    assert not [v for v in sf.check(net, small("nonzero")).violations if v.rule == "synapses"]  # 128 <= 200
+    with pytest.raises(SpikeFitValueError, match="synapse_memory='blocks'"):
+        sf.HardwareProfile(name="bad", synapse_memory="blocks")
