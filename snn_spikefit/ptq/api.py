@@ -38,6 +38,7 @@ from ..quantize.quantizer import distinct_per_row
 from ..quantize.wrap import GRANULARITIES, _as_patterns, _check_int, _select_layers
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from ..trace import trace
+from ..train import recalibrate_bn
 from .codebook import fit_layer
 from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
 from .obs import hessian_error, obs_order, obs_prune, row_counts
@@ -245,6 +246,7 @@ def compress_posttraining(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     iterations: int = 6,
+    recalibrate: bool = False,
     progress: bool = True,
 ) -> PostTrainingReport:
     """Prune and quantize ``model`` in place from calibration inputs alone (no training).
@@ -262,6 +264,8 @@ def compress_posttraining(
         damping: added to ``H``'s diagonal, as a fraction of its mean.
         include, exclude: layer names or glob patterns, as in :func:`snn_spikefit.wrap`.
         iterations: one-shot CAT's assignment/refit rounds at most.
+        recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
+            calibration inputs (no gradient; the clustered baselines do it once, on training batches).
         progress: a tqdm bar over layers.
 
     Returns:
@@ -297,6 +301,8 @@ def compress_posttraining(
             w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
             results.append(fit)
             rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
+            if recalibrate:  # the next layer's Hessian sees this layer's outputs with statistics that fit them
+                recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
         if quantize:
             store_m = m if m is not None else 2**bits - 1
             for plan, fit in zip(plans, results):

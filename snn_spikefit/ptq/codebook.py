@@ -128,6 +128,16 @@ def refit_codebook(codes: Tensor, target: Tensor, h: Tensor, old: Tensor, *, gai
     return new
 
 
+def _nearest_assignment(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None,
+                        zero: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Every weight to its nearest codeword (no error feedback), in :func:`gptq`'s return shape."""
+    rows = w.shape[0]
+    vals = values.expand(rows, -1) if values.shape[0] == 1 else values
+    latent = w.clone() if mask is None else torch.where(mask, torch.zeros_like(w), w)
+    codes = nearest(latent, vals)
+    return codes, vals.gather(1, codes), latent
+
+
 def _start(w: Tensor, m: int, groups: int, sparse: bool) -> Tensor:
     book = init_codebook(w.reshape(groups, -1), m, "kmeans").float()
     if sparse:  # pruned weights need the value 0: the codeword nearest 0 becomes 0
@@ -154,10 +164,15 @@ def fit_layer(w: Tensor, h: Tensor, *, m: int | None, bits: int | None, groups: 
     for it in range(1, iterations + 1):
         values, ints, scale = _used(book, bits)
         zero = _zero_index(values) if sparse else None
-        codes, quantized, latent = gptq(w, h, values, mask=mask if sparse else None, zero=zero)
-        err = hessian_error(quantized - w, h, gain2)
-        if best is None or err < best.error:
-            best = LayerFit(book.clone(), values, ints, scale, codes, quantized, latent, err, it)
+        step = None
+        for assign in (gptq, _nearest_assignment):  # error feedback can lose to plain rounding on coarse books
+            codes, quantized, latent = assign(w, h, values, mask=mask if sparse else None, zero=zero)
+            err = hessian_error(quantized - w, h, gain2)
+            if step is None or err < step.error:
+                step = LayerFit(book.clone(), values, ints, scale, codes, quantized, latent, err, it)
+        if best is None or step.error < best.error:
+            best = step
+        codes = step.codes
         if m is None or (last_codes is not None and torch.equal(codes, last_codes)):
             break
         last_codes = codes
