@@ -380,3 +380,18 @@ def test_synapse_budget_counts_whole_crossbars_on_dense_chips():
     assert not [v for v in sf.check(net, small("nonzero")).violations if v.rule == "synapses"]  # 128 <= 200
     with pytest.raises(SpikeFitValueError, match="synapse_memory='blocks'"):
         sf.HardwareProfile(name="bad", synapse_memory="blocks")
+
+
+@needs_snntorch
+def test_recalibrate_re_estimates_batchnorm_on_the_calibration_set_only():
+    net, x = _net(), torch.rand(32, 1, 8, 8)
+    plain, before = copy.deepcopy(net), net[1].running_var.clone()
+    sf.compress_posttraining(plain, x, m=3, bits=4, progress=False)
+    sf.compress_posttraining(net, x, m=3, bits=4, recalibrate=True, progress=False)
+    assert torch.equal(plain[1].running_var, before)                       # untouched without recalibrate
+    assert not torch.allclose(net[1].running_var, plain[1].running_var)
+    assert net[1].momentum == plain[1].momentum and not net.training        # modes and momenta as they were
+    # the statistics are those of the calibration inputs through the compressed first layer
+    with torch.no_grad():
+        pre = net[0](x)
+    assert torch.allclose(net[1].running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
