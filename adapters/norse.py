@@ -50,6 +50,11 @@ def _f64(value: Any):
     return value.detach().cpu().double().numpy() if isinstance(value, Tensor) else np.asarray(value, np.float64)
 
 
+def _no_autapse_grad(gradient: Tensor) -> Tensor:
+    """Norse's autapse hook: no gradient on the diagonal of ``recurrent_weights`` (``autapses=False``)."""
+    return gradient.clone().fill_diagonal_(0.0)
+
+
 class NorseAdapter(Adapter):
     """Adapter for Norse (``norse.torch`` cells, run through ``SequentialState``)."""
 
@@ -71,11 +76,62 @@ class NorseAdapter(Adapter):
                 if isinstance(module._parameters.get(n), nn.Parameter)
                 or n in getattr(module, "parametrizations", {})]
 
+    def recurrent_weight_names(self, module: nn.Module) -> list[str]:
+        return [n for n in self.weight_names(module) if n == "recurrent_weights"]
+
+    def weight_inputs(self, module: nn.Module, args: tuple) -> dict[str, Tensor]:
+        """A recurrent cell multiplies the step's input by ``input_weights`` and its own spikes of
+        the previous step (``state.z``; zeros at the first step) by ``recurrent_weights``."""
+        names = self.weight_names(module)
+        if not names or not args:
+            return {}
+        x = args[0]
+        state = args[1] if len(args) > 1 else None
+        z = getattr(state, "z", None)
+        if z is None:
+            z = x.new_zeros((*x.shape[:-1], int(module.hidden_size)))
+        return {n: v for n, v in (("input_weights", x), ("recurrent_weights", z)) if n in names}
+
+    @staticmethod
+    def sequence_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Norse modules that take a whole time-major sequence per call (``norse.torch.LIF``, ``LI``,
+        ``LIFRecurrent``, ...; Norse's ``SNN``/``SNNRecurrent`` classes), not one step like the cells."""
+        from norse.torch.module.snn import SNN, SNNRecurrent
+
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, (SNN, SNNRecurrent))]
+
+    def owns(self, model: nn.Module) -> bool:
+        return super().owns(model) or bool(self.sequence_modules(model))
+
+    def step_problem(self, model: nn.Module) -> str | None:
+        seq = self.sequence_modules(model)
+        if not seq:
+            return None
+        kinds = sorted({type(m).__name__ for _, m in seq})
+        return (f"Norse {kinds} (layers {[n for n, _ in seq]}) take a whole sequence per call; pruning, NIR "
+                f"export and chip checks watch one step at a time: build it from cells (norse.torch.LIFCell, "
+                f"LICell, ...) in norse.torch.SequentialState (run, fit and evaluate work as it is)")
+
     # -- state and time ------------------------------------------------------------------
     def reset(self, model: nn.Module) -> None:
         return None  # state lives outside the modules; run() starts from state=None
 
+    def _run_sequence(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Tensor:
+        """A model of whole-sequence modules (Norse's README style): called once on ``[T, B, ...]``."""
+        cells = [n for n, m in model.named_modules() if self.is_neuron(m)]
+        if cells:
+            seq = [n for n, _ in self.sequence_modules(model)]
+            raise SpikeFitTypeError(
+                f"{type(model).__name__} mixes Norse cells {cells} (one step per call) with whole-sequence "
+                f"modules {seq} (norse.torch.LIF, LI, ...); use one kind: cells (LIFCell, LICell) for every "
+                f"feature of snn_spikefit, or sequence modules (with norse.torch.Lift around torch layers) for run")
+        seq = x.unsqueeze(0).expand(num_steps, *x.shape) if num_steps is not None else x
+        out = model(seq)
+        return out[0] if isinstance(out, tuple) else out
+
     def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+        if self.sequence_modules(model):
+            return self._run_sequence(model, x, num_steps)
         params = list(inspect.signature(model.forward).parameters)
         if len(params) < 2:
             raise SpikeFitTypeError(
@@ -116,6 +172,8 @@ class NorseAdapter(Adapter):
         norse = _norse()
         kind, p, c = type(module).__name__, module.p, float(module.dt)
         P = lambda v, n: broadcast_param(v, shape, f"{kind}.p.{n}")  # noqa: E731
+        if isinstance(module, norse.LIFRecurrentCell):
+            return self._recurrent_to_nir(module, dt=dt, shape=shape)
         if isinstance(module, norse.LIFBoxCell):
             meta = {}
             if p.reset_method is reset_subtract:
@@ -139,7 +197,27 @@ class NorseAdapter(Adapter):
             return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"))
         raise UnsupportedLayerError(
             f"Norse {kind} cannot be exported to NIR; supported: LIFBoxCell (LIF), LIFCell (CubaLIF), "
-            f"LIBoxCell (LI), LICell (CubaLI), IAFCell (IF); recurrent cells are not supported")
+            f"LIBoxCell (LI), LICell (CubaLI), IAFCell (IF), LIFRecurrentCell (Linear -> CubaLIF <-> Linear)")
+
+    def _recurrent_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        """``LIFRecurrentCell`` -> ``Linear(input_weights)`` -> ``CubaLIF`` <-> ``Linear(recurrent_weights)``.
+
+        The cell adds ``input_weights @ x + recurrent_weights @ z[t-1]`` to its current, as
+        ``LIFCell`` adds its input: the CubaLIF node is ``LIFCell``'s, fed by both weight nodes.
+        """
+        import nir
+
+        from snn_spikefit.nir.common import RecurrentNIR
+
+        norse = _norse()
+        if module.p.method == "adjoint":
+            raise UnsupportedLayerError("Norse LIFRecurrentCell with p.method='adjoint' has no NIR form (use 'super')")
+        proxy = norse.LIFCell(module.p, dt=float(module.dt))
+        node = self.neuron_to_nir(proxy, dt=dt, shape=shape)
+        weight = lambda name: getattr(module, name).detach().cpu().numpy().copy()  # noqa: E731 (quantized value)
+        return RecurrentNIR(neuron=node, recurrent=nir.Linear(weight=weight("recurrent_weights")),
+                            recurrent_source=(module, "recurrent_weights"),
+                            input=nir.Linear(weight=weight("input_weights")), input_source=(module, "input_weights"))
 
     def neuron_from_nir(self, node: Any, *, dt: float) -> list[nn.Module]:
         import nir
@@ -232,12 +310,28 @@ class NorseAdapter(Adapter):
         A parameter of ``ndim`` dimensions broadcast against the activation is cut
         along axis ``ndim + channel_dim`` (``channel_dim`` is negative, see
         :meth:`Adapter.prune_neuron`); scalars and size-1 axes are shared and kept.
+        A ``LIFRecurrentCell`` keeps the kept neurons' rows of ``input_weights`` and rows and
+        columns of ``recurrent_weights`` (codebooks included): the cell is its own producer.
         """
         if not self.is_neuron(module):
             raise UnsupportedLayerError(f"{type(module).__name__} is not a Norse neuron")
-        if hasattr(module, "input_weights") or hasattr(module, "recurrent_weights"):
-            raise UnsupportedLayerError(
-                f"Norse {type(module).__name__} owns recurrent weights; pruning its channels is not supported")
+        names = self.weight_names(module)
+        if names:
+            if set(names) != {"input_weights", "recurrent_weights"} or channel_dim != -1:
+                raise UnsupportedLayerError(
+                    f"Norse {type(module).__name__} with weights {names} and channel_dim={channel_dim}: pruning "
+                    f"supports recurrent cells with input_weights and recurrent_weights over [B, N] activations")
+            from snn_spikefit.pruning.surgery import slice_weight
+
+            slice_weight(module, 0, keep, "input_weights")  # the kept neurons' input rows
+            slice_weight(module, 0, keep, "recurrent_weights")  # their recurrent rows and columns
+            slice_weight(module, 1, keep, "recurrent_weights")
+            module.hidden_size = torch.as_tensor(int(keep.numel()))
+            if not module.autapses:  # Norse masks the self-connections' gradient with a hook on the tensor
+                latent = (module.parametrizations["recurrent_weights"].original
+                          if "recurrent_weights" in getattr(module, "parametrizations", {}) else module.recurrent_weights)
+                if latent.requires_grad:
+                    latent.register_hook(_no_autapse_grad)
         p = module.p
         fields = {}
         for name in p._fields:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
 
@@ -54,11 +55,18 @@ class SnnTorchAdapter(Adapter):
         for _, neuron in self.neurons(model):
             if hasattr(neuron, "reset_mem"):
                 neuron.reset_mem()
+        for module in model.modules():  # an imported recurrent NIR graph keeps its last step's spikes
+            if isinstance(module, NIRGraphModule):
+                module.reset_state()
 
     # -- time ----------------------------------------------------------------------------------
     def run(self, model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
         style = self._loop_style.get(model)
         if style == _LOOP_INSIDE:
+            return self._run_inside(model, x, num_steps)
+        if style is None and num_steps is None and self._loops_over(model, x):
+            self._loop_style[model] = _LOOP_INSIDE  # forward takes the whole time-major sequence
+            self.reset(model)
             return self._run_inside(model, x, num_steps)
         steps = step_inputs(x, num_steps)
         if style is None:
@@ -74,6 +82,35 @@ class SnnTorchAdapter(Adapter):
         else:
             outputs = [model(xt) for xt in steps]
         return stack_steps(outputs)
+
+    def _loops_over(self, model: nn.Module, x: Tensor) -> bool:
+        """``forward`` called once on the time-major ``x`` calls a neuron more than once.
+
+        Tried quietly (eval mode, no gradient, state reset after; a model that cannot take the
+        whole sequence, i.e. one step per call, is not an inside-loop model), so that a
+        ``forward`` looping over ``data.size(0)`` (snnTorch tutorial 7) is never fed one step.
+        """
+        from collections import OrderedDict
+
+        import torch
+
+        modes = [(m, m.training) for m in model.modules()]
+        hooks = [(m, m._forward_hooks) for m in model.modules()]  # a Recorder must not see this run
+        model.eval()
+        for m, _ in hooks:
+            m._forward_hooks = OrderedDict()
+        try:
+            with torch.no_grad():
+                _, calls = self._probe(model, x)
+        except Exception:  # noqa: BLE001 - a step model fed [T, B, ...]: the step path reports real errors
+            calls = 0
+        finally:
+            for m, mode in modes:
+                m.training = mode
+            for m, saved in hooks:
+                m._forward_hooks = saved
+            self.reset(model)
+        return calls > 1
 
     def _probe(self, model: nn.Module, x0: Tensor) -> tuple[Any, int]:
         counts: dict[int, int] = {}
@@ -98,7 +135,8 @@ class SnnTorchAdapter(Adapter):
         if num_steps is not None and isinstance(first, Tensor) and first.shape[0] != num_steps:
             raise SpikeFitValueError(
                 f"num_steps={num_steps} but the model runs its own time loop inside forward and "
-                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} or change the model"
+                f"returned {first.shape[0]} steps; pass num_steps={first.shape[0]} (on the command line: "
+                f"--num-steps {first.shape[0]}) or change the model"
             )
         return tuple(out) if isinstance(out, list) else out
 
@@ -122,6 +160,10 @@ class SnnTorchAdapter(Adapter):
     def prune_neuron(self, module: nn.Module, keep: Tensor, channel_dim: int) -> None:
         """Slice per-channel ``beta``/``threshold``/... (Parameter or buffer); clear stored state.
 
+        ``RLeaky``/``RSynaptic`` keep the rows and the columns of the kept neurons in their
+        all-to-all ``recurrent`` Linear/Conv2d (bias and codebook included), or their
+        one-to-one ``V``.
+
         A tensor is per-channel when, aligned to the end of the activation, its
         size along ``channel_dim`` is the channel count (``[C, 1, 1]`` for a conv
         layer, ``[C]`` for a dense one); scalars and broadcast size-1 axes stay.
@@ -132,12 +174,14 @@ class SnnTorchAdapter(Adapter):
 
         from snn_spikefit.errors import UnsupportedLayerError
 
-        owned = [n for n, p in module.named_parameters() if "." in n]
-        if owned:
+        snn = _snntorch()
+        rec = getattr(module, "recurrent", None) if isinstance(module, (snn.RLeaky, snn.RSynaptic)) else None
+        owned = [n for n, p in module.named_parameters() if "." in n and not n.startswith("recurrent.")]
+        one_to_one = rec is not None and not module.all_to_all
+        if owned or (rec is not None and not one_to_one and not isinstance(rec, (nn.Linear, nn.Conv2d))):
             raise UnsupportedLayerError(
-                f"cannot prune channels of {type(module).__name__}: it owns weights {owned} "
-                f"(recurrent connections); pass it in ignore=[...] to leave it unpruned"
-            )
+                f"cannot prune channels of {type(module).__name__}: it owns weights {owned or [type(rec).__name__]} "
+                f"that are not a recurrent Linear/Conv2d; pass it in ignore=[...] to leave it unpruned")
         if channel_dim >= 0:
             raise UnsupportedLayerError(f"channel_dim={channel_dim} must be negative (counted from the end)")
         state = set(module._non_persistent_buffers_set)
@@ -154,12 +198,28 @@ class SnnTorchAdapter(Adapter):
                         f"{type(module).__name__}.{name} has shape {tuple(tensor.shape)}: its size along "
                         f"channel_dim={channel_dim} does not match the other per-channel tensors ({channels})"
                     )
+        if isinstance(rec, (nn.Linear, nn.Conv2d)):  # all-to-all recurrence: the kept neurons' rows and columns
+            from snn_spikefit.pruning.surgery import surgery_for
+
+            surgery = surgery_for(rec)
+            problem = surgery.problem(rec)
+            if problem:
+                raise UnsupportedLayerError(f"cannot prune channels of {type(module).__name__}: its recurrent "
+                                            f"{type(rec).__name__} has {problem}")
+            surgery.out(rec, keep)
+            surgery.inp(rec, keep)
+            if isinstance(rec, nn.Linear):
+                module.linear_features = int(keep.numel())
+            else:
+                module.conv2d_channels = int(keep.numel())
         for name, tensor in plan:
             sliced = tensor.detach().index_select(tensor.ndim + channel_dim, keep.to(tensor.device)).clone()
             if isinstance(tensor, nn.Parameter):
                 setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
             else:
                 module._buffers[name] = sliced
+            if name == "V" and one_to_one:  # the one-to-one recurrence holds the same V
+                rec.V = getattr(module, name)
         for name in state:
             buf = module._buffers.get(name)
             if buf is not None:
@@ -168,19 +228,61 @@ class SnnTorchAdapter(Adapter):
     # -- NIR ---------------------------------------------------------------------------------
     # Leaky -> LIF (IF when beta == 1), Synaptic -> CubaLIF, with beta = 1 - dt/tau,
     # r = tau/dt (and w_in = tau_syn/dt) so one NIR Euler step is one snnTorch step.
+    # RLeaky / RSynaptic (all-to-all recurrence) -> the same node plus their recurrent Linear
+    # (or Conv2d) as a weight node in a cycle (snn_spikefit.nir.common.RecurrentNIR).
     # Resets NIR cannot express are kept in node metadata (see snn_spikefit.nir.common).
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        from snn_spikefit.errors import UnsupportedLayerError
+
+        snn = _snntorch()
+        kind = type(module).__name__
+        if isinstance(module, (snn.RLeaky, snn.RSynaptic)):
+            return self._recurrent_to_nir(module, dt=dt, shape=shape)
+        if not isinstance(module, (snn.Leaky, snn.Synaptic)):
+            raise UnsupportedLayerError(
+                f"snnTorch {kind} cannot be exported to NIR; supported: Leaky (LIF/IF), Synaptic (CubaLIF), "
+                f"RLeaky, RSynaptic (all_to_all=True)")
+        return self._neuron_node(module, dt=dt, shape=shape, synaptic=isinstance(module, snn.Synaptic))
+
+    def _recurrent_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
+        from snn_spikefit.errors import UnsupportedLayerError
+        from snn_spikefit.nir.common import RecurrentNIR, layer_for_module
+
+        snn = _snntorch()
+        kind = type(module).__name__
+        if not module.all_to_all:
+            raise UnsupportedLayerError(
+                f"snnTorch {kind}(all_to_all=False) cannot be exported to NIR: its one-to-one recurrence V is a "
+                f"per-neuron scale, not a synaptic weight matrix (NIR would need a dense diagonal Linear that "
+                f"compression, pruning and chip checks would count as N*N synapses); use all_to_all=True with "
+                f"linear_features=N")
+        rec = module.recurrent
+        if not isinstance(rec, (nn.Linear, nn.Conv2d)):
+            raise UnsupportedLayerError(f"snnTorch {kind}.recurrent is {type(rec).__name__}; export supports "
+                                        f"Linear (linear_features) and Conv2d (conv2d_channels) recurrence")
+        reset, delay = module.reset_mechanism, module.reset_delay
+        if isinstance(module, snn.RSynaptic) and not delay:
+            raise UnsupportedLayerError(
+                f"snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
+                f"applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
+                f"effect otherwise); use reset_delay=True")
+        if isinstance(module, snn.RLeaky) and reset == "zero" and delay:
+            raise UnsupportedLayerError(
+                "snnTorch RLeaky(reset_mechanism='zero', reset_delay=True) sets the membrane to 0 one step after a "
+                "spike (dropping that step's input), which neither NIR's LIF nor snnTorch's Leaky does; use "
+                "reset_delay=False (the same reset as Leaky's 'zero') or reset_mechanism='subtract'")
+        node = self._neuron_node(module, dt=dt, shape=shape, synaptic=isinstance(module, snn.RSynaptic))
+        rec_node = layer_for_module(f"{kind}.recurrent", rec).to_nir(rec, shape, shape)
+        return RecurrentNIR(neuron=node, recurrent=rec_node, recurrent_source=(rec, "weight"))
+
+    def _neuron_node(self, module: nn.Module, *, dt: float, shape: tuple[int, ...], synaptic: bool) -> Any:
         import nir
         import numpy as np
 
         from snn_spikefit.errors import UnsupportedLayerError
         from snn_spikefit.nir.common import RESET_KEY, broadcast_param
 
-        snn = _snntorch()
         kind = type(module).__name__
-        if not isinstance(module, (snn.Leaky, snn.Synaptic)) or isinstance(module, (snn.RLeaky, snn.RSynaptic)):
-            raise UnsupportedLayerError(
-                f"snnTorch {kind} cannot be exported to NIR; supported: Leaky (LIF/IF), Synaptic (CubaLIF)")
         if float(module.graded_spikes_factor) != 1.0 or module.inhibition or module.state_quant:
             raise UnsupportedLayerError(
                 f"snnTorch {kind} with graded_spikes_factor={float(module.graded_spikes_factor)}, "
@@ -202,12 +304,12 @@ class SnnTorchAdapter(Adapter):
         meta = {}
         if reset in ("subtract", "none"):
             meta[RESET_KEY] = reset
-        elif isinstance(module, snn.Synaptic) and delay:
+        elif synaptic and delay:
             meta[RESET_KEY] = "zero_delayed"  # the step after a spike starts from 0 and drops its input
         thr = broadcast_param(module.threshold, shape, f"{kind}.threshold")
         zero = np.zeros(shape)
         beta = broadcast_param(module.beta.clamp(0, 1), shape, f"{kind}.beta")
-        if isinstance(module, snn.Leaky):
+        if not synaptic:
             if np.all(beta == 1.0):
                 return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=thr, v_reset=zero, metadata=meta)
             if np.any(beta == 1.0):

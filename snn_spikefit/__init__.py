@@ -19,7 +19,8 @@ from .errors import (
     SpikeFitValueError,
     UnsupportedLayerError,
 )
-from .runtime import reset, run
+from .runtime import RunRecord, record, release_state, reset, run
+from .progress import get_progress, set_progress
 from .table import Table
 from .train import accuracy, fit, predict, recalibrate_bn
 # pruning (FSC and the criteria it is compared with)
@@ -50,7 +51,7 @@ __all__ = [
     "wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "compressed_layers",
     "is_wrapped", "CodebookWeight", "FrozenCodebook", "fold_batchnorm",
     # running and training
-    "run", "reset", "fit", "accuracy", "predict", "recalibrate_bn",
+    "run", "record", "RunRecord", "release_state", "reset", "set_progress", "get_progress", "fit", "accuracy", "predict", "recalibrate_bn",
     # adapters
     "Adapter", "register_adapter", "get_adapter", "list_adapters",
     # pruning

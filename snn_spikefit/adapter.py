@@ -91,6 +91,23 @@ class Adapter:
         """
         return []
 
+    def recurrent_weight_names(self, module: nn.Module) -> list[str]:
+        """Those of :meth:`weight_names` that carry the neuron's own spikes back to it (``[N, N]``).
+
+        Chip checks add their synapses to the neurons' fan-in; pruning slices their rows and
+        columns together. Default: none.
+        """
+        return []
+
+    def weight_inputs(self, module: nn.Module, args: tuple) -> dict[str, Tensor]:
+        """What each of :meth:`weight_names` multiplies in this call of neuron ``module`` (``args``).
+
+        ``{parameter: x}`` with ``x`` ``[B, inputs]``, the operand of ``x @ weight.T`` (the step's
+        input for input weights, the previous step's spikes for recurrent ones), so operation
+        counting sees synapses that live inside a neuron. Default: none.
+        """
+        return {}
+
     def neurons(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """``(qualified name, module)`` of every spiking neuron, in definition order."""
         return [(n, m) for n, m in model.named_modules() if self.is_neuron(m)]
@@ -108,6 +125,14 @@ class Adapter:
         The state has been reset by the caller.
         """
         raise NotImplementedError
+
+    def step_problem(self, model: nn.Module) -> str | None:
+        """Why ``model`` cannot be run one step per call, if it cannot (else ``None``).
+
+        Tracing (``check``'s conv counts, ``prune``, ``export_nir``) watches one step; a model
+        built from modules that each take a whole sequence is refused with this sentence.
+        """
+        return None
 
     def spikes(self, module: nn.Module, output: Any) -> Tensor:
         """The spike tensor in what the neuron ``module`` returned for one step."""
@@ -177,8 +202,10 @@ class Adapter:
         or ``[C]``) is sliced along the same axis. Parameters stay Parameters,
         buffers stay buffers; scalar (shared) parameters are left as they are;
         stored state (membrane, synaptic current) is cleared so it re-initialises
-        with the new shape. A neuron whose per-channel data cannot be sliced
-        (e.g. one owning recurrent weights) raises ``UnsupportedLayerError``.
+        with the new shape. A neuron that owns weights keeps the rows (and, for
+        a recurrent weight, the columns) of the kept neurons, codebooks included
+        (:func:`snn_spikefit.pruning.surgery.slice_weight`); one whose data cannot be
+        sliced raises ``UnsupportedLayerError``.
         """
         raise UnsupportedLayerError(
             f"adapter {self.name!r} cannot prune channels of {type(module).__name__}"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from torch import Tensor, nn
@@ -17,7 +18,8 @@ from torch import Tensor, nn
 from .adapter import get_adapter
 from .errors import SpikeFitTypeError, SpikeFitValueError
 
-__all__ = ["run", "reset", "check_input", "check_module", "eval_mode", "train_mode", "DEFAULT_NUM_STEPS"]
+__all__ = ["run", "record", "RunRecord", "reset", "release_state", "check_input", "check_module", "eval_mode",
+           "train_mode", "DEFAULT_NUM_STEPS"]
 
 #: Steps every verb over a data loader feeds a static batch ``[B, ...]`` for, unless told
 #: otherwise: ``fit``, ``accuracy``, ``predict``, ``recalibrate_bn``, ``prune``, ``evaluate`` and
@@ -90,8 +92,48 @@ def reset(model: nn.Module) -> None:
     get_adapter(model).reset(model)
 
 
-def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Any:
-    """Reset ``model``, run it over time and return per-step outputs time-major ``[T, B, ...]``.
+def release_state(model: nn.Module) -> None:
+    """Detach every tensor the spiking neurons of ``model`` keep from the autograd graph, in place.
+
+    snnTorch neurons with ``init_hidden=True`` (or snnTorch >= 1.0's stored ``mem``) keep the
+    last step's membrane as a buffer; after a run that tensor is part of the graph and
+    ``copy.deepcopy(model)`` refuses it ("Only Tensors created explicitly by the user (graph
+    leaves) support the deepcopy protocol"). The values stay as they are; outputs already
+    returned keep their graph (``backward`` still works). Every library call that runs a model
+    leaves it this way, so the model can always be deep-copied.
+    """
+    neurons = [m for _, n in get_adapter(model).neurons(model) for m in n.modules()]
+    for module in neurons:  # only neuron state: other modules' tensors are the user's business
+        for store in (module._buffers, module.__dict__):
+            for name, value in list(store.items()):
+                if isinstance(value, Tensor) and value.grad_fn is not None:
+                    store[name] = value.detach()
+
+
+def _first(out: Any) -> Tensor:
+    """The spikes in a stacked output: the tensor itself, or the first element of a tuple."""
+    while isinstance(out, (tuple, list)):
+        if not out:
+            raise SpikeFitTypeError("the model returned an empty tuple; run() needs a tensor per step")
+        out = out[0]
+    if not isinstance(out, Tensor):
+        raise SpikeFitTypeError(f"the model returned {type(out).__name__}; run() needs a tensor per step")
+    return out
+
+
+def _run(model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
+    check_module(model)
+    check_input(x, num_steps)
+    adapter = get_adapter(model)
+    adapter.reset(model)
+    try:
+        return adapter.run(model, x, num_steps)
+    finally:
+        release_state(model)
+
+
+def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Tensor:
+    """Reset ``model``, run it over time and return its output spikes time-major ``[T, B, ...]``.
 
     Args:
         model: an snnTorch, Norse or plain PyTorch model. For snnTorch, the time
@@ -104,11 +146,51 @@ def run(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> Any:
             time-major.
 
     Returns:
-        A tensor ``[T, B, ...]``, or a tuple of them when each step returns a tuple
-        (for example ``(spikes, membrane)``).
+        Always one tensor ``[T, B, ...]``: what the model returns at each step (its output
+        spikes, or a read-out layer's values). A model that returns a tuple per step (snnTorch's
+        ``Leaky(..., output=True)`` gives ``(spk, mem)``; tutorial nets return
+        ``(spk_rec, mem_rec)``) gives its first element. For the membranes use :func:`record`.
+        The model is left without autograd history in its stored state (:func:`release_state`),
+        so it can be deep-copied.
     """
+    return _first(_run(model, x, num_steps))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What :func:`record` saw: the output as :func:`run` returns it, and the membranes.
+
+    Attributes:
+        output: ``[T, B, ...]``, exactly what :func:`run` returns (with its gradient).
+        membrane: ``[T, B, ...]`` output membrane, with its gradient, when the model returns it
+            (the last element of a per-step tuple: snnTorch ``output=True``, tutorial nets that
+            return ``(spk_rec, mem_rec)``); else ``None``.
+        spikes: per spiking neuron (qualified name), its spikes ``[T, B, ...]`` (detached).
+        membranes: per spiking neuron, the membrane the adapter reads after each step
+            ``[T, B, ...]`` (detached; absent for neurons that do not expose one).
+    """
+
+    output: Tensor
+    membrane: Tensor | None = None
+    spikes: dict[str, Tensor] = field(default_factory=dict)
+    membranes: dict[str, Tensor] = field(default_factory=dict)
+
+
+def record(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> RunRecord:
+    """Run ``model`` like :func:`run` and also return membranes and every neuron's spikes.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> rec = record(nn.Linear(3, 2), torch.ones(5, 3), num_steps=4)
+    >>> tuple(rec.output.shape), rec.membrane, rec.spikes
+    ((4, 5, 2), None, {})
+    """
+    from .trace import Recorder
+
     check_module(model)
-    check_input(x, num_steps)
-    adapter = get_adapter(model)
-    adapter.reset(model)
-    return adapter.run(model, x, num_steps)
+    with Recorder(model, membrane=True) as rec:
+        out = _run(model, x, num_steps)
+    membrane = None
+    if isinstance(out, (tuple, list)) and len(out) > 1 and isinstance(out[-1], Tensor):
+        membrane = out[-1]
+    return RunRecord(_first(out), membrane, rec.spikes, rec.membranes)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, get_adapter
-from .errors import SpikeFitValueError
+from .errors import SpikeFitValueError, UnsupportedLayerError
 from .runtime import eval_mode, run
 
 __all__ = ["trace", "Graph", "TraceNode", "Recorder", "leaf_modules"]
@@ -120,6 +120,9 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     its modules once per step).
     """
     adapter = get_adapter(model)
+    problem = adapter.step_problem(model)
+    if problem is not None:
+        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
     producers: dict[int, str] = {}
     keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
     nodes: dict[str, TraceNode] = {}
@@ -129,7 +132,9 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
         def fn(module, args, output):
             if name in nodes:
                 return
-            ins = _tensors(args)
+            # a neuron's data input is its first argument; the rest is state (snnTorch's ``mem``
+            # passed back in, Norse's ``state``), which no module produced
+            ins = _tensors(args[:1] if is_neuron else args)
             inputs = [producers.get(id(t), UNKNOWN) for t in ins] or [UNKNOWN]
             out = adapter.spikes(module, output) if is_neuron else output
             outs = _tensors(out)
@@ -163,7 +168,7 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     step_out = _tensors(returned[0]) if returned else []
     output_name = producers.get(id(step_out[0])) if step_out else None
     if output_name in (None, INPUT):
-        first = out[0] if isinstance(out, tuple) else out
+        first = out
         output_name = order[-1] if order else None
         for name in reversed(order):
             n = nodes[name]

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 from .errors import SpikeFitValueError
 from .runtime import DEFAULT_NUM_STEPS, eval_mode, reset, run, train_mode
@@ -25,9 +26,8 @@ __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 
 
 def scores(output: Any) -> Tensor:
-    """Class scores ``[B, C]`` from ``run``'s output: the first tensor, averaged over time."""
-    first = output[0] if isinstance(output, tuple) else output
-    return first.float().mean(dim=0)
+    """Class scores ``[B, C]`` from ``run``'s output ``[T, B, C]``: averaged over time."""
+    return output.float().mean(dim=0)
 
 
 def fit(
@@ -40,7 +40,7 @@ def fit(
     beta: float = 0.25,
     optimizer: torch.optim.Optimizer | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     desc: str = "train",
     recalibrate: bool = True,
     schedule: str | None = None,
@@ -60,6 +60,8 @@ def fit(
             discrete jumps, which leaves the running averages stale: measured on
             digits, eval accuracy fell to 72-88 % in some seeds and came back to
             97-99 % after recalibration.
+        progress: tqdm bars; ``None`` (default): the library switch
+            (:func:`snn_spikefit.set_progress`), which by default shows bars on a terminal only.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise SpikeFitValueError(f"epochs={epochs!r} is not allowed; use an int >= 0")
@@ -80,7 +82,7 @@ def fit(
     model.train()
     for epoch in range(epochs):
         total, count = 0.0, 0
-        bar = tqdm(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        bar = progress_bar(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, progress=progress)
         for x, y in bar:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(scores(run(model, x, num_steps=num_steps)), y)
@@ -110,7 +112,7 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS,
-                   num_batches: int | None = None, progress: bool = True) -> int:
+                   num_batches: int | None = None, progress: bool | None = None) -> int:
     """Re-estimate every BatchNorm's running mean/variance with the current weights.
 
     Runs ``model`` in training mode without gradients over ``data`` (at most
@@ -128,7 +130,7 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
     used = 0
     try:
         with train_mode(model, clear=True):
-            for x, _ in tqdm(data, desc="recalibrate BN", leave=False, disable=not progress):
+            for x, _ in progress_bar(data, desc="recalibrate BN", leave=False, progress=progress):
                 run(model, x, num_steps=num_steps)
                 used += 1
                 if num_batches is not None and used >= num_batches:

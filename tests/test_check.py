@@ -117,13 +117,16 @@ def test_raise_if_failed_lists_violations_and_model_is_unchanged(tmp_path):
     net = nn.Sequential(nn.Linear(300, 10), nn.MaxPool1d(2))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     report = sf.check(net, "truenorth")
-    with pytest.raises(ConstraintViolationError, match=r"does not fit truenorth \(3 violations\)(.|\n)*fan_in: layer 0"):
+    with pytest.raises(ConstraintViolationError, match=r"does not fit truenorth \(4 violations\)(.|\n)*fan_in: layer 0"):
         report.raise_if_failed()
     assert isinstance(ConstraintViolationError("x"), sf.SpikeFitError)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert any(s[0] == "layer_type" and s[1] == "1" for s in report.skipped)   # MaxPool1d not checked
+    # MaxPool1d: no NIR node, so no chip toolchain can take the model -- an error, not "not checked"
+    (pool,) = [v for v in report.violations if v.layer == "1"]
+    assert (pool.rule, pool.actual, pool.severity) == ("layer_type", "MaxPool1d", "error")
+    assert "use nn.AvgPool2d" in pool.hint and pool in report.structural
     d = json.loads(report.to_json(tmp_path / "c.json"))
-    assert d["ok"] is False and len(d["violations"]) == 3
+    assert d["ok"] is False and len(d["violations"]) == 4
     assert report.to_csv().splitlines()[0] == "rule,layer,limit,actual,severity,hint"
 
 

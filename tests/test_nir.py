@@ -281,10 +281,15 @@ def test_non_chain_graph_sums_inputs(framework, tmp_path):
 
 
 @pytest.mark.skipif(not HAS_SNNTORCH, reason="snntorch is not installed")
-def test_cyclic_graph_is_refused():
-    g = _skip_graph()
-    g.edges.append(("lif2", "fc2"))
-    with pytest.raises(sf.UnsupportedLayerError, match=r"cycle through nodes \['fc2', 'fc3', 'lif2'"):
+def test_cycles_that_are_not_one_neurons_recurrence_are_refused():
+    g = _skip_graph()  # an algebraic loop: fc2 <-> loop, no neuron to delay
+    g.nodes["loop"] = nir.Scale(scale=np.full(6, 0.5, np.float32))
+    g.edges += [("fc2", "loop"), ("loop", "fc2")]
+    with pytest.raises(sf.UnsupportedLayerError, match=r"cycle through nodes \['fc2', 'fc3', 'lif2', 'loop'.*no spiking neuron"):
+        sf.import_nir(g)
+    g = _skip_graph()  # lif2 -> fc1 closes a cycle through lif1 and lif2
+    g.edges.append(("lif2", "fc1"))
+    with pytest.raises(sf.UnsupportedLayerError, match=r"closes a cycle through several spiking neurons"):
         sf.import_nir(g)
 
 

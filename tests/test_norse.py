@@ -105,9 +105,13 @@ def test_prune_neuron_slices_per_channel_parameters():
     assert cell.p.v_leak.tolist() == [0.0, 1.0, 2.0, 3.0]  # [4] aligns with the last axis (W), not channels
     z, _ = cell(torch.rand(1, 2, 3, 4))
     assert z.shape == (1, 2, 3, 4)
-    rec = norse.LIFRecurrentCell(3, 4)
-    with pytest.raises(sf.UnsupportedLayerError, match="owns recurrent weights"):
-        adapter.prune_neuron(rec, keep, channel_dim=-1)
+    rec = norse.LIFRecurrentCell(3, 4)  # a neuron that owns weights keeps its rows and columns
+    w_in, w_rec = rec.input_weights.detach().clone(), rec.recurrent_weights.detach().clone()
+    adapter.prune_neuron(rec, keep, channel_dim=-1)
+    assert torch.equal(rec.input_weights, w_in[keep]) and torch.equal(rec.recurrent_weights, w_rec[keep][:, keep])
+    assert int(rec.hidden_size) == 2 and rec(torch.rand(5, 3))[0].shape == (5, 2)
+    with pytest.raises(sf.UnsupportedLayerError, match="channel_dim=-3"):
+        adapter.prune_neuron(rec, torch.tensor([0]), channel_dim=-3)
 
 
 def test_neuron_model_names():

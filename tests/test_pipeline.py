@@ -193,6 +193,12 @@ def test_bad_model_or_data_is_refused_before_any_work(trained, data):
     with pytest.raises(sf.UnsupportedLayerError, match="could not be exported, so nothing was done: .*MaxPool"):
         sf.compress(maxpool, counted, hardware="loihi", progress=False)
     assert train.iterations == 0
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 10))
+    with pytest.raises(sf.ConstraintViolationError,
+                       match=r"1 truenorth rule\(s\) that no training.*fix, so nothing was done: layer 0: IBM "
+                             r"TrueNorth has no native convolution"):
+        sf.compress(conv, counted, hardware="truenorth", progress=False)
+    assert train.iterations == 0
 
 
 def test_splits_and_wrapped_models_are_accepted(trained):

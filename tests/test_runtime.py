@@ -80,20 +80,31 @@ def test_snntorch_inside_loop_model():
 
     net = Net()
     x = torch.rand(2, 4) * 3
-    spk, mem = sf.run(net, x, num_steps=5)
-    assert spk.shape == (5, 2, 3) and mem.shape == (5, 2, 3)
+    spk = sf.run(net, x, num_steps=5)  # one type: the spikes, not the (spk, mem) tuple forward returns
+    assert isinstance(spk, torch.Tensor) and spk.shape == (5, 2, 3)
     assert torch.equal(spk, _manual_leaky(net.fc(x).expand(5, 2, 3), 0.5, 1.0))
+    rec = sf.record(net, x, num_steps=5)
+    assert torch.equal(rec.output, spk) and rec.membrane.shape == (5, 2, 3)
+    assert torch.equal(rec.membrane, net(x)[1])
     with pytest.raises(sf.SpikeFitValueError, match="runs its own time loop.*returned 5 steps"):
         sf.run(net, x, num_steps=3)
 
 
 @needs_snntorch
-def test_tuple_outputs_are_stacked():
+def test_output_true_gives_spikes_and_record_gives_membranes():
     import snntorch as snn
 
-    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True, output=True))
-    spk, mem = sf.run(model, torch.rand(2, 4), num_steps=7)
-    assert spk.shape == mem.shape == (7, 2, 3)
+    torch.manual_seed(0)
+    fc = nn.Linear(4, 3)
+    model = nn.Sequential(fc, snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    x = torch.rand(2, 4) * 3
+    spk = sf.run(model, x, num_steps=7)
+    assert isinstance(spk, torch.Tensor) and torch.equal(spk, _manual_leaky(fc(x).expand(7, 2, 3), 0.5, 1.0))
+    rec = sf.record(model, x, num_steps=7)
+    assert torch.equal(rec.output, spk) and rec.membrane.shape == (7, 2, 3)
+    assert torch.equal(rec.spikes["1"], spk) and torch.equal(rec.membranes["1"], rec.membrane)
+    assert rec.membrane.requires_grad  # a membrane loss (snnTorch tutorial 5) can train through it
+    assert (rec.membrane[spk == 1] > 1.0).all()  # snnTorch reports the pre-reset membrane
 
 
 @needs_snntorch

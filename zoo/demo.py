@@ -33,7 +33,7 @@ class DemoResult:
 
 def run_demo(
     *, m: int = 4, bits: int | None = 4, epochs: int = 15, finetune_epochs: int = 15,
-    num_steps: int = 4, seed: int = 0, progress: bool = True, granularity: str = "layer",
+    num_steps: int = 4, seed: int = 0, progress: bool | None = None, granularity: str = "layer",
 ) -> DemoResult:
     """Train FP32, then CAT, on digits; return accuracies and per-layer tables."""
     from snn_spikefit.zoo.snntorch import conv_snn

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", metavar="SOURCE",
                    help="take the input shape from this data set instead (same values as for compress)")
     p.add_argument("--data-root", metavar="DIR", help="folder of --data (fashion-mnist or tonic data sets)")
-    p.add_argument("--num-steps", type=int, default=4, metavar="T", help="time bins of tonic --data (default 4)")
+    p.add_argument("--num-steps", type=int, default=4, metavar="T",
+                   help="time bins of tonic --data, and the steps the model is traced for: "
+                   "a model whose forward runs its own time loop needs its count (default 4)")
     add_output_args(p, out_help="also save the result: .json or .csv")
     p.set_defaults(handler=main)
 
@@ -36,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a .json or .csv path")
     loaded = load_model(args)
     sample = model_sample(args, loaded)
-    report = sf.check(loaded.model, profile, sample=sample)
+    report = sf.check(loaded.model, profile, sample=sample, num_steps=args.num_steps)
     if args.out:
         (report.to_json if args.out.endswith(".json") else report.to_csv)(args.out)
     emit(args, str(report), report.to_dict())

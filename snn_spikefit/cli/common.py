@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..adapter import nir_frameworks
 from ..data.sources import LoadedData, data_source_help, load_callable
@@ -213,13 +215,37 @@ def load_data(args: argparse.Namespace) -> LoadedData:
                             seed=getattr(args, "seed", 0), time_major=bool(getattr(args, "time_major", False)))
 
 
-def check_fits(loaded: LoadedModel, data: LoadedData) -> None:
-    """Refuse, naming both shapes, when the model cannot take the data's inputs or has too few outputs."""
+def wants_flat_inputs(loaded: LoadedModel, shape: tuple[int, ...]) -> bool:
+    """The model's first layer takes ``shape`` flattened: a NIR input of ``(prod(shape),)``, or (a
+    checkpoint) a first ``Linear`` with ``prod(shape)`` inputs and no ``Flatten`` before it."""
+    if len(shape) < 2:
+        return False
+    size = math.prod(shape)
+    if loaded.input_shape is not None:
+        return tuple(loaded.input_shape) == (size,)
+    for module in loaded.model.modules():
+        if isinstance(module, nn.Flatten):
+            return False
+        cls = parametrize.type_before_parametrizations(module)
+        if issubclass(cls, (nn.Linear, nn.modules.conv._ConvNd)):
+            return issubclass(cls, nn.Linear) and module.in_features == size
+    return False
+
+
+def check_fits(loaded: LoadedModel, data: LoadedData, args: argparse.Namespace | None = None) -> LoadedData:
+    """The data the model can take: flattened when its first layer asks for it (said on stderr), or a
+    refusal naming both shapes when it cannot take the inputs or has too few outputs."""
+    if wants_flat_inputs(loaded, data.sample_shape):
+        if args is not None:
+            note(args, f"--data {data.name} gives inputs of shape {data.sample_shape}; the model's first layer "
+                       f"takes {math.prod(data.sample_shape)} features: flattening each sample")
+        data = data.flattened()
     if loaded.input_shape is not None and tuple(loaded.input_shape) != data.sample_shape:
         raise SpikeFitValueError(
             f"model {loaded.source!r} expects inputs of shape {tuple(loaded.input_shape)} per sample, "
             f"--data {data.name} gives {data.sample_shape}")
     check_model_fits(loaded.model, data, model_name=f"model {loaded.source!r}", data_name=f"--data {data.name}")
+    return data
 
 
 def model_sample(args: argparse.Namespace, loaded: "LoadedModel") -> Tensor | None:
@@ -231,7 +257,8 @@ def model_sample(args: argparse.Namespace, loaded: "LoadedModel") -> Tensor | No
     if getattr(args, "data", None):
         for name, value in (("batch_size", 2), ("limit", 2), ("seed", 0), ("time_major", False)):
             setattr(args, name, value)
-        return load_data(args).sample(1)
+        data = load_data(args)
+        return (data.flattened() if wants_flat_inputs(loaded, data.sample_shape) else data).sample(1)
     if loaded.input_shape is not None:
         return torch.zeros(1, *loaded.input_shape)
     return None

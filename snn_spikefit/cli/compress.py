@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -75,15 +76,21 @@ def main(args: argparse.Namespace) -> int:
     note(args, f"reading {args.model}")
     loaded = load_model(args)
     data = load_data(args)
-    check_fits(loaded, data)
-    with relay_warnings(args):
-        result = sf.compress(loaded.model, data, hardware=profile, m=args.m, bits=args.bits,
-                             granularity=args.granularity, init=args.init, exclude=args.exclude, prune=args.prune,
-                             criterion=args.criterion, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                             source=loaded.source, progress=not args.no_progress, log=lambda text: note(args, text),
-                             method=args.method, calib=args.calib, sparsity=args.sparsity)
+    data = check_fits(loaded, data, args)
+    try:
+        with relay_warnings(args):
+            result = sf.compress(loaded.model, data, hardware=profile, m=args.m, bits=args.bits,
+                                 granularity=args.granularity, init=args.init, exclude=args.exclude,
+                                 prune=args.prune, criterion=args.criterion, epochs=args.epochs, lr=args.lr,
+                                 seed=args.seed, source=loaded.source,
+                                 progress=False if args.no_progress else None, log=lambda text: note(args, text),
+                                 method=args.method, calib=args.calib, sparsity=args.sparsity)
+    except sf.ConstraintViolationError as exc:  # found before training: no training can fix it
+        print(f"spikefit compress: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     result.record["seconds"] = round(time.perf_counter() - start, 2)  # the whole command, reading included
-    result.save(out, html=args.html)
+    with relay_warnings(args):  # no matplotlib: one line naming the extra, no plots
+        result.save(out, html=args.html)
     record = result.to_dict()
     title = (f"{Path(loaded.source).name} -> {out.name} ({profile.title or profile.name}, --data {data.name}, "
              f"T={args.num_steps})")
@@ -91,3 +98,4 @@ def main(args: argparse.Namespace) -> int:
            f"{record['seconds']:.1f} s"
     emit(args, text, record)
     return 0 if result.ok else 1
+

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from ..zoo.demo import run_demo
 
     result = run_demo(m=args.m, bits=args.bits, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                      num_steps=args.num_steps, seed=args.seed, progress=not args.no_progress,
+                      num_steps=args.num_steps, seed=args.seed, progress=False if args.no_progress else None,
                       granularity=args.granularity)
     if args.json:
         print(json.dumps({"fp32_accuracy": result.fp32_accuracy, "cat_accuracy": result.cat_accuracy,

@@ -33,9 +33,9 @@ def main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     loaded = load_model(args)
     data = load_data(args)
-    check_fits(loaded, data)
+    data = check_fits(loaded, data, args)
     report = sf.evaluate(loaded.model, data.test, hardware=profile, num_steps=data.num_steps,
-                         progress=not args.no_progress)
+                         progress=False if args.no_progress else None)
     if args.out:
         (report.to_json if args.out.endswith(".json") else report.to_csv)(args.out)
     emit(args, str(report), report.to_dict())

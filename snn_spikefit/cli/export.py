@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM", help="one sample's input shape, e.g. 1 8 8")
     p.add_argument("--data", metavar="SOURCE", help="take the input shape from this data set (as for compress)")
     p.add_argument("--data-root", metavar="DIR", help="folder of --data (fashion-mnist or tonic data sets)")
-    p.add_argument("--num-steps", type=int, default=4, metavar="T", help="time bins of tonic --data (default 4)")
+    p.add_argument("--num-steps", type=int, default=4, metavar="T",
+                   help="time bins of tonic --data, and the steps the model is traced for: "
+                   "a model whose forward runs its own time loop needs its count (default 4)")
     p.add_argument("--dt", type=float, help="step in seconds the neuron constants refer to (default: the model's, "
                                             "else 1e-3)")
     p.add_argument("--out", metavar="PATH", required=True, help="the .nir file to write")
@@ -39,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     if sample is None:
         raise SpikeFitValueError("export of a checkpoint needs the input shape: give --input-shape DIM ... or --data")
     with relay_warnings(args):
-        graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt)
+        graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt, num_steps=args.num_steps)
     layers = sorted(k for k in graph.nodes if k not in ("input", "output"))
     compressed = sorted(k for k, n in graph.nodes.items() if "spikefit.codes" in n.metadata)
     note(args, f"wrote {args.out}")

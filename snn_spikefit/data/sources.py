@@ -107,6 +107,24 @@ class LoadedData:
         x = x[0] if self.num_steps is None else x
         return x[:n]
 
+    def flattened(self) -> "LoadedData":
+        """The same batches with each sample flattened to ``(prod(sample_shape),)``, for a model whose
+        first layer is a ``Linear`` (``spikefit --data digits`` on a dense 64-input model does this).
+
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.rand(4, 1, 8, 8), torch.arange(4))
+        >>> flat = LoadedData.from_splits(ds, ds).flattened()
+        >>> flat.sample_shape, tuple(flat.sample(2).shape)
+        ((64,), (2, 64))
+        """
+        start = 1 if self.num_steps is not None else 2  # time-major batches are [T, B, ...]
+        size = 1
+        for d in self.sample_shape:
+            size *= int(d)
+        return LoadedData(self.name, _Flat(self.train, start), _Flat(self.test, start), self.num_steps, (size,),
+                          self.classes, self.options)
+
     @property
     def timesteps(self) -> int:
         """T: ``num_steps``, or the length of the time-major test batches."""
@@ -130,6 +148,20 @@ class LoadedData:
         labels = torch.as_tensor(y)
         classes = int(labels.max()) + 1 if labels.numel() else 0
         return cls(name, train, test, None if time_major else options.num_steps, shape, classes, options)
+
+
+class _Flat:
+    """Re-iterable ``(x.flatten(start), y)`` batches of another re-iterable."""
+
+    def __init__(self, batches: Iterable, start: int) -> None:
+        self.batches, self.start = batches, start
+
+    def __iter__(self):
+        for x, y in self.batches:
+            yield x.flatten(self.start), y
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
 
 
 #: name -> DataSource; add with :func:`register_data_source`

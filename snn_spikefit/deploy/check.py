@@ -10,7 +10,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``distinct_weights_per_neuron``  distinct non-zero weights of one output channel (neuron)
 ``distinct_weights_per_layer``   distinct non-zero weights of a layer (per core on chip)
 ``weight_bits``                  bits of the layer's integer weights (32 for float weights)
-``fan_in``                       non-zero weights into one neuron (a zero weight is no synapse)
+``fan_in``                       non-zero weights into one neuron, recurrent ones included (a zero weight is no synapse)
 ``neurons_per_core``             neurons of a layer, on chips that map a layer to one core
 ``cores``                        cores needed, ``sum(ceil(neurons / neurons_per_core))``
 ``neurons``                      neurons of the model (output elements of every connection layer)
@@ -54,7 +54,7 @@ from ..runtime import check_module
 from ..table import Table
 from ..quantize.quantizer import distinct_per_row
 
-__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES",
+__all__ = ["check", "CheckReport", "Violation", "ConstraintViolationError", "PASSIVE_TYPES", "STRUCTURAL_RULES",
            "register_check_rule", "unregister_check_rule", "check_rules"]
 
 #: Layers that need no check: they reshape, or fold into neighbours before deployment.
@@ -62,6 +62,12 @@ PASSIVE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
 )
+
+
+#: Rules no training, codebook or pruning can satisfy: the model itself has to change (a layer type
+#: the chip or NIR lacks, a kernel too large, a neuron model the chip does not run). ``compress``
+#: refuses a model that breaks one of them before any training.
+STRUCTURAL_RULES: tuple[str, ...] = ("layer_type", "kernel_size", "neuron_model")
 
 
 class ConstraintViolationError(SpikeFitValueError):
@@ -99,6 +105,11 @@ class CheckReport(Report):
     @property
     def errors(self) -> list[Violation]:
         return [v for v in self.violations if v.severity == "error"]
+
+    @property
+    def structural(self) -> list[Violation]:
+        """The errors no training, codebook or pruning can fix (:data:`STRUCTURAL_RULES`)."""
+        return [v for v in self.errors if v.rule in STRUCTURAL_RULES]
 
     def raise_if_failed(self) -> None:
         """Raise :class:`ConstraintViolationError` listing every error, if there is one."""
@@ -190,10 +201,14 @@ def _weight_bits(ctx: CheckContext) -> None:
 def _fan_in(ctx: CheckContext) -> None:
     lim = ctx.profile.fan_in
     for f in ctx.layers if lim is not None else ():
-        fan_in = int(f.nonzero_rows.max()) if f.rows.numel() else 0
+        if f.recurrent_of is not None:
+            continue  # counted in the fan-in of the layer that feeds the same neurons
+        fan_in = int(f.fan_in.max()) if f.rows.numel() else 0
         if fan_in > lim:
+            rec = (f" ({int(f.recurrent_fan_in[int(f.fan_in.argmax())])} of them recurrent)"
+                   if f.recurrent_fan_in is not None else "")
             ctx.add("fan_in", "fan_in", f.name, lim, fan_in,
-                    f"a neuron of {f.name} has {fan_in} inputs, {ctx.chip} allows {lim}: fewer input "
+                    f"a neuron of {f.name} has {fan_in} inputs{rec}, {ctx.chip} allows {lim}: fewer input "
                     f"features/channels (prune the layer before), smaller kernels, or zero weights")
 
 
@@ -202,7 +217,7 @@ def _neurons_per_core(ctx: CheckContext) -> None:
     if not prof.layer_fits_one_core or prof.neurons_per_core is None:
         return
     for f in ctx.layers:
-        if f.neurons is not None and f.neurons > prof.neurons_per_core:
+        if f.recurrent_of is None and f.neurons is not None and f.neurons > prof.neurons_per_core:
             ctx.add("neurons_per_core", "neurons_per_core", f.name, prof.neurons_per_core, f.neurons,
                     f"{ctx.chip} maps each layer to one core: fewer channels in {f.name} (prune(...)) or "
                     f"smaller maps")
@@ -210,7 +225,7 @@ def _neurons_per_core(ctx: CheckContext) -> None:
 
 def _cores(ctx: CheckContext) -> None:
     prof = ctx.profile
-    counts = [f.neurons for f in ctx.layers if f.neurons is not None]
+    counts = [f.neurons for f in ctx.layers if f.neurons is not None and f.recurrent_of is None]
     if prof.neurons_per_core is None or prof.cores is None or not counts:
         return
     needed = len(counts) if prof.layer_fits_one_core else sum(math.ceil(n / prof.neurons_per_core) for n in counts)
@@ -221,10 +236,11 @@ def _cores(ctx: CheckContext) -> None:
 
 
 def _neurons(ctx: CheckContext) -> None:
-    for f in ctx.layers:
+    layers = [f for f in ctx.layers if f.recurrent_of is None]  # a recurrent weight feeds neurons counted already
+    for f in layers:
         if f.neurons is None:
             ctx.skip("neurons", f.name, _NEEDS_SAMPLE)
-    total = sum(f.neurons for f in ctx.layers if f.neurons is not None)
+    total = sum(f.neurons for f in layers if f.neurons is not None)
     lim = ctx.profile.max_neurons
     if lim is not None and total > lim:
         ctx.add("neurons", "max_neurons", "(model)", lim, total,
@@ -256,8 +272,9 @@ def _inputs(ctx: CheckContext) -> None:
     if ctx.sample is not None:
         inputs = int(ctx.sample[0].numel())
     elif ctx.layers:
-        first = ctx.layers[0].module
-        inputs = int(first.in_features if isinstance(first, nn.Linear) else first.in_channels)
+        first = ctx.layers[0]
+        inputs = int(getattr(first.module, "in_features", None) or getattr(first.module, "in_channels", None)
+                     or first.weight.shape[1])
     if inputs is not None and inputs > lim:
         ctx.add("inputs", "max_inputs", "(input)", lim, inputs,
                 f"{ctx.chip} has {lim} input channels: reduce the input features")
@@ -294,7 +311,11 @@ for _name, _fn in [
 # -- check ----------------------------------------------------------------------------------------------
 
 def _unchecked(ctx: CheckContext) -> None:
-    """Note every leaf module that is no connection layer, neuron or passive layer."""
+    """Every leaf module that is no connection layer, neuron or passive layer: an error when NIR (the
+    way to every chip toolchain) cannot hold it (MaxPool, ReLU, ...), else noted as not checked."""
+    from ..nir.common import layer_for_module
+    from ..errors import UnsupportedLayerError
+
     connection_ids = {id(f.module) for f in ctx.layers}
     neuron_names = [n for n, _ in ctx.adapter.neurons(ctx.model)]
     for name, module in ctx.model.named_modules():
@@ -304,12 +325,20 @@ def _unchecked(ctx: CheckContext) -> None:
             continue
         if any(name.startswith(n + ".") for n in neuron_names):
             continue
-        ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
+        try:
+            layer_for_module(name, module)
+        except UnsupportedLayerError as exc:
+            kind = type(module).__name__
+            why = str(exc).split(": ", 1)[-1]
+            ctx.add("layer_type", "__exportable__", name, "layers NIR can hold", kind,
+                    f"{kind} cannot be exported to {ctx.chip} (no NIR node): {why}", severity="error")
+        else:
+            ctx.skip("layer_type", name, f"{type(module).__name__} is not checked against {ctx.chip}")
 
 
 @torch.no_grad()
 def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sample: Tensor | None = None,
-          profile: str | HardwareProfile | None = None) -> CheckReport:
+          num_steps: int = 1, profile: str | HardwareProfile | None = None) -> CheckReport:
     """Every rule of ``hardware`` that ``model`` breaks, by layer, with a fix hint.
 
     Args:
@@ -318,6 +347,8 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
             :class:`~snn_spikefit.deploy.hardware.HardwareProfile` (the name ``wrap``,
             ``evaluate`` and the CLI's ``--hardware`` use).
         sample: one static input batch ``[B, ...]``; needed to count conv neurons.
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
         profile: the former name of ``hardware`` (warns ``FutureWarning``).
 
     The facts are collected once (:class:`CheckContext`), then every registered rule runs
@@ -333,7 +364,7 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
                                 f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps))
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)

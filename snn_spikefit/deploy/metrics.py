@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
@@ -247,7 +247,7 @@ def evaluate(
     num_steps: int | None = DEFAULT_NUM_STEPS,
     forward_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
     warmup: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> DeployReport:
     """Measure what a model costs to deploy on ``hardware`` and how well it does on ``data``.
 
@@ -263,7 +263,8 @@ def evaluate(
         forward_fn: ``(model, x) -> scores [B, classes]``; default: run over time,
             average the output over steps.
         warmup: untimed runs of the first batch before timing (not counted).
-        progress: show tqdm bars.
+        progress: tqdm bars; ``None``: the library switch (:func:`snn_spikefit.set_progress`; by
+            default bars on a terminal only).
 
     Two passes over ``data``: one timed without hooks (accuracy, F1, latency),
     one with counting hooks (operations, neuron updates, firing rates).
@@ -285,7 +286,7 @@ def evaluate(
         data = list(data)
     with eval_mode(model):
         preds, labels, seconds = [], [], 0.0
-        for i, (x, y) in enumerate(tqdm(_batches(data), desc="evaluate", leave=False, disable=not progress)):
+        for i, (x, y) in enumerate(progress_bar(_batches(data), desc="evaluate", leave=False, progress=progress)):
             if i == 0:
                 for _ in range(warmup):
                     _predict(model, x, y, num_steps, forward_fn, i)
@@ -297,7 +298,7 @@ def evaluate(
         if not labels or sum(len(y) for y in labels) == 0:
             raise SpikeFitValueError("data yielded no samples; pass a non-empty iterable of (x, y) batches")
         with OpCounter(model) as counter:
-            for i, (x, y) in enumerate(tqdm(_batches(data), desc="count ops", leave=False, disable=not progress)):
+            for i, (x, y) in enumerate(progress_bar(_batches(data), desc="count ops", leave=False, progress=progress)):
                 _predict(model, x, y, num_steps, forward_fn, i)
                 counter.add_samples(int(y.shape[0]))
         ops = counter.result()

@@ -9,6 +9,10 @@ accumulates (ACs), otherwise multiply-accumulates (MACs, e.g. the layer that
 receives real-valued pixels). Dense operations: the same with all-ones input
 and weight. Counts are summed over steps and divided by the number of samples
 (NeuroBench ``SynapticOperations``: ``Effective_ACs``, ``Effective_MACs``, ``Dense``).
+Recurrent synapses count the same way: snnTorch ``RLeaky.recurrent`` is a Linear fed
+the previous step's spikes; weights a neuron owns (Norse ``LIFRecurrentCell``'s
+``input_weights`` and ``recurrent_weights``) are counted on the operands the adapter
+names (:meth:`~snn_spikefit.adapter.Adapter.weight_inputs`), as ``"<neuron>.<parameter>"``.
 
 Neuron updates: every spiking neuron updates its state once per step
 (clock-driven), so ``updates = neurons x steps`` per sample. Firing rate of a
@@ -39,10 +43,12 @@ from ..errors import SpikeFitTypeError, SpikeFitValueError
 from ..reports import Report
 from ..runtime import check_input, check_module, run
 from ..table import Table
+from ..adapter import get_adapter
+from ..quantize.layers import layer_name
 from ..trace import Recorder
 
 __all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
-           "register_op_rule", "connection_layers"]
+           "register_op_rule", "connection_layers", "neuron_weights"]
 
 
 def _linear(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
@@ -86,6 +92,17 @@ def _rule(module: nn.Module):
         if t in OP_RULES:
             return OP_RULES[t]
     return None
+
+
+def neuron_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """``(layer name, neuron, parameter)`` of every synaptic weight a spiking neuron owns.
+
+    E.g. a Norse ``LIFRecurrentCell``'s ``input_weights`` and ``recurrent_weights``
+    (:meth:`~snn_spikefit.adapter.Adapter.weight_names`); named like compressed layers,
+    ``"<neuron>.<parameter>"``. snnTorch ``RLeaky.recurrent`` is an ``nn.Linear``: a connection layer.
+    """
+    adapter = get_adapter(model)
+    return [(layer_name(n, p), m, p) for n, m in adapter.neurons(model) for p in adapter.weight_names(m)]
 
 
 def connection_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -179,20 +196,31 @@ class OpCounter:
         check_module(model)
         self.model = model
         self.layers = connection_layers(model)
+        self.owned = neuron_weights(model)
         self.recorder = Recorder(model)
         self.samples = 0
         self._ops: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n, _ in self.layers}  # acs, macs, dense
+        self._ops.update({n: [0.0, 0.0, 0.0] for n, _, _ in self.owned})
         self._spikes: dict[str, list[float]] = {n: [0.0, 0.0] for n in self.recorder.neurons}  # nonzero, total
         self._neurons: dict[str, int] = {}
         self._handles: list[Any] = []
 
     def __enter__(self) -> "OpCounter":
         with torch.no_grad():
+            inside = self._inside_neurons()
             for name, module in self.layers:
                 weight = module.weight.detach()
                 w_bin = (weight != 0).to(weight.dtype)
-                self._handles.append(module.register_forward_hook(
-                    self._hook(name, _rule(module), w_bin, torch.ones_like(weight))))
+                hook = self._hook(name, _rule(module), w_bin, torch.ones_like(weight))
+                if name in inside:  # e.g. RLeaky.recurrent: snnTorch's zero reset calls it twice per step
+                    hook = self._once_per_step(name, inside[name], hook)
+                self._handles.append(module.register_forward_hook(hook))
+            by_neuron: dict[int, tuple[nn.Module, list]] = {}
+            for name, module, param in self.owned:
+                weight = getattr(module, param).detach()
+                by_neuron.setdefault(id(module), (module, []))[1].append((name, param, (weight != 0).to(weight.dtype)))
+            for module, weights in by_neuron.values():
+                self._handles.append(module.register_forward_hook(self._owned_hook(weights)))
         self.recorder.__enter__()
         return self
 
@@ -216,6 +244,35 @@ class OpCounter:
             acc[2] += dense
         return fn
 
+    def _inside_neurons(self) -> dict[str, nn.Module]:
+        """Connection layers that live inside a spiking neuron (a recurrent weight), with the neuron."""
+        neurons = self.recorder.neurons
+        return {name: neurons[n] for name, _ in self.layers for n in neurons if name.startswith(n + ".")}
+
+    def _once_per_step(self, name: str, neuron: nn.Module, hook):
+        """Count a layer inside ``neuron`` once per call of the neuron (one step), however often it runs."""
+        counted: list[bool] = [False]
+
+        def fresh(module, args):
+            counted[0] = False
+
+        def once(module, args, output):
+            if not counted[0]:
+                counted[0] = True
+                hook(module, args, output)
+
+        self._handles.append(neuron.register_forward_pre_hook(fresh))
+        return once
+
+    def _owned_hook(self, weights: list):
+        adapter = self.recorder.adapter
+        hooks = {param: self._hook(name, _linear, w_bin, torch.ones_like(w_bin)) for name, param, w_bin in weights}
+
+        def fn(module, args, output):
+            for param, x in adapter.weight_inputs(module, args).items():
+                hooks[param](module, (x,), None)
+        return fn
+
     def add_samples(self, n: int) -> None:
         """Count ``n`` more samples (call once per batch, after running it); folds in the batch's spikes."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -237,7 +294,9 @@ class OpCounter:
         layers = tuple(
             LayerOps(n, parametrize.type_before_parametrizations(m).__name__,
                      self._ops[n][0] * per, self._ops[n][1] * per, self._ops[n][2] * per)
-            for n, m in self.layers)
+            for n, m in self.layers) + tuple(
+            LayerOps(n, type(m).__name__, self._ops[n][0] * per, self._ops[n][1] * per, self._ops[n][2] * per)
+            for n, m, _ in self.owned)
         neurons = tuple(
             NeuronActivity(n, self._neurons.get(n, 0), total * per, nonzero / total if total else 0.0)
             for n, (nonzero, total) in self._spikes.items())

@@ -21,18 +21,19 @@ live in :mod:`snn_spikefit.deploy.check`; a chip vendor adds one with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..adapter import Adapter
+from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..nir.importer import NIRGraphModule
 from ..quantize.layers import compressed_layers
 from ..trace import trace
 from .hardware import HardwareProfile
-from .ops import connection_layers
+from .ops import connection_layers, neuron_weights
 
 __all__ = ["CheckContext", "LayerFacts", "CheckRule", "register_check_rule", "unregister_check_rule",
            "check_rules", "layer_facts"]
@@ -53,6 +54,14 @@ class LayerFacts:
     nonzero_rows: Tensor      # non-zero weights per output channel (synapses into one neuron)
     quantizer: Any            # the layer's codebook, or None
     neurons: int | None       # output elements per sample; None: a conv layer checked without sample
+    recurrent_of: str | None = None       # the spiking neuron whose own spikes this weight feeds back to it
+    recurrent_fan_in: Tensor | None = None  # recurrent synapses into each output neuron of this layer
+    feeds: str | None = None  # the recurrent neuron this layer feeds, when the graph says so (imported NIR)
+
+    @property
+    def fan_in(self) -> Tensor:
+        """Synapses (non-zero weights) into each output neuron, recurrent ones included."""
+        return self.nonzero_rows if self.recurrent_fan_in is None else self.nonzero_rows + self.recurrent_fan_in
 
 
 @dataclass
@@ -90,23 +99,80 @@ class CheckContext:
         self.skipped.append((rule, layer, why))
 
 
-def layer_facts(model: nn.Module, sample: Tensor | None) -> list[LayerFacts]:
-    """The facts of every connection layer of ``model`` (``sample`` traced to count conv neurons)."""
+def layer_facts(model: nn.Module, sample: Tensor | None, num_steps: int = 1) -> list[LayerFacts]:
+    """The facts of every connection layer of ``model`` (``sample`` traced for ``num_steps`` to count
+    conv neurons).
+
+    Weights a neuron owns (:func:`~snn_spikefit.deploy.ops.neuron_weights`, e.g. a Norse
+    ``LIFRecurrentCell``'s) are layers too. A recurrent weight (a connection layer inside a
+    neuron, such as snnTorch ``RLeaky.recurrent``, or one the adapter names in
+    ``recurrent_weight_names``) is marked ``recurrent_of`` and its synapses are added to the
+    fan-in of the layer that feeds the neuron.
+    """
+    adapter = get_adapter(model)
     quantizers = {c.name: c.quantizer for c in compressed_layers(model)}
-    nodes = {n.name: n for n in trace(model, sample).nodes} if sample is not None else {}
+    traceable = sample is not None and adapter.step_problem(model) is None  # else: layer_type errors
+    nodes = {n.name: n for n in trace(model, sample, num_steps=num_steps).nodes} if traceable else {}
+    neurons = [n for n, _ in adapter.neurons(model)]
+    found = [(name, module, "weight") for name, module in connection_layers(model)] + neuron_weights(model)
     out = []
-    for name, module in connection_layers(model):
+    for name, module, param in found:
         cls = parametrize.type_before_parametrizations(module)
-        is_conv = not issubclass(cls, nn.Linear)
-        weight = module.weight.detach()
+        owned = param != "weight"
+        is_conv = not owned and not issubclass(cls, nn.Linear)
+        weight = getattr(module, param).detach()
         rows = weight.reshape(weight.shape[0], -1)
         if name in nodes and nodes[name].out_shape is not None:
-            neurons = math.prod(nodes[name].out_shape[1:])
+            neurons_out = math.prod(nodes[name].out_shape[1:])
         else:
-            neurons = None if is_conv else int(weight.shape[0])
+            neurons_out = None if is_conv else int(weight.shape[0])
+        owner = name.rsplit(".", 1)[0] if owned else next((n for n in neurons if name.startswith(n + ".")), None)
+        recurrent_of = owner if (owner is not None and (not owned or param in adapter.recurrent_weight_names(module))) else None
         out.append(LayerFacts(name, module, cls, is_conv, weight, rows, (rows != 0).sum(dim=1),
-                              quantizers.get(name), neurons))
-    return out
+                              quantizers.get(name), neurons_out, recurrent_of))
+    return _add_recurrent_fan_in(_graph_recurrence(model, out), nodes, [n for n, _ in model.named_modules()])
+
+
+def _graph_recurrence(model: nn.Module, facts: list[LayerFacts]) -> list[LayerFacts]:
+    """Mark the recurrent weight layers of imported NIR graphs (``NIRGraphModule.recurrent_layers``)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    by_module = {id(f.module): i for i, f in enumerate(facts) if f.name == names.get(id(f.module))}
+    for graph in (m for m in model.modules() if isinstance(m, NIRGraphModule)):
+        for rec, feeding, neuron in graph.recurrent_layers():
+            if id(rec) in by_module:
+                i = by_module[id(rec)]
+                facts[i] = replace(facts[i], recurrent_of=names[id(neuron)])
+                for f in feeding:  # the neuron's other input: found by _add_recurrent_fan_in as its "producer"
+                    if id(f) in by_module:
+                        facts[by_module[id(f)]] = replace(facts[by_module[id(f)]], feeds=names[id(neuron)])
+    return facts
+
+
+def _add_recurrent_fan_in(facts: list[LayerFacts], nodes: dict, order: list[str]) -> list[LayerFacts]:
+    """Add each recurrent weight's synapses to the fan-in of the layer that feeds its neuron.
+
+    That layer is the neuron's own input weight (``<neuron>.input_weights``) or the one an imported
+    graph names (``feeds``), else its producer in the traced graph (with ``sample``), else the
+    last connection layer defined before the neuron.
+    """
+    by_name = {f.name: i for i, f in enumerate(facts)}
+    position = {n: i for i, n in enumerate(order)}
+    for r in [f for f in facts if f.recurrent_of is not None]:
+        neuron = r.recurrent_of
+        feeding = next((f.name for f in facts if f.recurrent_of is None and (f.name.startswith(neuron + ".")
+                                                                            or f.feeds == neuron)), None)
+        if feeding is None and neuron in nodes and nodes[neuron].inputs[0] in by_name:
+            feeding = nodes[neuron].inputs[0]
+        if feeding is None:
+            before = [f.name for f in facts if f.recurrent_of is None and f.name in position
+                      and position[f.name] < position.get(neuron, -1)]
+            feeding = before[-1] if before else None
+        if feeding is None:
+            continue
+        i = by_name[feeding]
+        if facts[i].nonzero_rows.shape == r.nonzero_rows.shape:
+            facts[i] = replace(facts[i], recurrent_fan_in=r.nonzero_rows)
+    return sorted(facts, key=lambda f: position.get(f.name, position.get(f.name.rsplit(".", 1)[0], 0)))
 
 
 # -- the rules: one function per constraint -----------------------------------------------------------

@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 
 __all__ = [
-    "Gain", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",
+    "Gain", "RecurrentNIR", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",
     "broadcast_param", "compact_param", "check_dt", "PRODUCER", "DT_KEY", "RESET_KEY", "CODEBOOK_KEYS",
 ]
 
@@ -63,6 +63,25 @@ class Gain(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.gain.shape)}"
+
+
+@dataclass(frozen=True)
+class RecurrentNIR:
+    """What an adapter returns from ``neuron_to_nir`` for a neuron that owns synaptic weights.
+
+    ``neuron``: its NIR neuron node. ``recurrent``: the weight node (``Linear``/``Affine``)
+    from the neuron's spikes back to its own input (a cycle in the graph, read with a
+    one-step delay). ``input``: a weight node in front of the neuron when the neuron also
+    owns its input weights (Norse ``LIFRecurrentCell.input_weights``), else ``None``.
+    ``*_source``: the ``(module, parameter)`` each weight came from, so a codebook on it is
+    written to that node's metadata.
+    """
+
+    neuron: nir.NIRNode
+    recurrent: nir.NIRNode
+    recurrent_source: tuple[nn.Module, str]
+    input: nir.NIRNode | None = None
+    input_source: tuple[nn.Module, str] | None = None
 
 
 def broadcast_param(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -23,7 +23,9 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
-from .common import DT_KEY, PRODUCER, RESET_KEY, check_dt, layer_for_module
+from .common import DT_KEY, PRODUCER, RESET_KEY, RecurrentNIR, check_dt, layer_for_module
+from .graph_export import export_graph_module
+from .importer import NIRGraphModule
 from ..runtime import check_module, eval_mode
 from ..trace import INPUT, UNKNOWN, trace
 from ..quantize.layers import compressed_layers
@@ -66,6 +68,38 @@ def _codebook_of(label: str, module: nn.Module, codebooks: dict[int, list]) -> d
     return codebook_metadata(layers[0]) if layers else {}
 
 
+def _codebook_for(source: tuple[nn.Module, str], codebooks: dict[int, list]) -> dict[str, Any]:
+    """Metadata of the compressed weight ``module.<param>`` (none: ``{}``)."""
+    module, param = source
+    return next((codebook_metadata(c) for c in codebooks.get(id(module), []) if c.param == param), {})
+
+
+def _add_neuron(key: str, node: Any, source: str, nodes: dict, edges: list, codebooks: dict) -> None:
+    """Add a neuron's node(s) fed from ``source``: one node, or a RecurrentNIR's weights and its cycle."""
+    if not isinstance(node, RecurrentNIR):
+        nodes[key] = node
+        edges.append((source, key))
+        return
+    if node.input is not None:
+        nodes[f"{key}_in"] = node.input
+        node.input.metadata.update(_codebook_for(node.input_source, codebooks))
+        edges.append((source, f"{key}_in"))
+        source = f"{key}_in"
+    nodes[key], nodes[f"{key}_rec"] = node.neuron, node.recurrent
+    node.recurrent.metadata.update(_codebook_for(node.recurrent_source, codebooks))
+    edges.extend([(source, key), (key, f"{key}_rec"), (f"{key}_rec", key)])
+
+
+def _warn_reset(label: str, module: nn.Module, node: Any) -> None:
+    reset = node.metadata.get(RESET_KEY)
+    if reset is not None:
+        warnings.warn(
+            f"layer {label!r} ({type(module).__name__}) resets by {reset!r}, which NIR's "
+            f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
+            f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
+            UserWarning, stacklevel=4)  # the caller of export_nir
+
+
 def _model_dt(model: nn.Module) -> float:
     """The neurons' own step when they all give the same one (:meth:`Adapter.neuron_dt`), else the default."""
     adapter = get_adapter(model)
@@ -80,6 +114,7 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
 
@@ -88,12 +123,19 @@ def export_nir(
             ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``LPPool2d(1)`` (sum pool),
             ``Flatten`` and the adapters' neurons; wrapped (codebook) layers export
             their quantized weight plus ``spikefit.*`` node metadata (integer codes,
-            codebook, integer codebook, scale, bits, m, granularity).
+            codebook, integer codebook, scale, bits, m, granularity). A recurrent
+            neuron (snnTorch ``RLeaky``/``RSynaptic``, Norse ``LIFRecurrentCell``)
+            becomes its neuron node ``<name>`` in a cycle with its recurrent weight
+            node ``<name>_rec`` (and ``<name>_in`` for weights the cell owns on its
+            input); a model :func:`~snn_spikefit.import_nir` built from a graph
+            (:class:`~snn_spikefit.nir.importer.NIRGraphModule`) exports its own graph.
         sample: one input batch ``[B, ...]`` (only its first sample is used).
         path: write the graph with ``nir.write`` here.
         dt: the step in seconds that neuron time constants refer to. Default:
             the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
             a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+        num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
+            own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
@@ -109,15 +151,17 @@ def export_nir(
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
     dt = check_dt(_model_dt(model) if dt is None else dt)
     with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
-        return _export(model, sample, path, dt)
+        return _export(model, sample, path, dt, num_steps)
 
 
 #: Modules that are the identity in eval mode; export skips them.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
-    graph = trace(model, sample)
+def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -> nir.NIRGraph:
+    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
+        return _finish(*export_graph_module(model, sample, dt, _codebook_of), get_adapter(model), dt, path)
+    graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
@@ -139,24 +183,23 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float) -> nir.NIRGraph:
         in_shape, out_shape = tuple(n.in_shape[1:]), tuple(n.out_shape[1:])
         if n.is_neuron:
             node = adapter.neuron_to_nir(n.module, dt=dt, shape=out_shape)
-            reset = node.metadata.get(RESET_KEY)
-            if reset is not None:
-                warnings.warn(
-                    f"layer {label!r} ({type(n.module).__name__}) resets by {reset!r}, which NIR's "
-                    f"{type(node).__name__} cannot express (it resets to v_reset); kept in node metadata "
-                    f"{RESET_KEY!r}: snn_spikefit.import_nir honours it, other NIR tools will not",
-                    UserWarning, stacklevel=4)  # the caller of export_nir
+            _warn_reset(label, n.module, node.neuron if isinstance(node, RecurrentNIR) else node)
+            _add_neuron(key, node, names[n.inputs[0]], nodes, edges, codebooks)
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
             node.metadata.update(_codebook_of(label, n.module, codebooks))
-        nodes[key] = node
+            nodes[key] = node
+            edges.append((names[n.inputs[0]], key))
         names[n.name] = key
-        edges.append((names[n.inputs[0]], key))
     if graph.output is None:
         raise SpikeFitValueError(f"{type(model).__name__} has no layer to export")
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
+    return _finish(nodes, edges, adapter, dt, path)
+
+
+def _finish(nodes: dict, edges: list, adapter, dt: float, path) -> nir.NIRGraph:
 
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)

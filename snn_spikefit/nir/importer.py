@@ -3,8 +3,11 @@
 Chain graphs (``Input -> node -> ... -> Output``) become the adapter's container
 (:meth:`~snn_spikefit.adapter.Adapter.nir_container`: an ``nn.Sequential`` for
 snnTorch, neurons with ``init_hidden=True``; a ``norse.torch.SequentialState``
-for Norse); other acyclic graphs become a :class:`NIRGraphModule` (a node
-receives the sum of its inputs). All run with :func:`snn_spikefit.run`. The
+for Norse); other graphs become a :class:`NIRGraphModule` (a node
+receives the sum of its inputs). Recurrent graphs (a neuron's output fed back to it,
+e.g. snnTorch ``RLeaky``'s or Norse ``LIFRecurrentCell``'s recurrent weight as an
+``Affine``/``Linear`` node in a cycle) run with a one-step delay on that edge: the
+neuron sees its own spikes of the previous step, as in both frameworks. All run with :func:`snn_spikefit.run`. The
 frameworks one can import into are :func:`nir_frameworks` (the adapter registry). Layers that carry our
 ``spikefit.*`` codebook metadata come back frozen with exactly the stored
 integers, as :func:`~snn_spikefit.freeze` leaves them.
@@ -35,6 +38,7 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from .recurrence import flatten_subgraphs, recurrent_edges
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
 
@@ -60,12 +64,13 @@ def read_nir(graph_or_path: Any) -> nir.NIRGraph:
     return graph
 
 
-def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str]:
-    """Topological order of the inner nodes, their predecessors, and the Output's name.
+def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str, set[tuple[str, str]]]:
+    """Topological order of the inner nodes, their predecessors, the Output's name, the recurrent edges.
 
     Checks that edges name existing nodes, that there is one Input and one
-    Output, that every node lies on a path from Input to Output, and that the
-    graph has no cycle (NIR recurrence is not supported).
+    Output, that every node lies on a path from Input to Output, and that every
+    cycle is a neuron's recurrence (:func:`~snn_spikefit.nir.recurrence.recurrent_edges`): those edges carry
+    the neuron's spikes of the previous step; without them the graph is acyclic.
     """
     nodes = graph.nodes
     for a, b in graph.edges:
@@ -81,7 +86,7 @@ def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], st
             f"the graph has inputs {inputs} and outputs {outputs}; import_nir supports one Input and one Output")
     succ: dict[str, list[str]] = {k: [] for k in nodes}
     pred: dict[str, list[str]] = {k: [] for k in nodes}
-    for a, b in graph.edges:
+    for a, b in dict.fromkeys(map(tuple, graph.edges)):  # a duplicated edge is one edge
         succ[a].append(b)
         pred[b].append(a)
     for k in nodes:
@@ -90,54 +95,108 @@ def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], st
                 f"node {k!r} has no outgoing edge: it does not lead to Output {outputs[0]!r} (missing node or edge)")
         if k != inputs[0] and not pred[k]:
             raise SpikeFitValueError(f"node {k!r} has no incoming edge: it is not fed from Input {inputs[0]!r}")
-    order, ready, missing = [], [inputs[0]], {k: len(v) for k, v in pred.items()}
+    recurrent = recurrent_edges(nodes, succ)
+    missing = {k: sum((p, k) not in recurrent for p in v) for k, v in pred.items()}
+    order, ready = [], [inputs[0]] + [k for k in nodes if k != inputs[0] and missing[k] == 0]
     while ready:
         k = ready.pop(0)
         order.append(k)
         for s in succ[k]:
+            if (k, s) in recurrent:
+                continue
             missing[s] -= 1
             if missing[s] == 0:
                 ready.append(s)
     if len(order) != len(nodes):
         cyclic = sorted(k for k in nodes if k not in order)
         raise UnsupportedLayerError(
-            f"the graph has a cycle through nodes {cyclic}; recurrent NIR graphs are not supported")
-    return order[1:-1], pred, outputs[0]
+            f"the graph has a cycle through nodes {cyclic} with no spiking neuron on it (an algebraic loop: no "
+            f"step to delay); recurrent NIR graphs must feed a neuron's output back to that neuron")
+    return order[1:-1], pred, outputs[0], recurrent
 
 
 class NIRGraphModule(nn.Module):
-    """Runs a NIR DAG: each node gets the sum of its predecessors' outputs (NIR's edge semantics).
+    """Runs a NIR graph: each node gets the sum of its predecessors' outputs (NIR's edge semantics).
 
     Built by :func:`import_nir` for graphs that are not chains. With
     ``stateful=True`` (an adapter whose ``calls_with_state`` is set, e.g. Norse)
     ``forward(x, state) -> (output, state)`` carries the states of the modules
     that take a ``state`` argument in a dict, like ``norse.torch.SequentialState``.
+
+    ``recurrent`` edges ``(neuron, node)`` carry the neuron's output of the previous step
+    (zeros at the first step, of the per-sample shapes in ``shapes``). The values of the last
+    step live in ``state`` (stateful) or in the module, cleared by :meth:`reset_state`
+    (the adapters' ``reset`` calls it; :func:`snn_spikefit.run` resets before every run).
     """
 
     def __init__(self, built: dict[str, list[nn.Module]], pred: dict[str, list[str]], output: str,
-                 *, stateful: bool) -> None:
+                 *, stateful: bool, recurrent: set[tuple[str, str]] | None = None,
+                 shapes: dict[str, tuple[int, ...]] | None = None, input_name: str = "input") -> None:
         super().__init__()
         self.keys = {name: name.replace(".", "_") for name in built}
         self.layers = nn.ModuleDict({self.keys[n]: nn.ModuleList(mods) for n, mods in built.items()})
         self.pred = {n: list(pred[n]) for n in list(built) + [output]}
-        self.output, self.stateful = output, stateful
+        self.output, self.stateful, self.input_name = output, stateful, input_name
+        self.recurrent = sorted(recurrent or ())
+        self.shapes = {a: tuple(shapes[a]) for a, _ in self.recurrent} if self.recurrent else {}
         self.takes_state = {(n, i) for n, mods in built.items() for i, m in enumerate(mods)
                             if stateful and "state" in inspect.signature(m.forward).parameters}
+        self._previous: dict[str, torch.Tensor] = {}
+
+    def recurrent_layers(self) -> list[tuple[nn.Module, list[nn.Module], nn.Module]]:
+        """Per recurrent edge into a weight node: ``(its weight layer, the layers feeding the same neuron, the neuron)``.
+
+        For chip checks: the recurrent layer's synapses add to the fan-in of the neuron, whose
+        other inputs come from the feeding layers (the first module of each node).
+        """
+        out = []
+        for neuron, w in self.recurrent:
+            if w == self.output or neuron not in self.pred.get(w, []) or w not in self.keys:
+                continue
+            into = [n for n in self.keys if w in self.pred[n]]
+            for target in into:
+                feeding = [self.layers[self.keys[p]][-1] for p in self.pred[target] if p != w and p in self.keys]
+                out.append((self.layers[self.keys[w]][0], feeding, self.layers[self.keys[neuron]][-1]))
+        return out
+
+    def reset_state(self) -> None:
+        """Forget the last step's values of the recurrent edges (the next step starts from zeros)."""
+        self._previous = {}
+
+    def __getstate__(self):  # deep copies and pickles never carry a run's tensors (autograd graphs)
+        state = dict(self.__dict__)
+        state["_previous"] = {}
+        return state
 
     def forward(self, x, state: dict | None = None):
         state = {} if state is None else state
+        previous = state.get("recurrent", {}) if self.stateful else self._previous
+        delayed = {(a, b) for a, b in self.recurrent}
         values = {}
         for name in list(self.keys) + [self.output]:
-            ins = [x if p not in values else values[p] for p in self.pred[name]]
+            ins = [self._delayed(p, previous, x) if (p, name) in delayed else (x if p not in values else values[p])
+                   for p in self.pred[name]]
             h = ins[0] if len(ins) == 1 else torch.stack(torch.broadcast_tensors(*ins)).sum(0)
             if name == self.output:
-                return (h, state) if self.stateful else h
+                break
             for i, module in enumerate(self.layers[self.keys[name]]):
                 if (name, i) in self.takes_state:
                     h, state[(name, i)] = module(h, state.get((name, i)))
                 else:
                     h = module(h)
             values[name] = h
+        if self.recurrent:
+            now = {a: values[a] for a in self.shapes}
+            if self.stateful:
+                state["recurrent"] = now
+            else:
+                self._previous = now
+        return (h, state) if self.stateful else h
+
+    def _delayed(self, name: str, previous: dict, x: torch.Tensor) -> torch.Tensor:
+        if name in previous:
+            return previous[name]
+        return x.new_zeros((x.shape[0], *self.shapes[name]))
 
 
 def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None:
@@ -170,8 +229,6 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
-    if isinstance(node, nir.NIRGraph):
-        raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
     layer = layer_for_node(name, node)
     if layer is not None:
         try:
@@ -206,20 +263,35 @@ def _declared(shape_dict: Any) -> tuple[int, ...] | None:
 
 @torch.no_grad()
 def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
-                  built: dict[str, list[nn.Module]], adapter) -> None:
-    """Run one zero sample through the modules, comparing with the declared NIR shapes."""
+                  built: dict[str, list[nn.Module]], adapter,
+                  recurrent: set[tuple[str, str]] = frozenset()) -> dict[str, tuple[int, ...]]:
+    """Run one zero sample through the modules, comparing with the declared NIR shapes.
+
+    Returns the per-sample output shape of every node (``{}`` when the Input declares no
+    shape; a recurrent graph needs one, for the zeros its recurrent edges start from).
+    """
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     shape = _declared(graph.nodes[inp].input_type)
     if shape is None:
-        return
+        if recurrent:
+            raise SpikeFitValueError(f"the graph is recurrent (edges {sorted(recurrent)}) but its Input {inp!r} "
+                                     f"declares no shape; the recurrent edges start from zeros of known shape")
+        return {}
     values = {inp: torch.zeros(1, *shape)}
+    assumed = {}  # a recurrent edge's source, used before it runs: its declared output shape
+    for a, _ in recurrent:
+        declared = _declared(graph.nodes[a].output_type)
+        if declared is None:
+            raise SpikeFitValueError(f"node {a!r} feeds a recurrent edge but declares no output shape")
+        assumed[a] = torch.zeros(1, *declared)
     for name in order + [output]:
         node = graph.nodes[name]
-        shapes = {p: tuple(values[p].shape[1:]) for p in pred[name]}
+        ins = {p: values[p] if p in values else assumed[p] for p in pred[name]}
+        shapes = {p: tuple(v.shape[1:]) for p, v in ins.items()}
         if len(set(shapes.values())) > 1:
             raise SpikeFitValueError(f"shape mismatch at node {name!r} ({type(node).__name__}): its inputs "
                                      f"have shapes {shapes}; summed inputs must have equal shapes")
-        x = values[pred[name][0]]
+        x = ins[pred[name][0]]
         want = _declared(node.output_type if name == output else node.input_type)
         if want is not None and tuple(x.shape[1:]) != want:
             raise SpikeFitValueError(
@@ -236,6 +308,11 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             if adapter.is_neuron(module):
                 adapter.reset(module)
         values[name] = x
+    for a, b in recurrent:
+        if values[a].shape != assumed[a].shape:
+            raise SpikeFitValueError(f"shape mismatch on the recurrent edge ({a!r}, {b!r}): {a!r} declares "
+                                     f"output {tuple(assumed[a].shape[1:])}, it gives {tuple(values[a].shape[1:])}")
+    return {k: tuple(v.shape[1:]) for k, v in values.items()}
 
 
 def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
@@ -255,7 +332,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
             to missing nodes, shape mismatches, inconsistent codebook metadata.
         UnsupportedLayerError: node types or dynamics the framework cannot run
-            exactly (named), graphs with cycles or several inputs/outputs.
+            exactly (named), cycles that are not one neuron's recurrence, several inputs/outputs.
     """
     frameworks = nir_frameworks()
     if framework is None and frameworks:
@@ -273,13 +350,15 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
             warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
                           f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
     dt = check_dt(dt)
-    order, pred, output = _structure(graph)
+    graph = flatten_subgraphs(graph)  # e.g. snnTorch's exporter writes RLeaky as a nested graph
+    order, pred, output, recurrent = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
-    _check_shapes(graph, order, pred, output, built, adapter)
+    shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent)
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:
-        return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state)
+        return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state, recurrent=recurrent,
+                              shapes=shapes, input_name=inp)
     return adapter.nir_container([item for name in order for item in _named(name, built[name])])
 
 

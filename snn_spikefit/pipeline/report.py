@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,6 +91,19 @@ def codebook_records(model: nn.Module) -> list[dict[str, Any]]:
 
 
 # -- plots --------------------------------------------------------------------------------------------
+
+#: The extra that installs what the plots need: ``pip install "snn-spikefit[plots]"``.
+PLOTS_EXTRA = "plots"
+
+
+def have_matplotlib() -> bool:
+    """matplotlib can be imported (the PNG plots need it; everything else does not)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def _figure(width: float = 7.0, height: float = 3.5):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -216,7 +230,9 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     """Render a compression record (``spikefit compress``'s JSON) as a human report at ``path``.
 
     ``format``: ``"md"`` or ``"html"`` (default from the suffix of ``path``, else Markdown). The PNG
-    plots go next to it as ``<stem>_<plot>.png``. Returns the files written (report first).
+    plots go next to it as ``<stem>_<plot>.png``. Returns the files written (report first). Without
+    matplotlib (a plain ``pip install snn-spikefit``) the plots are skipped with one warning naming
+    the extra that brings them (``snn-spikefit[plots]``); the report is written all the same.
     """
     path = Path(path)
     fmt = format or (path.suffix.lstrip(".") if path.suffix.lstrip(".") in REPORT_FORMATS else "md")
@@ -228,6 +244,10 @@ def write_report(record: dict[str, Any], path: str | os.PathLike, *, format: str
     path.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     images: list[tuple[str, Path]] = []
+    if plots and not have_matplotlib():
+        warnings.warn(f"matplotlib is not installed: PNG plots skipped (pip install "
+                      f"\"snn-spikefit[{PLOTS_EXTRA}]\" to get them)", UserWarning, stacklevel=2)
+        plots = False
     if plots:
         stem = path.parent / path.stem
         names = [r["layer"] for r in record["layers"]]

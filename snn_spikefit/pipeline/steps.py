@@ -24,7 +24,7 @@ from torch import nn
 
 from .._version import __version__
 from ..data.sources import DataOptions, LoadedData, load_data
-from ..deploy.check import check
+from ..deploy.check import ConstraintViolationError, check
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..deploy.metrics import evaluate
 from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
@@ -65,7 +65,7 @@ def compress(
     num_steps: int | None = None,
     seed: int | None = 0,
     source: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], Any] | None = None,
     method: str = "cat",
     calib: int = DEFAULT_CALIB,
@@ -91,7 +91,7 @@ def compress(
         seed: seeds torch's random generator for the run (the caller's generator state is restored
             afterwards); ``None``: use it as it is.
         source: what the record calls the model (default its class name).
-        progress: tqdm bars; ``log``: called with one line per stage (e.g. ``print``).
+        progress: tqdm bars (``None``: the library switch, :func:`snn_spikefit.set_progress`); ``log``: called with one line per stage (e.g. ``print``).
         method: ``"cat"`` (wrap + fine-tune) or ``"posttraining"`` (one-shot, from ``calib`` training
             samples, ``sparsity`` of the weights set to 0 by OBS; ``prune`` and ``epochs`` are not used:
             on a chip with a weight table (``m`` from the chip) one-shot CAT, else a uniform ``bits`` grid).
@@ -121,10 +121,10 @@ def compress(
         if seed is not None:
             torch.manual_seed(seed)
         with clock("prepare"):
-            original, work, sample = _prepare(model, data, settings, say)
+            original, work, sample = _prepare(model, data, settings, say, profile)
         stats_before = layer_stats(original)
         with clock("evaluate_before"):
-            check_before = check(original, profile, sample=sample)
+            check_before = check(original, profile, sample=sample, num_steps=_trace_steps(data))
             say("evaluating the original model")
             before = evaluate(original, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
         del original
@@ -143,9 +143,9 @@ def compress(
         with clock("evaluate_after"):
             say("evaluating the compressed model")
             after = evaluate(work, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
-            check_after = check(work, profile, sample=sample)
+            check_after = check(work, profile, sample=sample, num_steps=_trace_steps(data))
         with clock("export"):
-            graph = export_nir(work, sample)
+            graph = export_nir(work, sample, num_steps=_trace_steps(data))
     summary = codebook_summary(work)
     layers = _join_layers(stats_before, layer_stats(work))
     record: dict[str, Any] = {
@@ -238,7 +238,24 @@ def _as_data(data: Any, num_steps: int | None, seed: int) -> LoadedData:
                             f"(train, test) datasets or loaders, got {type(data).__name__}")
 
 
-def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say) -> tuple[nn.Module, nn.Module, Any]:
+def _trace_steps(data: LoadedData) -> int:
+    """Steps ``check``/``export_nir`` trace the one-sample input for (a model's own loop needs its count)."""
+    return data.num_steps if data.num_steps is not None else 1
+
+
+def _refuse_structural(model: nn.Module, profile: HardwareProfile, sample: Any, steps: int) -> None:
+    """Refuse, before any training, a model breaking chip rules that no training can fix."""
+    report = check(model, profile, sample=sample, num_steps=steps)
+    found = report.structural
+    if found:
+        lines = "; ".join(f"layer {v.layer}: {v.hint}" for v in found)
+        raise ConstraintViolationError(
+            f"the model breaks {len(found)} {profile.name} rule(s) that no training, codebook or pruning can "
+            f"fix, so nothing was done: {lines}")
+
+
+def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile: HardwareProfile
+             ) -> tuple[nn.Module, nn.Module, Any]:
     """``(original, wrapped copy, sample)``: the copies ready, every failure that needs no training found."""
     original = copy.deepcopy(model)
     check_fits(original, data)
@@ -253,10 +270,11 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say) -> tupl
     try:  # find what NIR cannot hold before spending time on training
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_nir(copy.deepcopy(original), sample)
+            export_nir(copy.deepcopy(original), sample, num_steps=_trace_steps(data))
     except UnsupportedLayerError as exc:
         raise UnsupportedLayerError(f"the compressed model could not be exported, so nothing was done: {exc}") \
             from None
+    _refuse_structural(original, profile, sample, _trace_steps(data))
     if s["method"] == "posttraining":
         return original, copy.deepcopy(original), sample
     work = wrap(copy.deepcopy(original), m=s["m"], bits=s["bits"], granularity=s["granularity"], init=s["init"],
@@ -280,7 +298,7 @@ def _check_method(args: dict[str, Any], profile: HardwareProfile, prune: float) 
                                  "method='posttraining'; use sparsity= (OBS weight pruning, no training)")
 
 
-def _posttraining(model: nn.Module, data: LoadedData, s: dict[str, Any], progress: bool, say):
+def _posttraining(model: nn.Module, data: LoadedData, s: dict[str, Any], progress: bool | None, say):
     """One-shot compression of ``model`` on the first ``calib`` training samples."""
     xs, count = [], 0
     dim = 0 if data.num_steps is not None else 1  # event data is time-major [T, B, ...]
@@ -297,7 +315,7 @@ def _posttraining(model: nn.Module, data: LoadedData, s: dict[str, Any], progres
                                  progress=progress)
 
 
-def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock, progress: bool, say
+def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock, progress: bool | None, say
            ) -> tuple[Any, dict[str, list[float]]]:
     """Fine-tune, prune and fine-tune again; ``(prune report or None, losses per fine-tune)``."""
     common = {"epochs": s["epochs"], "num_steps": data.num_steps, "lr": s["lr"], "progress": progress}
@@ -333,7 +351,7 @@ def check_fits(model: nn.Module, data: LoadedData, *, model_name: str = "model",
     x = data.sample(2)
     try:
         with eval_mode(model, clear=True):
-            out = scores(run(model, x, num_steps=1))
+            out = scores(run(model, x, num_steps=_trace_steps(data)))
     except SpikeFitError:
         raise
     except Exception as exc:

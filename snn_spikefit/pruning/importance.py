@@ -65,6 +65,12 @@ class LayerBatch:
     spikes: Tensor | None     # [T, B, C, ...]; None for data-free criteria
     grad: Tensor | None       # dL/dspikes, same shape (None unless the criterion needs it)
     pre_reset: Tensor | None  # pre-reset membrane, same shape (None unless needed)
+    weight: Tensor | None = None  # the producer's effective weight, output channels first (default producer.weight)
+
+    @property
+    def producer_weight(self) -> Tensor:
+        """The scored weight: ``weight`` when given (a neuron that owns its input weights), else ``producer.weight``."""
+        return self.weight if self.weight is not None else self.producer.weight
 
 
 def _sum_but_channels(x: Tensor) -> Tensor:
@@ -156,7 +162,7 @@ class L1(Criterion):
     needs_data = False
 
     def __call__(self, batch: LayerBatch) -> Tensor:
-        w = batch.producer.weight.detach()
+        w = batch.producer_weight.detach()
         return w.abs().reshape(w.shape[0], -1).sum(dim=1)
 
 
@@ -168,7 +174,7 @@ class Random(Criterion):
     needs_data = False
 
     def __call__(self, batch: LayerBatch) -> Tensor:
-        w = batch.producer.weight
+        w = batch.producer_weight
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(batch.name.encode()))
         return torch.rand(w.shape[0], generator=g).to(w.device)
 

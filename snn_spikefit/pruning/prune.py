@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
@@ -98,8 +99,7 @@ class PruneReport(Report):
 # -- scoring ---------------------------------------------------------------------------------------
 
 def _default_loss(output: Any, y: Tensor) -> Tensor:
-    first = output[0] if isinstance(output, tuple) else output
-    return nn.functional.cross_entropy(first.sum(dim=0), y, reduction="sum")
+    return nn.functional.cross_entropy(output.sum(dim=0), y, reduction="sum")
 
 
 def _batches(data: Iterable, num_batches: int):
@@ -114,19 +114,20 @@ def _batches(data: Iterable, num_batches: int):
 
 
 def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
-           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool, desc: str
+           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
            ) -> tuple[dict[str, Tensor], int]:
     modules = dict(model.named_modules())
     if not crit.needs_data:
-        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None)), 1)
+        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None,
+                                                      getattr(modules[p.producer], p.producer_weight))), 1)
                 for p in layers}, 0
     names = [p.neuron for p in layers]
     totals: dict[str, Tensor] = {}
     samples = 0
     with eval_mode(model, clear=True):  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
-            for x, y in tqdm(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
-                             disable=not progress):
+            for x, y in progress_bar(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
+                                     progress=progress):
                 rec.clear()
                 grads: dict[str, Tensor] = {}
                 if crit.needs_grad:
@@ -152,7 +153,7 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                 for p in layers:
                     s = spikes[p.neuron].detach()
                     batch = LayerBatch(p.neuron, modules[p.producer], s, grads.get(p.neuron),
-                                       pre.get(p.neuron))
+                                       pre.get(p.neuron), getattr(modules[p.producer], p.producer_weight))
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])
@@ -201,6 +202,28 @@ def _choose(layers, scores, counts, originals, amount, scope, step, steps) -> di
     return keep
 
 
+def _warn_ties(layers: list[PrunableLayer], scores: dict[str, Tensor], keep: dict[str, Tensor], crit: str) -> None:
+    """Warn when a layer's cut falls inside a group of equal scores: which channels go is then arbitrary
+    (their order), e.g. FSC on an untrained net whose spikes or gradients are all zero."""
+    for p in layers:
+        s = scores[p.neuron].detach().double().flatten()
+        kept = torch.zeros(s.numel(), dtype=torch.bool)
+        kept[keep[p.neuron]] = True
+        if kept.all() or not kept.any():
+            continue
+        cut = s[~kept].max()
+        if not bool((s[kept] == cut).any()):
+            continue
+        tied = int((s == cut).sum())
+        why = (" (no spikes or no gradient reached the layer: is the model trained, and does it fire on "
+               "this data?)" if float(s.abs().max()) == 0 else "")
+        warnings.warn(
+            f"prune: criterion {crit!r} gives {tied} of the {s.numel()} channels of layer {p.neuron!r} the same "
+            f"score {float(cut):.6g}, so which of them are removed is arbitrary (channel order){why}; train the "
+            f"model first, calibrate on more batches (num_batches=), or use another criterion (e.g. 'l1')",
+            UserWarning, stacklevel=3)
+
+
 def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
     modules = dict(model.named_modules())
     return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
@@ -229,7 +252,7 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
 def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
           num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
-          finetune: Callable[[nn.Module], Any] | None = None, progress: bool = True) -> PruneReport:
+          finetune: Callable[[nn.Module], Any] | None = None, progress: bool | None = None) -> PruneReport:
     """Remove the least important ``amount`` of the channels of every prunable spiking layer, in place.
 
     Args:
@@ -248,7 +271,7 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
         loss_fn: ``(run output [T, B, ...], y) -> loss``; default cross-entropy (summed over the batch) of the
             time-summed output.
         finetune: called as ``finetune(model)`` between rounds (not after the last).
-        progress: tqdm progress bars.
+        progress: tqdm bars; ``None``: the library switch (:func:`snn_spikefit.set_progress`).
 
     Returns:
         A :class:`PruneReport` (prints as a table).
@@ -274,7 +297,8 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
     adapter = get_adapter(model)
     params_before = count_parameters(model)
 
-    layers = prunable_layers(model, sample, ignore=ignore)
+    trace_steps = num_steps if num_steps is not None else 1
+    layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
     if not layers:
         raise SpikeFitValueError("model has no spiking layer that can be pruned (the output layer never is)")
     originals = {p.neuron: p.channels for p in layers}
@@ -285,12 +309,13 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
     samples = 0
     for step in range(1, steps + 1):
         if step > 1:
-            layers = prunable_layers(model, sample, ignore=ignore)
+            layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
         desc = f"scoring {crit_name}" + (f" {step}/{steps}" if steps > 1 else "")
         scores, samples = _score(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
                                  loss_fn=loss_fn, progress=progress, desc=desc)
         counts = {p.neuron: p.channels for p in layers}
         keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
+        _warn_ties(layers, scores, keep, crit_name)
         todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
         modules = dict(model.named_modules())
         for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes

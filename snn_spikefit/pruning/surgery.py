@@ -24,6 +24,11 @@ group) still holds after surgery.
 
 Register your own module type with :func:`register_surgery`.
 
+Recurrent neurons: the adapter's ``prune_neuron`` keeps the kept neurons' rows and
+columns of the recurrent weight (snnTorch ``RLeaky.recurrent``, Norse
+``LIFRecurrentCell.recurrent_weights``); a neuron that owns its input weights (Norse's
+``input_weights``) is its own producer (``PrunableLayer.producer == neuron``).
+
 :func:`prunable_layers` finds, in the traced data-flow graph, each spiking
 layer's path producer -> (BatchNorm, pools) -> neuron -> (pools, Dropout,
 Flatten) -> consumer, and refuses anything else on it (a functional op, a
@@ -49,6 +54,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..adapter import Adapter
+from ..nir.importer import NIRGraphModule
 from ..quantize.layers import select_channels
 from ..quantize.quantizer import Quantizer
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
@@ -225,6 +231,7 @@ class PrunableLayer:
     channels: int
     channel_dim: int             # channel axis of one step's activation, from the end (negative)
     after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
+    producer_weight: str = "weight"  # the producer's weight (output channels first): a neuron's own input weight
 
 
 
@@ -280,15 +287,18 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None) -> list[PrunableLayer]:
+def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None,
+                    num_steps: int = 1) -> list[PrunableLayer]:
     """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
 
     ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
-    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``.
+    that cannot be pruned and is not ignored raises ``UnsupportedLayerError``. ``num_steps``: steps
+    ``sample`` is traced for (a model whose ``forward`` runs its own time loop needs its count).
     """
     patterns = _ignore_patterns(model, ignore)
+    _refuse_recurrent_graphs(model)
     with eval_mode(model):  # tracing must not update BatchNorm statistics or codebooks
-        graph = trace(model, sample)
+        graph = trace(model, sample, num_steps=num_steps)
     out = []
     for node in graph.nodes:
         if not node.is_neuron or _matches(node.name, patterns):
@@ -296,19 +306,43 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
         after, consumer = _walk(graph, node.name, "forward")
         if consumer is None:  # its spikes are the model's output
             continue
-        between, producer = _walk(graph, node.name, "back")
+        if _owns_input_weights(graph.adapter, node.module):  # e.g. Norse LIFRecurrentCell: its own producer
+            between, producer = [], node.name
+        else:
+            between, producer = _walk(graph, node.name, "back")
         if _matches(producer, patterns):
             continue
         shape = node.out_shape
         if shape is None or len(shape) < 2:
             raise _cannot(node.name, f"its spikes have shape {shape}; expected [B, C, ...]")
         producer_module = graph.node(producer).module
-        weight = getattr(producer_module, surgery_for(producer_module).weight)
+        param = (_owned_input(graph.adapter, producer_module) if producer == node.name
+                 else surgery_for(producer_module).weight)
+        weight = getattr(producer_module, param)
         if weight.shape[0] != shape[1]:
             raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
         out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
-                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after)))
+                                 int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after), param))
     return out
+
+
+def _owned_input(adapter: Adapter, module: nn.Module) -> str | None:
+    """The weight a neuron owns that multiplies its input (not its own spikes), if any."""
+    recurrent = set(adapter.recurrent_weight_names(module))
+    return next((n for n in adapter.weight_names(module) if n not in recurrent), None)
+
+
+def _owns_input_weights(adapter: Adapter, module: nn.Module) -> bool:
+    return _owned_input(adapter, module) is not None
+
+
+def _refuse_recurrent_graphs(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if isinstance(m, NIRGraphModule) and m.recurrent:
+            raise UnsupportedLayerError(
+                f"cannot prune {name or type(m).__name__!r}: an imported NIR graph with recurrent edges "
+                f"{m.recurrent} cannot be pruned (its recurrent inputs are not traced module to module); prune "
+                f"the model in its framework (snnTorch RLeaky/RSynaptic, Norse LIFRecurrentCell) and export it")
 
 
 def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
@@ -328,7 +362,8 @@ def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
 def remove_channels(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
     """Keep only channels ``keep`` (sorted indices) of ``layer``: producer, followers, neuron, consumer."""
     modules = dict(model.named_modules())
-    surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
+    if layer.producer != layer.neuron:  # a neuron that owns its input weights slices them itself
+        surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)
     for name in layer.between:
         surgery_for(modules[name]).out(modules[name], keep)
     adapter.prune_neuron(modules[layer.neuron], keep, layer.channel_dim)

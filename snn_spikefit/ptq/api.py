@@ -36,6 +36,7 @@ from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import compressed_layers, install_frozen, remove_parametrization
 from ..quantize.quantizer import distinct_per_row
 from ..quantize.wrap import GRANULARITIES, _as_patterns, _check_int, _select_layers
+from ..progress import progress_bar
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from ..trace import trace
 from ..train import recalibrate_bn
@@ -247,7 +248,7 @@ def compress_posttraining(
     exclude: str | Sequence[str] | None = None,
     iterations: int = 6,
     recalibrate: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> PostTrainingReport:
     """Prune and quantize ``model`` in place from calibration inputs alone (no training).
 
@@ -266,7 +267,7 @@ def compress_posttraining(
         iterations: one-shot CAT's assignment/refit rounds at most.
         recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
             calibration inputs (no gradient; the clustered baselines do it once, on training batches).
-        progress: a tqdm bar over layers.
+        progress: a tqdm bar over layers (``None``: the library switch, :func:`snn_spikefit.set_progress`).
 
     Returns:
         A :class:`PostTrainingReport` (per layer: neuron and decays used, pruned weights, error).
@@ -333,9 +334,5 @@ def _row(plan: _Plan, final: Tensor | None, fit, mask: Tensor | None, err: float
                              int((rows == 0).sum()), m_eff, float(err), float(seconds))
 
 
-def _progress(items: list, progress: bool):
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="compress_posttraining", unit="layer")
+def _progress(items: list, progress: bool | None):
+    return progress_bar(items, progress=progress, desc="compress_posttraining", unit="layer")

@@ -107,7 +107,10 @@ def wrap(
 
     Args:
         model: any ``nn.Module``; its ``Linear``/``Conv1d``/``Conv2d``/``Conv3d``
-            layers are compressed (the ``weight``; biases stay as they are).
+            layers are compressed (the ``weight``; biases stay as they are), and the
+            weights a neuron owns (``Adapter.weight_names``: Norse ``LIFRecurrentCell``'s
+            ``input_weights`` and ``recurrent_weights``); snnTorch ``RLeaky.recurrent``
+            is a ``Linear`` and compressed as one.
         m: values per codebook, at least 2 (default 4, or the profile's).
         bits: quantize the codebook to signed integers of this width (2..8) times
             one scale per codebook; then ``m <= 2**bits - 1``. ``None`` keeps float.
