@@ -395,3 +395,14 @@ def test_recalibrate_re_estimates_batchnorm_on_the_calibration_set_only():
     with torch.no_grad():
         pre = net[0](x)
     assert torch.allclose(net[1].running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+@needs_snntorch
+def test_a_neuron_without_a_known_decay_is_named():
+    import snntorch as snn
+
+    net = nn.Sequential(nn.Linear(4, 3), snn.RLeaky(beta=0.5, linear_features=3, init_hidden=True), nn.Linear(3, 2))
+    state = _state(net)
+    with pytest.raises(UnsupportedLayerError, match=r"layer '0' feeds .*RLeaky.*exclude=\['0'\]"):
+        sf.compress_posttraining(net, torch.rand(4, 4), bits=4, progress=False)
+    assert _same_state(net, state)

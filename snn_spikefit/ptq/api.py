@@ -160,7 +160,11 @@ def _plans(model: nn.Module, batches: list[Tensor], num_steps, include, exclude)
     graph = trace(model, sample)
     out = []
     for name, module, _ in layers:
-        neuron, decays, gain2 = _follow(graph, name, adapter)
+        try:
+            neuron, decays, gain2 = _follow(graph, name, adapter)
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"layer {name!r} feeds a neuron post-training compression cannot model: "
+                                        f"{exc}; pass exclude=[{name!r}] to leave it as it is") from None
         if gain2 is not None and gain2.numel() not in (1, module.weight.shape[0]):
             gain2 = None
         out.append(_Plan(name, module, neuron, decays, gain2))
