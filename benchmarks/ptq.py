@@ -204,20 +204,27 @@ def main(argv: list[str] | None = None) -> Table:
     group.add_argument("--quick", action="store_const", const="quick", dest="mode")
     group.add_argument("--full", action="store_const", const="full", dest="mode")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    ap.add_argument("--seeds", type=int, help="number of seeds (first-seed .. first-seed + N - 1)")
+    ap.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    ap.add_argument("--merge", metavar="JSON", action="append", default=[],
+                    help="add the runs of an earlier ptq_<mode>.json (other seeds) to the summary; repeatable")
     ap.add_argument("--per-class", type=float, default=16, help="calibration samples per class (default 16)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     mode = args.mode or "quick"
     cfg = MODES[mode]
     datasets = ("fashion-mnist",) if mode == "full" else ("digits",)
-    seeds = tuple(range(args.seeds)) if args.seeds else cfg.seeds
+    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds)) if args.seeds else cfg.seeds
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     start, rows = time.perf_counter(), []
     for name in datasets:
         for seed in seeds:
             rows += run_one(cfg, name, seed, args.per_class, not args.no_progress)
+    for path in args.merge:
+        earlier = json.loads(Path(path).read_text())
+        rows = [r for r in earlier["rows"] if r["seed"] not in seeds] + rows
+        seeds = tuple(sorted(set(seeds) | set(earlier["seeds"])))
     table = summarize(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
