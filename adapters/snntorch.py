@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+
+from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
@@ -38,7 +40,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(Adapter):
+class SnnTorchAdapter(SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"
@@ -231,6 +233,14 @@ class SnnTorchAdapter(Adapter):
     # RLeaky / RSynaptic (all-to-all recurrence) -> the same node plus their recurrent Linear
     # (or Conv2d) as a weight node in a cycle (snn_spikefit.nir.common.RecurrentNIR).
     # Resets NIR cannot express are kept in node metadata (see snn_spikefit.nir.common).
+    def neuron_dt(self, module: nn.Module) -> float | None:
+        """snnTorch's own convention, ``1e-4`` s (its ``export_nir`` and ``import_nir`` fix it).
+
+        snnTorch neurons store no step; a NIR file exported with this step is what the stock
+        ``snntorch.import_nir`` runs (its ``beta = 1 - 1e-4 / tau``).
+        """
+        return 1e-4 if self.is_neuron(module) else None
+
     def neuron_to_nir(self, module: nn.Module, *, dt: float, shape: tuple[int, ...]) -> Any:
         from snn_spikefit.errors import UnsupportedLayerError
 
@@ -263,9 +273,9 @@ class SnnTorchAdapter(Adapter):
         reset, delay = module.reset_mechanism, module.reset_delay
         if isinstance(module, snn.RSynaptic) and not delay:
             raise UnsupportedLayerError(
-                f"snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
-                f"applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
-                f"effect otherwise); use reset_delay=True")
+                "snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
+                "applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
+                "effect otherwise); use reset_delay=True")
         if isinstance(module, snn.RLeaky) and reset == "zero" and delay:
             raise UnsupportedLayerError(
                 "snnTorch RLeaky(reset_mechanism='zero', reset_delay=True) sets the membrane to 0 one step after a "

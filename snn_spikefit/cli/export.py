@@ -20,8 +20,12 @@ def add_parser(sub) -> None:
     p.add_argument("--num-steps", type=int, default=4, metavar="T",
                    help="time bins of tonic --data, and the steps the model is traced for: "
                    "a model whose forward runs its own time loop needs its count (default 4)")
-    p.add_argument("--dt", type=float, help="step in seconds the neuron constants refer to (default: the model's, "
-                                            "else 1e-3)")
+    p.add_argument("--for-importer", choices=["snntorch", "norse"], default=None,
+                   help="write a file that stock snntorch.import_nir (dt=1e-4) or norse.torch.from_nir (dt=1e-3) "
+                        "runs with the same spikes, or refuse naming the layer (default: a file for snn_spikefit, "
+                        "with a warning naming what the model's own framework's stock importer would run differently)")
+    p.add_argument("--nir-version", choices=["1.0.4", "1.0.8"], default=None,
+                   help="file layout: 1.0.4 for readers pinned to nir 1.0.4 such as sinabs (default: the installed nir's)")
     p.add_argument("--out", metavar="PATH", required=True, help="the .nir file to write")
     p.add_argument("--json", action="store_true", help="print a summary of the written graph as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide stage messages")
@@ -41,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
     if sample is None:
         raise SpikeFitValueError("export of a checkpoint needs the input shape: give --input-shape DIM ... or --data")
     with relay_warnings(args):
-        graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt, num_steps=args.num_steps)
+        graph = sf.export_nir(loaded.model, sample, args.out, dt=args.dt, num_steps=args.num_steps,
+                              for_importer=args.for_importer, nir_version=args.nir_version)
     layers = sorted(k for k in graph.nodes if k not in ("input", "output"))
     compressed = sorted(k for k, n in graph.nodes.items() if "spikefit.codes" in n.metadata)
     note(args, f"wrote {args.out}")

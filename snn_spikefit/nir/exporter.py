@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from typing import Any
@@ -24,6 +25,8 @@ from .._version import __version__
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 from ..adapter import Adapter, get_adapter
 from .common import DT_KEY, PRODUCER, RESET_KEY, RecurrentNIR, check_dt, layer_for_module
+from .compat import require_nir, write_nir
+from .stock import STOCK_DT, STOCK_IMPORTERS, adapt_for_importer, stock_dt
 from .graph_export import export_graph_module
 from .importer import NIRGraphModule
 from ..runtime import check_module, eval_mode
@@ -114,6 +117,8 @@ def export_nir(
     path: str | os.PathLike | None = None,
     *,
     dt: float | None = None,
+    for_importer: str | None = None,
+    nir_version: str | None = None,
     num_steps: int = 1,
 ) -> nir.NIRGraph:
     """The NIR graph of ``model`` (its real data flow on ``sample``), written to ``path`` if given.
@@ -132,35 +137,72 @@ def export_nir(
         sample: one input batch ``[B, ...]`` (only its first sample is used).
         path: write the graph with ``nir.write`` here.
         dt: the step in seconds that neuron time constants refer to. Default:
-            the neurons' own step when they agree (:meth:`Adapter.neuron_dt`, e.g.
-            a Norse cell's ``dt``), else the adapter's ``default_dt`` (``1e-3``).
+            the neurons' own step when they agree (:meth:`Adapter.neuron_dt`: a Norse
+            cell's ``dt``, snnTorch's ``1e-4`` convention), else the adapter's ``default_dt``
+            (``1e-3``); with ``for_importer``, that importer's step.
+        for_importer: ``None`` (default): a file :func:`~snn_spikefit.import_nir` reads
+            exactly, every ``spikefit.*`` fact included; a warning names what the stock
+            importer of the model's own framework would run differently. ``"snntorch"``
+            (``snntorch.import_nir.import_from_nir``, ``dt = 1e-4``) or ``"norse"``
+            (``norse.torch.from_nir``, ``dt = 1e-3`` unless given): a file that stock
+            importer runs with the same spikes (input gains folded into the weights,
+            ``AvgPool2d`` as ``SumPool2d`` for Norse; for a recurrent neuron, the recurrent
+            bias moved to the input bias and, for snnTorch, an identity node on the cycle),
+            or a refusal; see :mod:`snn_spikefit.nir.stock`. Our own import reads these files
+            exactly too.
+        nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
+            (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
+            (sinabs), see :mod:`snn_spikefit.nir.compat`.
         num_steps: steps ``sample`` is traced for (default 1). A model whose ``forward`` runs its
             own time loop (snnTorch tutorial nets) needs the count that loop runs.
 
     Raises:
         UnsupportedLayerError: a layer with no NIR form (named, with the
-            alternative), or an input computed by a functional op in ``forward``.
+            alternative), an input computed by a functional op in ``forward``, or
+            (with ``for_importer``) a node the stock importer cannot run exactly.
 
     Warns when a neuron's reset cannot be expressed in NIR itself (it is kept
     in ``spikefit.reset_mechanism`` and honoured by :func:`~snn_spikefit.import_nir`).
     """
+    require_nir()
     check_module(model)
     if not isinstance(sample, Tensor) or sample.ndim < 2:
         raise SpikeFitValueError(
             f"sample must be a batch tensor [B, ...], got "
             f"{tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__}")
+    if for_importer is not None:
+        dt = stock_dt(for_importer, dt)
     dt = check_dt(_model_dt(model) if dt is None else dt)
     with eval_mode(model):  # a codebook in training mode may re-seed codewords on a forward pass
-        return _export(model, sample, path, dt, num_steps)
+        graph = _export(model, sample, dt, for_importer, num_steps)
+    if path is not None:
+        write_nir(path, graph, nir_version)
+    return graph
+
+
+def _check_finite(nodes: dict[str, nir.NIRNode]) -> None:
+    """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
+    for label, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):  # a recurrent neuron's subgraph
+            _check_finite({f"{label}.{k}": v for k, v in node.nodes.items()})
+            continue
+        for key, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).sum())
+                raise SpikeFitValueError(
+                    f"layer {label!r} (NIR {type(node).__name__}) has {bad} NaN/inf values in its {key!r}; a NIR "
+                    f"file must hold finite numbers (fix or retrain the layer before export)")
 
 
 #: Modules that are the identity in eval mode; export skips them.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -> nir.NIRGraph:
+def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None,
+            num_steps: int) -> nir.NIRGraph:
     if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
-        return _finish(*export_graph_module(model, sample, dt, _codebook_of), get_adapter(model), dt, path)
+        nodes, edges = export_graph_module(model, sample, dt, _codebook_of)
+        return _finish(nodes, edges, get_adapter(model), dt, for_importer)
     graph = trace(model, sample, num_steps=num_steps)
     adapter = graph.adapter
     codebooks: dict[int, list] = {}
@@ -183,7 +225,8 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -
         in_shape, out_shape = tuple(n.in_shape[1:]), tuple(n.out_shape[1:])
         if n.is_neuron:
             node = adapter.neuron_to_nir(n.module, dt=dt, shape=out_shape)
-            _warn_reset(label, n.module, node.neuron if isinstance(node, RecurrentNIR) else node)
+            if for_importer is None:
+                _warn_reset(label, n.module, node.neuron if isinstance(node, RecurrentNIR) else node)
             _add_neuron(key, node, names[n.inputs[0]], nodes, edges, codebooks)
         else:
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
@@ -196,13 +239,38 @@ def _export(model: nn.Module, sample: Tensor, path, dt: float, num_steps: int) -
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     edges.append((names[graph.output], "output"))
-    return _finish(nodes, edges, adapter, dt, path)
+    return _finish(nodes, edges, adapter, dt, for_importer)
 
 
-def _finish(nodes: dict, edges: list, adapter, dt: float, path) -> nir.NIRGraph:
-
+def _finish(nodes: dict, edges: list, adapter: Adapter, dt: float, for_importer: str | None) -> nir.NIRGraph:
+    _check_finite(nodes)
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
-    result = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
-    if path is not None:
-        nir.write(path, result)
-    return result
+    if for_importer is not None:
+        notes, _ = adapt_for_importer(nodes, edges, for_importer, dt)
+        meta["spikefit.for_importer"] = for_importer
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=4)
+    elif adapter.name in STOCK_IMPORTERS:
+        _warn_stock(nodes, edges, adapter.name, dt)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
+    """Say when the model's own framework's stock importer would not run the default file exactly."""
+    alternative = (f"export_nir(..., for_importer={importer!r}) writes a file it runs, or refuses by name; "
+                   f"snn_spikefit.import_nir reads this one exactly")
+    if dt != STOCK_DT[importer] and importer == "snntorch":
+        text = f"{STOCK_IMPORTERS[importer]} will not run this file exactly: it is written for dt={dt} and " \
+               f"that importer fixes dt=1e-4"
+    else:
+        try:
+            _, changed = adapt_for_importer(copy.deepcopy(nodes), list(edges), importer, dt)
+        except UnsupportedLayerError as exc:
+            text = str(exc)
+        else:
+            if not changed:
+                return
+            text = (f"{STOCK_IMPORTERS[importer]} will not run this file exactly: nodes {sorted(set(changed))} "
+                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d, a "
+                    f"recurrent bias moved to the input bias, snnTorch cycles given a third node)")
+    warnings.warn(f"{text}. {alternative}", UserWarning, stacklevel=5)  # _finish, _export, export_nir

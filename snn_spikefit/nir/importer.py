@@ -23,9 +23,6 @@ integers, as :func:`~snn_spikefit.freeze` leaves them.
 from __future__ import annotations
 
 import inspect
-import os
-import warnings
-from pathlib import Path
 from typing import Any
 
 import nir
@@ -36,32 +33,16 @@ from torch import nn
 from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
-from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from .common import DT_KEY, Gain, check_dt, layer_for_node, supported_layers
+from ..errors import SpikeFitError, SpikeFitValueError, UnsupportedLayerError
+from .common import Gain, check_dt, layer_for_node, supported_layers
+from .compat import require_nir
+from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, numpy_params
 from .recurrence import flatten_subgraphs, recurrent_edges
+from .reader import named_errors, read_nir
+from .safety import DEFAULT_MAX_BYTES, UnsafeNIRFileError, check_declared_size, check_max_bytes
+from .validate import metadata_dt, predicted_shape, validate_graph
 
-__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks"]
-
-
-def read_nir(graph_or_path: Any) -> nir.NIRGraph:
-    """A ``nir.NIRGraph`` from a graph or a file written by ``nir.write``, with clear errors."""
-    if isinstance(graph_or_path, nir.NIRGraph):
-        return graph_or_path
-    if not isinstance(graph_or_path, (str, os.PathLike)):
-        raise SpikeFitTypeError(
-            f"graph_or_path must be a nir.NIRGraph or a path to a .nir file, got {type(graph_or_path).__name__}")
-    path = Path(graph_or_path)
-    if not path.is_file():
-        raise SpikeFitValueError(f"NIR file {str(path)!r} does not exist")
-    try:
-        graph = nir.read(path, type_check=False)
-    except Exception as exc:  # h5py / nir raise OSError, KeyError, ValueError, AssertionError ...
-        raise SpikeFitValueError(
-            f"{str(path)!r} is not a readable NIR file (an HDF5 file written by nir.write): "
-            f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(graph, nir.NIRGraph):
-        raise SpikeFitValueError(f"{str(path)!r} holds a single NIR {type(graph).__name__}, not a NIRGraph")
-    return graph
+__all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks", "graph_input_shape", "detect_dt"]
 
 
 def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str, set[tuple[str, str]]]:
@@ -229,6 +210,10 @@ def _restore_codebook(name: str, module: nn.Module, meta: dict, adapter) -> None
 
 
 def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Module]:
+    if node is None:  # stock exporters (norse.to_nir, nirtorch) write None for what they cannot express
+        return [nn.Identity()]
+    if isinstance(node, nir.NIRGraph):
+        raise UnsupportedLayerError(f"node {name!r} is a nested NIRGraph; flatten it before import")
     layer = layer_for_node(name, node)
     if layer is not None:
         try:
@@ -248,41 +233,68 @@ def _modules_for(name: str, node: nir.NIRNode, adapter, dt: float) -> list[nn.Mo
                 f"node {name!r} ({type(node).__name__}) cannot be imported: {exc}; supported: "
                 f"{_node_types(adapter)}") from None
         raise UnsupportedLayerError(f"node {name!r}: {exc}") from None
+    except SpikeFitError:
+        raise
+    except Exception as exc:  # a malformed parameter (shape, dtype) must not surface as a raw Python error
+        raise SpikeFitValueError(f"node {name!r} ({type(node).__name__}) is malformed: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
 
 def _node_types(adapter) -> str:
     return f"NIR nodes for layers {supported_layers()}; the neurons the {adapter.name!r} adapter runs (above)"
 
 
-def _declared(shape_dict: Any) -> tuple[int, ...] | None:
-    if not isinstance(shape_dict, dict):
-        return None
-    shape = next(iter(shape_dict.values()), None)
-    return None if shape is None else tuple(int(s) for s in np.atleast_1d(shape))
+def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                  built: dict[str, list[nn.Module]], adapter,
+                  recurrent: set[tuple[str, str]] = frozenset(),
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, tuple[int, ...]]:
+    """Run one zero sample through the modules, comparing with the declared NIR shapes.
+
+    A graph whose ``Input``/``Output`` declare a leading batch of 1 passes when it fits without it.
+    Returns the per-sample output shape of every node (``{}`` when the Input declares no
+    shape; a recurrent graph needs one, for the zeros its recurrent edges start from). Each
+    module's output size is bounded by ``max_bytes`` before it runs (``predicted_shape``).
+    """
+    try:
+        return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=0, max_bytes=max_bytes)
+    except SpikeFitValueError as first:
+        inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
+        if isinstance(first, UnsafeNIRFileError) or _declared(inp.input_type, 1) == _declared(inp.input_type):
+            raise _with_none_hint(first, graph) from None  # a size over the limit: no second reading
+        try:
+            return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=1, max_bytes=max_bytes)
+        except SpikeFitValueError as second:  # the batch-less reading got further: report where it stopped
+            raise _with_none_hint(second, graph) from None
+
+
+def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
+    empty = sorted(k for k, n in graph.nodes.items() if n is None)
+    if not empty or isinstance(exc, UnsafeNIRFileError):
+        return exc
+    return SpikeFitValueError(
+        f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
+        f"this for AvgPool2d, Flatten and LIFRecurrentCell), so what they computed cannot be recovered from the file")
 
 
 @torch.no_grad()
-def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
-                  built: dict[str, list[nn.Module]], adapter,
-                  recurrent: set[tuple[str, str]] = frozenset()) -> dict[str, tuple[int, ...]]:
-    """Run one zero sample through the modules, comparing with the declared NIR shapes.
-
-    Returns the per-sample output shape of every node (``{}`` when the Input declares no
-    shape; a recurrent graph needs one, for the zeros its recurrent edges start from).
-    """
+def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
+                built: dict[str, list[nn.Module]], adapter, recurrent: set[tuple[str, str]], *,
+                batch: int, max_bytes: int) -> dict[str, tuple[int, ...]]:
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
-    shape = _declared(graph.nodes[inp].input_type)
+    shape = _declared(graph.nodes[inp].input_type, batch)
     if shape is None:
         if recurrent:
             raise SpikeFitValueError(f"the graph is recurrent (edges {sorted(recurrent)}) but its Input {inp!r} "
                                      f"declares no shape; the recurrent edges start from zeros of known shape")
         return {}
+    check_declared_size(f"NIR node {inp!r} (Input)", shape, max_bytes)
     values = {inp: torch.zeros(1, *shape)}
     assumed = {}  # a recurrent edge's source, used before it runs: its declared output shape
     for a, _ in recurrent:
         declared = _declared(graph.nodes[a].output_type)
         if declared is None:
             raise SpikeFitValueError(f"node {a!r} feeds a recurrent edge but declares no output shape")
+        check_declared_size(f"NIR node {a!r} ({type(graph.nodes[a]).__name__}): its output", declared, max_bytes)
         assumed[a] = torch.zeros(1, *declared)
     for name in order + [output]:
         node = graph.nodes[name]
@@ -292,15 +304,18 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             raise SpikeFitValueError(f"shape mismatch at node {name!r} ({type(node).__name__}): its inputs "
                                      f"have shapes {shapes}; summed inputs must have equal shapes")
         x = ins[pred[name][0]]
-        want = _declared(node.output_type if name == output else node.input_type)
+        want = None if node is None else (
+            _declared(node.output_type, batch) if name == output else _declared(getattr(node, "input_type", None)))
         if want is not None and tuple(x.shape[1:]) != want:
             raise SpikeFitValueError(
                 f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
                 f"its predecessors give {tuple(x.shape[1:])}")
         for module in built.get(name, []):
+            check_declared_size(f"NIR node {name!r} ({type(node).__name__}): its output",
+                                predicted_shape(module, tuple(x.shape[1:])), max_bytes)
             try:
                 out = module(x)
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError, IndexError) as exc:
                 raise SpikeFitValueError(
                     f"shape mismatch at node {name!r} ({type(node).__name__}): input {tuple(x.shape[1:])} "
                     f"does not fit: {str(exc).splitlines()[0]}") from None
@@ -315,7 +330,8 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
     return {k: tuple(v.shape[1:]) for k, v in values.items()}
 
 
-def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None) -> nn.Module:
+def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None,
+               convention: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
@@ -325,8 +341,15 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
             ``norse.torch.SequentialState``); default: the first of them. A graph
             that is not a chain returns a :class:`NIRGraphModule` in any framework.
         dt: the step in seconds the neurons are discretised with. Default: the
-            graph's ``spikefit.dt`` metadata, else the adapter's ``default_dt``
-            (``1e-3``, with a warning).
+            graph's ``spikefit.dt`` metadata, else the step its neurons' gains imply
+            (:func:`detect_dt`: snnTorch's exporter writes ``r = tau / 1e-4``), else the
+            adapter's ``default_dt`` (``1e-3``, Norse's convention), with a warning.
+
+        convention: how to read a graph without ``spikefit.dt``: ``None`` (detected; ``norse.to_nir``
+            graphs read as Norse means them), ``"norse"`` or ``"nir"`` (by the NIR equations).
+        max_bytes: most bytes a file's datasets may declare in all, and any tensor of its declared
+            shapes (default 256 MiB). Nothing in a file is trusted: its HDF5 structure is checked
+            first (:mod:`~snn_spikefit.nir.safety`), then every field read (:mod:`~snn_spikefit.nir.validate`).
 
     Raises:
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
@@ -334,6 +357,7 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         UnsupportedLayerError: node types or dynamics the framework cannot run
             exactly (named), cycles that are not one neuron's recurrence, several inputs/outputs.
     """
+    require_nir()
     frameworks = nir_frameworks()
     if framework is None and frameworks:
         framework = frameworks[0]
@@ -341,19 +365,23 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
                                  f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
-    graph = read_nir(graph_or_path)
-    if dt is None:
-        if DT_KEY in graph.metadata:
-            dt = float(graph.metadata[DT_KEY])
-        else:
-            dt = adapter.default_dt
-            warnings.warn(f"the NIR graph has no {DT_KEY!r} metadata; discretising its neurons with "
-                          f"dt={dt} (pass dt=... to choose)", UserWarning, stacklevel=2)
-    dt = check_dt(dt)
-    graph = flatten_subgraphs(graph)  # e.g. snnTorch's exporter writes RLeaky as a nested graph
+    max_bytes = check_max_bytes(max_bytes)
+    graph = read_nir(graph_or_path, max_bytes=max_bytes)
+    with named_errors():
+        if dt is None:
+            metadata_dt(graph)  # an array-valued or negative spikefit.dt: refused by name
+        # snnTorch's exporter writes RLeaky as a nested graph: inline it before reading conventions
+        graph = numpy_params(flatten_subgraphs(graph))
+        validate_graph(graph, max_bytes=max_bytes)
+        if dt is None:
+            graph, dt = graph_dt(graph, adapter.default_dt, convention)
+        return _build(graph, adapter, check_dt(dt), max_bytes)
+
+
+def _build(graph: nir.NIRGraph, adapter, dt: float, max_bytes: int) -> nn.Module:
     order, pred, output, recurrent = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
-    shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent)
+    shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent, max_bytes)
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:
