@@ -120,3 +120,23 @@ def test_sinabs_program_folds_the_scale_into_the_threshold():
     assert [op["reset"] for op in iaf] == ["subtract"] * 3 and len(pools) == 1
     for op in iaf:  # strictly above our threshold in device units: sinabs spikes at v >= threshold
         assert op["threshold"] > 1.0 / op["factor"] and np.nextafter(1.0 / op["factor"], np.inf) == op["threshold"]
+
+
+@needs_snntorch
+def test_check_speck_memory_rules_follow_sinabs():
+    import snntorch as snn
+
+    def iaf():
+        return snn.Leaky(beta=1.0, init_hidden=True, reset_mechanism="subtract")
+    small = _conv("subtract", True)
+    sf.wrap(small, m=4, bits=8)
+    sf.freeze(small)
+    assert sf.check(small, "speck", sample=torch.zeros(1, 1, 8, 8)).ok
+    get_target("sinabs").build(_graph(small))
+    # sinabs memory_summary: kernel = c * 2**(ceil(log2 9) + ceil(log2 128)) = 64 * 2**11; neurons = 128 * 2**(5+5)
+    big = nn.Sequential(nn.Conv2d(1, 64, 3), iaf(), nn.Conv2d(64, 128, 3), iaf())
+    report = sf.check(big, "speck", sample=torch.zeros(1, 1, 34, 34))
+    got = {(v.rule, v.limit, v.actual) for v in report.violations if v.layer == "2"}
+    assert ("speck_memory", 65536, 64 * 2 ** 11) in got and ("speck_memory", 65536, 128 * 2 ** 10) in got
+    leaky = nn.Sequential(nn.Conv2d(1, 4, 3), snn.Leaky(beta=0.875, init_hidden=True))
+    assert "neuron_model" in {v.rule for v in sf.check(leaky, "speck").violations}

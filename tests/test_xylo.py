@@ -161,3 +161,25 @@ def test_xylo_refusals_say_why_and_the_fix():
         target.build(_graph(_frozen(_dense())), mode="float")
     with pytest.raises(SpikeFitValueError, match="event counts"):
         target.build(_graph(_frozen(_dense()))).quantize(-np.ones((1, 2, 16)))
+
+
+@needs_snntorch
+def test_check_xylo_agrees_with_the_target():
+    """What check(model, "xylo") passes, the Xylo target compiles; what it fails, the target refuses."""
+    import snntorch as snn
+
+    sample = torch.zeros(1, 16)
+    good = _frozen(_dense())
+    assert sf.check(good, "xylo", sample=sample).ok
+    get_target("xylo").build(_graph(good))
+    leaky = _frozen(nn.Sequential(nn.Linear(16, 8, bias=False), snn.Leaky(beta=0.875, init_hidden=True),
+                                  nn.Linear(8, 4, bias=False), snn.Leaky(beta=0.875, init_hidden=True)))
+    cases = [(leaky, "neuron_model", "synaptic current"), (_frozen(_dense(alpha=0.6)), "xylo_layers", "bit shifts"),
+             (_frozen(_dense(n_out=10)), "xylo_layers", "readout"), (_frozen(_dense(bias=True)), "xylo_layers", "bias"),
+             (_frozen(_dense(n_in=20)), "inputs", "at most 16")]
+    for net, rule, phrase in cases:
+        n_in = net[0].in_features
+        report = sf.check(net, "xylo", sample=torch.zeros(1, n_in))
+        assert not report.ok and rule in {v.rule for v in report.violations}
+        with pytest.raises(UnsupportedLayerError, match=phrase):
+            get_target("xylo").build(_graph(net, n_in))

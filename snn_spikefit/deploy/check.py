@@ -370,3 +370,6 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
     violations = [Violation(*v) for v in sorted(ctx.violations, key=lambda v: by_layer(v[1]))]
     skipped = sorted(ctx.skipped, key=lambda s: by_layer(s[1]))
     return CheckReport(ctx.profile.name, tuple(violations), tuple(skipped))
+
+
+from . import chip_rules  # noqa: E402,F401  (Speck's and Xylo's own rules register themselves)
