@@ -47,6 +47,7 @@ def _conv(reset, bias):
 
 
 def trained(reset, bias):
+    """The conv net, m=4 bits=8, trained 30 batches on digits, frozen."""
     torch.manual_seed(0)
     train, _ = sf.data.datasets.digits()
     net = _conv(reset, bias)

@@ -68,16 +68,23 @@ def _graph(net, n_in=16):
         return sf.export_nir(net, torch.zeros(1, n_in))
 
 
-@pytest.mark.slow
-@needs_snntorch
-def test_xylosim_runs_our_integers_bit_for_bit(xylo):
+def trained():
+    """The dense 16-40-8 Synaptic net, m=4 bits=8, trained 30 batches on pooled digits 0..7, frozen."""
     torch.manual_seed(0)
-    train, x, y = _data(SAMPLES)
+    train, _, _ = _data()
     net = _dense()
     sf.wrap(net, m=4, bits=8)
     loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True)
     sf.fit(net, [b for _, b in zip(range(30), loader)], num_steps=8, lr=1e-2, progress=False)
     sf.freeze(net)
+    return net
+
+
+@pytest.mark.slow
+@needs_snntorch
+def test_xylosim_runs_our_integers_bit_for_bit(xylo):
+    _, x, y = _data(SAMPLES)
+    net = trained()
     report = verify(net, (x, y), target="xylo", modes=("fixed",), num_steps=STEPS)
     assert report.ok and [r.mode for r in report.layers] == ["fixed", "fixed"]
     for row in report.layers:
