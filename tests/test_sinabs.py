@@ -141,3 +141,21 @@ def test_check_speck_memory_rules_follow_sinabs():
     assert ("speck_memory", 65536, 64 * 2 ** 11) in got and ("speck_memory", 65536, 128 * 2 ** 10) in got
     leaky = nn.Sequential(nn.Conv2d(1, 4, 3), snn.Leaky(beta=0.875, init_hidden=True))
     assert "neuron_model" in {v.rule for v in sf.check(leaky, "speck").violations}
+
+
+@pytest.mark.slow
+@needs_snntorch
+def test_verify_command_on_sinabs(sinabs, tmp_path):
+    import json
+
+    from snn_spikefit.cli import main
+
+    path, out = tmp_path / "conv.nir", tmp_path / "agree.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.export_nir(trained("subtract", True), torch.zeros(1, 1, 8, 8), path)
+    assert main(["verify", str(path), "--target", "sinabs", "--steps", "50", "--limit", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert data["ok"] and {r["mode"] for r in data["layers"]} == {"float"} and len(data["layers"]) == 3
+    assert main(["verify", str(path), "--target", "sinabs", "--mode", "fixed", "--no-progress"]) == 2
