@@ -31,6 +31,7 @@ from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError, Uns
 from ..neurons.state import StateFormat, quantize_state, strip_state
 from ..runtime import check_module
 from ..table import Table
+from .cache import unwatch
 from .codebook import CodebookWeight
 from .init import INITS, init_codebook
 from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
@@ -201,6 +202,7 @@ def wrap(
     except Exception:
         for module, param in reversed(done):
             parametrize.remove_parametrizations(module, param, leave_parametrized=False)
+            unwatch(getattr(module, param))
         raise
     return model
 
