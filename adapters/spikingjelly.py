@@ -91,10 +91,12 @@ class SpikingJellyAdapter(Adapter):
     def _multi_step(model: nn.Module) -> list[nn.Module]:
         return [m for m in model.modules() if getattr(m, "step_mode", "s") == "m"]
 
-    @staticmethod
-    def _steppable(model: nn.Module) -> bool:
-        """Every module with children is an ``nn.Sequential`` (SpikingJelly's containers included)."""
-        return all(isinstance(m, nn.Sequential) for m in model.modules() if next(m.children(), None) is not None)
+    def _steppable(self, model: nn.Module) -> bool:
+        """Every module with children is an ``nn.Sequential`` (SpikingJelly's containers included), a
+        neuron (its child is the surrogate function) or a SpikingJelly ``layer.*`` module."""
+        return all(isinstance(m, nn.Sequential) or self.is_neuron(m)
+                   or type(m).__module__.startswith("spikingjelly.activation_based.layer")
+                   for m in model.modules() if next(m.children(), None) is not None)
 
     def step_problem(self, model: nn.Module) -> str | None:
         if not self._multi_step(model) or self._steppable(model):
