@@ -73,6 +73,12 @@ class SpikingJellyAdapter(Adapter):
     name = "spikingjelly"
     framework = "spikingjelly"
 
+    def available(self) -> bool:
+        """SpikingJelly and loguru (the one requirement ``activation_based`` imports beyond torch) are installed."""
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in ("spikingjelly", "loguru"))
+
     def is_neuron(self, module: nn.Module) -> bool:
         base = sys.modules.get(_BASE)
         return base is not None and isinstance(module, (base.BaseNode, base.SimpleBaseNode))

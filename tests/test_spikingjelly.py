@@ -227,7 +227,6 @@ def _data():
     return [(torch.rand(16, 16, generator=g), torch.randint(0, 5, (16,), generator=g)) for _ in range(3)]
 
 
-@pytest.mark.slow
 def test_pipeline_wrap_fit_prune_freeze_evaluate_check_export_import(tmp_path):
     model = jelly_model("dense")
     data, T = _data(), 8
@@ -290,3 +289,18 @@ def test_registered_by_entry_point_and_offered_to_import_nir_and_the_cli(tmp_pat
     x = P.inputs("dense")
     again = sf.import_nir(tmp_path / "again.nir", framework="spikingjelly")
     assert all(torch.equal(a, b) for a, b in zip(P.recorded_spikes(again, x), P.recorded_spikes(model, x)))
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_spikingjelly_is_imported_only_by_models_that_use_it():
+    import subprocess
+    import sys
+
+    script = ("import sys, torch\nimport snn_spikefit as sf\nfrom torch import nn\n"
+              "assert 'spikingjelly' in sf.list_adapters()\n"
+              "assert sf.get_adapter(nn.Sequential(nn.Linear(2, 2))).name == 'torch'\n"
+              "sf.run(nn.Sequential(nn.Linear(2, 2)), torch.rand(3, 1, 2))\n"
+              "print(sorted(m for m in sys.modules if m.startswith('spikingjelly')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]"]
