@@ -46,6 +46,9 @@ from snn_spikefit.errors import UnsupportedLayerError
 __all__ = ["SpikingJellyAdapter"]
 
 _BASE = "spikingjelly.activation_based.neuron.base_node"
+#: Where the ``forward`` of every module of a multi-step model that can be stepped comes from.
+_STEPPABLE = ("torch.nn.modules.", "torch.nn.utils.parametrize", "snn_spikefit.", "spikingjelly.activation_based.layer.",
+              "spikingjelly.activation_based.neuron.", "spikingjelly.activation_based.base")
 _SUBTRACT = "subtract_immediate"  # the soft reset in NIR metadata (snn_spikefit.nir.common.RESET_KEY)
 
 
@@ -98,11 +101,12 @@ class SpikingJellyAdapter(Adapter):
         return [m for m in model.modules() if getattr(m, "step_mode", "s") == "m"]
 
     def _steppable(self, model: nn.Module) -> bool:
-        """Every module with children is an ``nn.Sequential`` (SpikingJelly's containers included), a
-        neuron (its child is the surrogate function) or a SpikingJelly ``layer.*`` module."""
-        return all(isinstance(m, nn.Sequential) or self.is_neuron(m)
-                   or type(m).__module__.startswith("spikingjelly.activation_based.layer")
-                   for m in model.modules() if next(m.children(), None) is not None)
+        """Every module's ``forward`` is torch's (``nn.Sequential``, layers, parametrizations), ours, or
+        one of SpikingJelly's ``layer``/``neuron`` modules (a neuron's surrogate function is its own
+        business): none of them needs the time axis."""
+        inside = {id(c) for m in model.modules() if self.is_neuron(m) for c in m.modules() if c is not m}
+        return all(getattr(type(m).forward, "__module__", "").startswith(_STEPPABLE)
+                   for m in model.modules() if id(m) not in inside)
 
     def step_problem(self, model: nn.Module) -> str | None:
         if not self._multi_step(model) or self._steppable(model):

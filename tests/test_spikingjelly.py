@@ -304,3 +304,37 @@ def test_spikingjelly_is_imported_only_by_models_that_use_it():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]"]
+
+
+# -- the model zoo, compressed end to end --------------------------------------------------------------
+def _compress_zoo_conv(step_mode):
+    from snn_spikefit.data import load_data
+    from snn_spikefit.data.datasets import digits, make_loader
+    from snn_spikefit.zoo.spikingjelly import conv_snn
+
+    torch.manual_seed(0)
+    model = conv_snn(1, 10, 8, (8, 16), threshold=0.5, step_mode=step_mode)
+    train, _ = digits()
+    sf.fit(model, make_loader(torch.utils.data.Subset(train, range(768)), 32, shuffle=True), epochs=6,
+           num_steps=4, lr=5e-3, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sf.compress(model, load_data("digits", limit=192), hardware="loihi", m=4, bits=4, epochs=1,
+                           prune=0.25, progress=False)
+
+
+@pytest.mark.slow
+def test_zoo_conv_snn_compresses_end_to_end_in_both_step_modes():
+    single, multi = _compress_zoo_conv("s"), _compress_zoo_conv("m")
+    for result in (single, multi):
+        assert [(r["channels_before"], r["channels_after"]) for r in result.layers] == [(8, 6), (16, 12), (10, 10)]
+        assert all(layer.frozen and layer.weight.unique().numel() <= 4 for layer in sf.compressed_layers(result.model))
+        assert result.before.accuracy > 60.0 and result.after.accuracy > 60.0, (result.before, result.after)  # digits: 10 classes, chance is 10 %
+        back = sf.import_nir(result.graph, framework="spikingjelly")
+        x = result.sample.unsqueeze(0).expand(6, *result.sample.shape)
+        assert torch.equal(sf.run(back, x), sf.run(result.model, x))
+    # a multi-step model is stepped: the same arithmetic, so the same training and the same integers
+    assert multi.after.accuracy == single.after.accuracy
+    one, other = single.model.state_dict(), multi.model.state_dict()
+    assert one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
+    assert [m.step_mode for m in multi.model.modules() if hasattr(m, "step_mode")][:3] == ["m"] * 3
