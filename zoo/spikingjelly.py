@@ -8,9 +8,10 @@ spikes) and a non-spiking linear read-out. Layers are SpikingJelly's ``layer.*``
 are ``nn.Conv2d``/``nn.Linear``/... subclasses, so ``step_mode='m'`` gives the same network in
 multi-step mode (time-major ``[T, B, ...]``), which :func:`snn_spikefit.run` steps as well.
 
-SEW-ResNet (``spikingjelly.activation_based.model.sew_resnet``) runs, trains and evaluates
-through the adapter, but its residual adds are refused by channel pruning's surgery and by the
-NIR exporter's chains: not in the zoo yet.
+SEW-ResNet (``spikingjelly.activation_based.model.sew_resnet``, single-step) runs, is recorded and
+takes codebooks through the adapter (tried by hand on ``sew_resnet18``); channel surgery refuses
+residual adds (``pruning/surgery.py``; not tried on it) and NIR export was not tried past its BatchNorm:
+not in the zoo yet.
 
 >>> net = dense_snn(64, 10, hidden=(32,))
 >>> [type(m).__name__ for m in net]
