@@ -13,6 +13,7 @@ from __future__ import annotations
 from .adapter import Adapter, get_adapter, list_adapters, register_adapter
 from .quantize.codebook import CodebookWeight, FrozenCodebook
 from .errors import (
+    InputMismatchError,
     NotWrappedError,
     SpikeFitError,
     SpikeFitTypeError,
@@ -32,11 +33,17 @@ from .quantize.fold import fold_batchnorm
 # NIR export and import
 from .nir.exporter import export_nir
 from .nir.importer import import_nir
+from .checkpoint import load_checkpoint
 # deployment metrics, hardware profiles and checks
 from .deploy.check import CheckReport, ConstraintViolationError, Violation, check
 from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
 from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
+# chip-precision neuron state (importing .neurons.check registers its check rules)
+from .neurons.state import StateFormat, quantize_state, state_rules, strip_state
+from .neurons import check as _state_check  # noqa: F401
+# membrane-aware distillation
+from .distill.distiller import Distiller
 # the whole path as one call
 from .pipeline.steps import compress
 # hardware targets (Lava): the toolchain's simulator vs ours
@@ -60,7 +67,9 @@ __all__ = [
     "evaluate", "DeployReport", "count_ops", "OpCounts", "check", "CheckReport", "Violation",
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
-    "export_nir", "import_nir",
+    "export_nir", "import_nir", "load_checkpoint",
+    # chip-precision neuron state, distillation
+    "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller",
     # the whole path as one call
     "compress",
     # hardware targets
@@ -69,6 +78,6 @@ __all__ = [
     "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
-    "UnsupportedLayerError", "NotWrappedError",
+    "UnsupportedLayerError", "NotWrappedError", "InputMismatchError",
     "__version__",
 ]

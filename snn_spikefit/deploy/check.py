@@ -17,6 +17,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``synapses``                     non-zero weights (unrolled over positions on dense-only chips)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
+``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
@@ -361,7 +362,8 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
                                 f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps),
+                       num_steps=num_steps)
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)
