@@ -340,3 +340,16 @@ def test_zoo_conv_snn_compresses_end_to_end_in_both_step_modes():
     one, other = single.model.state_dict(), multi.model.state_dict()
     assert one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
     assert [m.step_mode for m in multi.model.modules() if hasattr(m, "step_mode")][:3] == ["m"] * 3
+
+
+def test_distillation_reads_spikingjelly_membranes():
+    from snn_spikefit import Distiller
+    from snn_spikefit.zoo.spikingjelly import dense_snn
+
+    teacher, student = dense_snn(16, 5, hidden=(12,)), dense_snn(16, 5, hidden=(12,))
+    data = [(torch.rand(8, 16) * 3, torch.randint(0, 5, (8,))) for _ in range(2)]
+    before = student[1].weight.detach().clone()
+    losses = sf.fit(student, data, teacher=teacher, epochs=1, num_steps=4, progress=False)
+    assert len(losses) == 1 and torch.isfinite(torch.tensor(losses)).all()
+    assert not torch.equal(before, student[1].weight)
+    assert [pair[0] for pair in Distiller(teacher, student).pairs] == ["2"]  # the LIFNode's membrane
