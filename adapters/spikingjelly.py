@@ -262,6 +262,26 @@ class SpikingJellyAdapter(Adapter):
         module.reset()
 
     # -- hardware ------------------------------------------------------------------------
+    def neuron_dynamics(self, module: nn.Module) -> dict[str, Any] | None:
+        """IF/LIF/ParametricLIF resting at 0 as ``v <- (1 - 1/tau) v + x`` (``decay_input`` also scales
+        ``x`` by ``1/tau``, which the weights carry); ``v_reset != 0`` (a leak towards it): ``None``.
+
+        Chip-precision state (:meth:`attach_state_rule`) is not implemented for SpikingJelly: refused.
+        """
+        neuron = _sj()[0]
+        if type(module) not in (neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode):
+            return None
+        if module.v_reset not in (None, 0.0):
+            return None
+        if isinstance(module, neuron.IFNode):
+            decay = 1.0
+        elif isinstance(module, neuron.ParametricLIFNode):
+            decay = 1.0 - float(module.w.detach().sigmoid())
+        else:
+            decay = 1.0 - 1.0 / float(module.tau)
+        return {"model": "LIF", "reset": "subtract" if module.v_reset is None else "zero",
+                "threshold": float(module.v_threshold), "membrane_decay": decay}
+
     def neuron_model(self, module: nn.Module) -> str:
         """``"IF"`` (IFNode), ``"LIF"`` (LIFNode, ParametricLIFNode), else ``"other:<ClassName>"``."""
         neuron = _sj()[0]

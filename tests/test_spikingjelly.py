@@ -353,3 +353,18 @@ def test_distillation_reads_spikingjelly_membranes():
     assert len(losses) == 1 and torch.isfinite(torch.tensor(losses)).all()
     assert not torch.equal(before, student[1].weight)
     assert [pair[0] for pair in Distiller(teacher, student).pairs] == ["2"]  # the LIFNode's membrane
+
+
+def test_chip_checks_read_spikingjelly_dynamics():
+    from snn_spikefit.zoo.spikingjelly import dense_snn
+
+    adapter = sf.get_adapter(nn.Module(), "spikingjelly")
+    assert adapter.neuron_dynamics(neuron.LIFNode(tau=4.0, v_reset=None)) == {
+        "model": "LIF", "reset": "subtract", "threshold": 1.0, "membrane_decay": 0.75}
+    assert adapter.neuron_dynamics(neuron.IFNode())["membrane_decay"] == 1.0
+    assert adapter.neuron_dynamics(neuron.LIFNode(v_reset=-0.2)) is None  # leaks towards -0.2: not the core's form
+    model = dense_snn(16, 5, hidden=(12,))
+    sf.wrap(model, m=4, bits=4)
+    assert sf.check(model, "loihi", sample=torch.rand(1, 16)).skipped == ()  # neuron_state checked, not skipped
+    with pytest.raises(UnsupportedLayerError, match="'spikingjelly' cannot simulate chip-precision state"):
+        adapter.attach_state_rule(model[2], None)
