@@ -406,3 +406,18 @@ def test_a_neuron_without_a_known_decay_is_named():
     with pytest.raises(UnsupportedLayerError, match=r"layer '0' feeds .*RLeaky.*exclude=\['0'\]"):
         sf.compress_posttraining(net, torch.rand(4, 4), bits=4, progress=False)
     assert _same_state(net, state)
+
+
+@pytest.mark.parametrize("kind", ["lif", "if"])
+def test_spikingjelly_leak_kernel_matches_its_neuron(kind):
+    sj = pytest.importorskip("spikingjelly.activation_based.neuron")
+    cell = sj.LIFNode(tau=2.0, decay_input=False, v_threshold=1e9) if kind == "lif" else sj.IFNode(v_threshold=1e9)
+    decays = sf.get_adapter(nn.Sequential(cell)).membrane_decays(cell)
+    x = torch.rand(T, 1, 3)
+    cell.reset()
+    mem = []
+    for t in range(T):
+        cell(x[t])
+        mem.append(cell.v.detach().clone())
+    expected = torch.einsum("ts,sbi->tbi", leak_kernel([float(d) for d in decays], T).float(), x)
+    assert torch.allclose(torch.stack(mem), expected, atol=1e-5)
