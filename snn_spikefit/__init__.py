@@ -39,6 +39,7 @@ from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
 # the whole path as one call
 from .pipeline.steps import compress
+from .chipfit import FitToChipReport, SweepReport, chip_sweep, fit_to_chip
 # hardware targets (Lava): the toolchain's simulator vs ours
 from .targets.verify import VerifyReport, verify
 # baselines
@@ -62,7 +63,7 @@ __all__ = [
     # NIR export and import
     "export_nir", "import_nir",
     # the whole path as one call
-    "compress",
+    "compress", "fit_to_chip", "chip_sweep", "FitToChipReport", "SweepReport",
     # hardware targets
     "verify", "VerifyReport",
     # baselines
