@@ -184,3 +184,30 @@ def test_cli_compress_fit_writes_nir_json_and_exits_0(tmp_path):
     assert code == 0, stderr
     assert out.exists() and json.loads(out.with_suffix(".json").read_text())["ok"]
     assert "fit to truenorth" in stdout
+
+
+def test_energy_objective_cuts_the_expensive_channels_first():
+    prof = sf.HardwareProfile("small", max_neurons=40 + 10)
+    layout = _layout(dense((30, 30)), prof)
+    g1, g2 = list(layout.channels)
+    scores = {g1: torch.ones(30), g2: torch.ones(30)}
+    cost = {g1: 10.0, g2: 1.0}  # a channel of layer 1 carries ten times the synapses
+    assert allocate(layout, scores, {"neurons": 50}, objective="energy", cost=cost).keep == {g1: 10, g2: 30}
+    assert allocate(layout, scores, {"neurons": 50}, objective="accuracy", cost=cost).keep == {g1: 20, g2: 20}
+
+
+@pytest.mark.slow  # fine-tunes a 3000-neuron layer
+def test_fit_to_xylo_with_its_16_inputs():
+    from torch.nn import functional as F
+    from torch.utils.data import TensorDataset
+
+    from snn_spikefit.data import LoadedData
+    from snn_spikefit.data.datasets import digits
+
+    train, test = digits()
+    pool = lambda ds: TensorDataset(F.avg_pool2d(ds.tensors[0][:256], 2).flatten(1), ds.tensors[1][:256])  # noqa: E731
+    data = LoadedData.from_splits(pool(train), pool(test))
+    from snn_spikefit.zoo.snntorch import dense_snn
+    report = sf.fit_to_chip(dense_snn(16, 10, hidden=(3000,)), data, hardware="xylo", max_epochs=1, progress=False)
+    assert "neurons" in {v.rule for v in report.check_before.errors}
+    assert report.ok and dict((b[0], b[3]) for b in report.budgets)["neurons"] <= 1008

@@ -69,7 +69,7 @@ def allocate(layout, scores: dict[str, Tensor], limits: dict[str, float], *, obj
             raise SpikeFitValueError(
                 f"no channel allocation meets the {rule} budget: {where} needs {used} even with one channel "
                 f"kept per prunable layer, the chip allows {limits[rule]:g} (over by {used - limits[rule]:g})")
-        g = min(choices, key=lambda c: order[c][removed[c]] / weight[c])
+        g = min(choices, key=lambda c: (order[c][removed[c]] / weight[c], -keep[c]))  # ties: the larger layer
         removed[g] += 1
         keep[g] -= 1
     packing = _pack(layout, keep, limits, slack)
