@@ -211,3 +211,24 @@ def test_fit_to_xylo_with_its_16_inputs():
     report = sf.fit_to_chip(dense_snn(16, 10, hidden=(3000,)), data, hardware="xylo", max_epochs=1, progress=False)
     assert "neurons" in {v.rule for v in report.check_before.errors}
     assert report.ok and dict((b[0], b[3]) for b in report.budgets)["neurons"] <= 1008
+
+
+def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(digits):
+    from snn_spikefit.deploy.rules import check_rules, register_check_rule
+
+    original = check_rules()["neurons"]
+
+    def neurons_with_reserve(ctx):  # a vendor's rule: the chip keeps 30 neurons for itself
+        total = sum(f.neurons for f in ctx.layers if f.neurons is not None) + 30
+        if ctx.profile.max_neurons is not None and total > ctx.profile.max_neurons:
+            ctx.add("neurons", "max_neurons", "(model)", ctx.profile.max_neurons, total, "reserve")
+
+    register_check_rule("neurons", neurons_with_reserve, replace=True)
+    try:
+        report = sf.fit_to_chip(dense((300,)), digits, hardware=sf.HardwareProfile("n200", max_neurons=200),
+                                max_epochs=0, progress=False)
+    finally:
+        register_check_rule("neurons", original, replace=True)
+    assert [c.ok for c in report.candidates] == [False, True] and report.ok
+    assert list(report.candidates[0].keep.values()) == [190] and report.candidates[1].margin == 0.85
+    assert report.allocation[0][3] == 160  # 200 * 0.85 = 170 neurons, 10 of them the output layer's
