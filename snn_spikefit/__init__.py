@@ -13,6 +13,7 @@ from __future__ import annotations
 from .adapter import Adapter, get_adapter, list_adapters, register_adapter
 from .quantize.codebook import CodebookWeight, FrozenCodebook
 from .errors import (
+    InputMismatchError,
     NotWrappedError,
     SpikeFitError,
     SpikeFitTypeError,
@@ -32,6 +33,7 @@ from .quantize.fold import fold_batchnorm
 # NIR export and import
 from .nir.exporter import export_nir
 from .nir.importer import import_nir
+from .checkpoint import load_checkpoint
 # deployment metrics, hardware profiles and checks
 from .deploy.check import CheckReport, ConstraintViolationError, Violation, check
 from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
@@ -61,7 +63,7 @@ __all__ = [
     "evaluate", "DeployReport", "count_ops", "OpCounts", "check", "CheckReport", "Violation",
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
-    "export_nir", "import_nir",
+    "export_nir", "import_nir", "load_checkpoint",
     # the whole path as one call
     "compress", "fit_to_chip", "chip_sweep", "FitToChipReport", "SweepReport",
     # hardware targets
@@ -70,6 +72,6 @@ __all__ = [
     "ttq", "qat", "cluster", "relu_twin", "convert_to_snn", "qpsnn", "freeze_baseline",
     # results and errors
     "Table", "SpikeFitError", "SpikeFitValueError", "SpikeFitTypeError",
-    "UnsupportedLayerError", "NotWrappedError",
+    "UnsupportedLayerError", "NotWrappedError", "InputMismatchError",
     "__version__",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "SpikeFitTypeError",
     "UnsupportedLayerError",
     "NotWrappedError",
+    "InputMismatchError",
 ]
 
 
@@ -35,3 +36,7 @@ class UnsupportedLayerError(SpikeFitTypeError):
 
 class NotWrappedError(SpikeFitValueError):
     """An operation needs a model prepared by :func:`snn_spikefit.wrap`."""
+
+
+class InputMismatchError(SpikeFitValueError):
+    """A layer of a model cannot take the input it is given (shape or dtype); the message names the layer."""

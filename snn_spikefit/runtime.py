@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from torch import Tensor, nn
 
 from .adapter import get_adapter
-from .errors import SpikeFitTypeError, SpikeFitValueError
+from .errors import InputMismatchError, SpikeFitTypeError, SpikeFitValueError
 
 __all__ = ["run", "record", "RunRecord", "reset", "release_state", "check_input", "check_module", "eval_mode",
            "train_mode", "DEFAULT_NUM_STEPS"]
@@ -78,6 +78,10 @@ def check_input(x: Any, num_steps: int | None) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise SpikeFitValueError(f"num_steps={num_steps!r} is not allowed; use a positive int, "
                                      f"or None when x is time-major [T, B, ...]")
+        if x.ndim < 2:
+            raise SpikeFitValueError(
+                f"x has shape {tuple(x.shape)}; with num_steps={num_steps} x must be a batch [B, ...] "
+                f"(add the batch dimension: x.unsqueeze(0))")
     elif x.ndim < 2:
         raise SpikeFitValueError(
             f"x has shape {tuple(x.shape)}; with num_steps=None x must be time-major [T, B, ...] "
@@ -128,6 +132,8 @@ def _run(model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
     adapter.reset(model)
     try:
         return adapter.run(model, x, num_steps)
+    except RuntimeError as exc:  # a shape or dtype the model cannot take: name the layer
+        raise _layer_error(model, x, exc) from exc
     finally:
         release_state(model)
 
@@ -194,3 +200,43 @@ def record(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> RunR
     if isinstance(out, (tuple, list)) and len(out) > 1 and isinstance(out[-1], Tensor):
         membrane = out[-1]
     return RunRecord(_first(out), membrane, rec.spikes, rec.membranes)
+
+
+def _expects(module: nn.Module) -> str:
+    """What input a layer takes, for error messages."""
+    weight = getattr(module, "weight", None)
+    dtype = f" of {weight.dtype}" if isinstance(weight, Tensor) else ""
+    if isinstance(module, nn.Linear):
+        return f"takes inputs [..., {module.in_features}]{dtype}"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        dims = len(module.kernel_size)
+        return f"takes inputs [B, {module.in_channels}, {', '.join(['...'] * dims)}]{dtype}"
+    return f"is a {type(module).__name__}"
+
+
+def _layer_error(model: nn.Module, x: Tensor, exc: RuntimeError) -> Exception:
+    """An :class:`~snn_spikefit.errors.InputMismatchError` naming the innermost layer of ``model`` the error came from.
+
+    The layer is found in the traceback (no hooks, so running costs nothing extra); when no
+    layer of ``model`` is on it, the error is only rephrased with the input's shape and dtype.
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    layer, got = None, None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            layer = owner
+            code = frame.f_code
+            args = [frame.f_locals.get(v) for v in code.co_varnames[:code.co_argcount]]
+            got = next((a for a in args if isinstance(a, Tensor)), None)
+        tb = tb.tb_next
+    first = " ".join(str(exc).split())[:200]
+    given = f"x of shape {tuple(x.shape)} ({x.dtype})"
+    if layer is None:
+        return InputMismatchError(f"{type(model).__name__} cannot run on {given}: {first}")
+    name = names[id(layer)] or type(model).__name__
+    seen = f"gets {tuple(got.shape)} ({got.dtype})" if got is not None else "fails"
+    return InputMismatchError(f"layer {name!r} ({type(layer).__name__}) {_expects(layer)} but {seen} from "
+                              f"{given}: {first}")

@@ -9,7 +9,9 @@ more rows of PRODUCERS with ``arch="recurrent"``.
 
 from __future__ import annotations
 
+import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ import snn_spikefit as sf
 from snn_spikefit.trace import Recorder
 
 STEPS = 60
+DATA = Path(__file__).parent / "data"
 F = np.float32
 
 
@@ -34,6 +37,9 @@ def snntorch_model(arch):
                        init_hidden=True)
     if arch == "dense":
         layers = [nn.Linear(16, 24), leaky(0.7), nn.Linear(24, 12), syn, nn.Linear(12, 5), leaky(0.8)]
+    elif arch == "recurrent":  # RLeaky's all-to-all recurrent Linear has a bias
+        rec = snn.RLeaky(beta=0.8, linear_features=20, reset_mechanism="zero", reset_delay=False, init_hidden=True)
+        layers = [nn.Linear(16, 20), rec, nn.Linear(20, 5), syn]
     else:
         layers = [nn.Conv2d(1, 6, 3, padding=1), leaky(0.6), nn.AvgPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
                   leaky(0.9), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(32, 5), syn]
@@ -49,6 +55,12 @@ def norse_model(arch):
     cuba = norse.LIFCell(norse.LIFParameters(tau_syn_inv=torch.tensor(200.0), tau_mem_inv=torch.tensor(300.0)))
     if arch == "dense":
         layers = [nn.Linear(16, 24), box(), nn.Linear(24, 12), cuba, nn.Linear(12, 5), box()]
+    elif arch == "recurrent":  # input and recurrent weights without bias, owned by the cell
+        model = norse.SequentialState(norse.LIFRecurrentCell(16, 20), nn.Linear(20, 5), norse.LIFCell())
+        with torch.no_grad():
+            model[0].recurrent_weights.mul_(3.0)
+            model[1].weight.mul_(6.0)
+        return model
     else:
         layers = [nn.Conv2d(1, 6, 3, padding=1), box(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(96, 5), cuba]
     return _boost(norse.SequentialState(*layers), 2.0)
@@ -64,7 +76,7 @@ def _boost(model, gain):
 
 def inputs(arch, batch=2):
     g = torch.Generator().manual_seed(3)
-    shape = (STEPS, batch, 16) if arch == "dense" else (STEPS, batch, 1, 8, 8)
+    shape = (STEPS, batch, 1, 8, 8) if arch == "conv" else (STEPS, batch, 16)
     return torch.rand(shape, generator=g) * 2
 
 
@@ -88,6 +100,14 @@ def hand_graph(arch):
         nodes = {"in": nir.Input(input_type={"input": np.array([16])}), "fc1": nir.Affine(weight=n(12, 16),
                  bias=n(12) * 0.1), "lif": lif((12,), 4e-3), "fc2": nir.Linear(weight=n(5, 12)), "cuba": cuba,
                  "out": nir.Output(output_type={"output": np.array([5])})}
+    elif arch == "recurrent":  # lif <-> w_rec: an Affine, so its bias reaches lif from the first step on
+        nodes = {"in": nir.Input(input_type={"input": np.array([16])}), "fc1": nir.Affine(weight=n(12, 16),
+                 bias=n(12) * 0.1), "lif": lif((12,), 4e-3), "w_rec": nir.Affine(weight=n(12, 12) * 0.5,
+                 bias=np.full(12, 1.0, F)), "fc2": nir.Linear(weight=n(5, 12)), "cuba": cuba,
+                 "out": nir.Output(output_type={"output": np.array([5])})}
+        chain = ["in", "fc1", "lif", "fc2", "cuba", "out"]
+        edges = list(zip(chain[:-1], chain[1:])) + [("lif", "w_rec"), ("w_rec", "lif")]
+        return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
     else:
         nodes = {"in": nir.Input(input_type={"input": np.array([1, 8, 8])}),
                  "conv": nir.Conv2d(input_shape=(8, 8), weight=n(4, 1, 3, 3), stride=1, padding=1, dilation=1,
@@ -113,7 +133,9 @@ def euler(graph, x, dt):
     import torch.nn.functional as fn
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
-    nxt = dict(graph.edges)
+    edges = set(graph.edges)
+    rec = {a: b for a, b in edges if (b, a) in edges and isinstance(graph.nodes[b], (nir.Affine, nir.Linear))}
+    nxt = {a: b for a, b in graph.edges if b not in rec.values() and a not in rec.values()}
     order, key = [], next(k for k, v in graph.nodes.items() if isinstance(v, nir.Input))
     while not isinstance(graph.nodes[nxt[key]], nir.Output):
         key = nxt[key]
@@ -141,6 +163,10 @@ def euler(graph, x, dt):
             elif isinstance(node, nir.Flatten):
                 h = h.flatten(1)
             elif isinstance(node, nir.LIF):  # state starts at rest, v = v_leak (snn_spikefit.nir.common)
+                if k in rec:  # the recurrent weight sees the previous step's spikes (zeros at the first step)
+                    w = graph.nodes[rec[k]]
+                    prev = spikes[k][-1] if k in spikes else torch.zeros_like(h)
+                    h = h + prev @ t(w.weight).T + (t(w.bias) if isinstance(w, nir.Affine) else 0)
                 v = state.get(k, torch.zeros_like(h) + t(node.v_leak))
                 v = v + dt / t(node.tau) * (t(node.v_leak) - v + t(node.r) * h)
                 h = (v > t(node.v_threshold)).double()
@@ -213,8 +239,9 @@ def _hooked(model, is_spiking, step):
 
 
 def _read(src):
+    """A graph of its own for a stock importer (snnTorch's rewrites cycles of the graph it is given in place)."""
     nir = nir_mod()
-    return src if isinstance(src, nir.NIRGraph) else nir.read(src)
+    return copy.deepcopy(src) if isinstance(src, nir.NIRGraph) else nir.read(src)
 
 
 def stock_snntorch(src, x):
@@ -223,18 +250,19 @@ def stock_snntorch(src, x):
 
     model = import_from_nir(_read(src))
 
-    def step(xs):
+    def step(xs):  # nirtorch's GraphModule returns (output, state); the state carries recurrent edges
         model.apply(lambda m: m.reset_mem() if isinstance(m, snn.SpikingNeuron) else None)
+        state = None
         for xt in xs:
-            model(xt)
+            _, state = model(xt, state)
 
     return _per_sample(_hooked(model, lambda m: isinstance(m, snn.SpikingNeuron), step), x)
 
 
-def stock_norse(src, x):
+def stock_norse(src, x, **kwargs):
     import norse.torch as norse
 
-    model = norse.from_nir(_read(src))
+    model = norse.from_nir(_read(src), **kwargs)
 
     def step(xs):
         state = None

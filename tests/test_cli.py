@@ -160,7 +160,7 @@ def test_python_m_snn_spikefit_help_runs_as_a_program():
     result = subprocess.run([sys.executable, "-m", "snn_spikefit", "compress", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0
-    assert "--hardware" in result.stdout and "only files you trust" in " ".join(result.stdout.split())
+    assert "--hardware" in result.stdout and "torch.load(weights_only=True), which runs no code" in " ".join(result.stdout.split())
 
 
 @pytest.mark.slow  # starts a fresh interpreter
@@ -227,8 +227,10 @@ def test_batchnorm_checkpoint_is_folded_then_compressed(tmp_path):
 def test_checkpoints_full_module_and_state_dict_with_factory(trained, tmp_path):
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # a module that pickles
     torch.save(plain, tmp_path / "full.pt")
+    code, _, stderr = run_cli("evaluate", tmp_path / "full.pt", "--limit", 64, "--no-progress")
+    _one_line_error(code, stderr, "pass trust=True / --trust-checkpoint if you trust the file")
     code, stdout, _ = run_cli("evaluate", tmp_path / "full.pt", "--limit", 64, "--json", "--no-progress",
-                              "--out", tmp_path / "report.csv")
+                              "--out", tmp_path / "report.csv", "--trust-checkpoint")
     full = json.loads(stdout)
     assert code == 0 and full["samples"] == 64 and 0 <= full["accuracy"] <= 100
     assert (tmp_path / "report.csv").read_text().startswith("metric,value,unit")

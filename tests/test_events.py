@@ -117,11 +117,11 @@ def test_cli_evaluates_on_event_data(emulated_root, tmp_path):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["evaluate", str(tmp_path / "m.pt"), "--data", "tonic:NMNIST", "--data-root", str(emulated_root),
-                     "--num-steps", "3", "--json", "--no-progress"])
+                     "--num-steps", "3", "--json", "--no-progress", "--trust-checkpoint"])
     assert code == 0, err.getvalue()
     report = json.loads(out.getvalue())
     assert report["samples"] == 10 and report["num_steps"] is None  # time-major: T from the data
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
         code = main(["evaluate", str(tmp_path / "m.pt"), "--data", "tonic:NMNIST", "--data-root", str(tmp_path),
-                     "--no-progress"])
+                     "--no-progress", "--trust-checkpoint"])
     assert code == 2 and "nothing is downloaded" in err.getvalue() and "Traceback" not in err.getvalue()

@@ -25,9 +25,11 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..adapter import nir_frameworks
+from ..checkpoint import TRUST_HELP, load_checkpoint
+from ..nir.safety import DEFAULT_MAX_BYTES, format_bytes
 from ..data.sources import LoadedData, data_source_help, load_callable
 from ..data.sources import load_data as load_data_source
-from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitError, SpikeFitValueError
 from ..pipeline.steps import check_fits as check_model_fits
 
 __all__ = [
@@ -37,8 +39,8 @@ __all__ = [
 ]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-TRUST_NOTE = ("a .pt/.pth/.ckpt checkpoint is read with torch.load(weights_only=False), which runs "
-              "pickled code: load only files you trust")
+TRUST_NOTE = ("a checkpoint is read with torch.load(weights_only=True), which runs no code from the file; a "
+              "whole pickled module needs --trust-checkpoint")
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -53,6 +55,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "'package.module:function' or 'path/to/file.py:function'")
     p.add_argument("--framework", choices=nir_frameworks(), default=None,
                    help="framework a .nir file is imported into (default: the first of these)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.add_argument("--max-nir-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help=f"refuse a .nir file whose datasets declare more than N bytes in all, or whose shapes "
+                        f"declare a larger tensor (default {DEFAULT_MAX_BYTES} = {format_bytes(DEFAULT_MAX_BYTES)})")
     p.add_argument("--dt", type=float, metavar="SECONDS",
                    help="step in seconds a .nir MODEL's neuron constants are discretised with (default: the file's "
                         "spikefit.dt, else the step its gains imply, e.g. 1e-4 for snnTorch's exporter, else 1e-3, "
@@ -141,10 +147,10 @@ class LoadedModel:
     input_shape: tuple[int, ...] | None       # one sample, from the NIR Input node
 
 
-def _nir_input_shape(path: Path) -> tuple[int, ...] | None:
+def _nir_input_shape(path: Path, max_bytes: int) -> tuple[int, ...] | None:
     from ..nir.importer import graph_input_shape, read_nir
 
-    return graph_input_shape(read_nir(path))  # less a batch of 1 that stock exporters declare
+    return graph_input_shape(read_nir(path, max_bytes=max_bytes))  # less a batch of 1 that stock exporters declare
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
@@ -154,45 +160,22 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     path = Path(args.model)
     if not path.is_file():
         raise SpikeFitValueError(f"MODEL {args.model!r} does not exist or is not a file")
+    max_bytes = getattr(args, "max_nir_bytes", DEFAULT_MAX_BYTES)
     if path.suffix == ".nir":
-        shape = _nir_input_shape(path)
+        shape = _nir_input_shape(path, max_bytes)
         with relay_warnings(args):
-            model = import_nir(path, args.framework, dt=getattr(args, "dt", None))
+            model = import_nir(path, args.framework, dt=getattr(args, "dt", None), max_bytes=max_bytes)
         return LoadedModel(model, str(path), "nir", shape)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise SpikeFitValueError(f"MODEL {args.model!r} has suffix {path.suffix!r}; use a .nir file or a "
                                  f"checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise SpikeFitValueError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from None
     factory = getattr(args, "model_factory", None)
-    if factory is None:
-        if isinstance(obj, nn.Module):
-            return LoadedModel(obj, str(path), "checkpoint", None)
-        raise SpikeFitValueError(
-            f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a model saved with torch.save(model); "
-            f"for a state_dict give --model-factory module:function that builds the model")
-    model = load_callable(factory, "--model-factory")()
-    if not isinstance(model, nn.Module):
-        raise SpikeFitTypeError(f"--model-factory {factory!r} returned {type(model).__name__}, not an nn.Module")
-    state = obj.state_dict() if isinstance(obj, nn.Module) else obj
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise SpikeFitValueError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state_dict")
-    try:
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise SpikeFitValueError(f"checkpoint {str(path)!r} does not fit the model of --model-factory "
-                                 f"{factory!r}: {_first_line(exc)}") from None
+    build = None if factory is None else load_callable(factory, "--model-factory")
+    trust = bool(getattr(args, "trust_checkpoint", False))
+    if trust:
+        note(args, f"--trust-checkpoint: unpickling {str(path)!r} with weights_only=False (it can run code)")
+    model = load_checkpoint(path, build, trust=trust, factory_name=f"--model-factory {factory}")
     return LoadedModel(model, str(path), "checkpoint", None)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
 # -- data ---------------------------------------------------------------------------------------------

@@ -141,7 +141,8 @@ class HardwareProfile:
                 and isinstance(bits, int) and bits > self.weight_bits:
             raise SpikeFitValueError(
                 f"bits={bits} is not allowed on {self.name}: its weights have {self.weight_bits} bits "
-                f"(use bits <= {self.weight_bits})")
+                f"(use bits in 2..{min(self.weight_bits, WRAP_MAX_BITS)}: wrap quantizes codebooks to at "
+                f"most {WRAP_MAX_BITS}-bit integers)")
         if granularity is None:
             granularity = "channel" if per_neuron is not None else "layer"
         if granularity == "channel" and per_layer is not None:

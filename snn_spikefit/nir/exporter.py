@@ -146,8 +146,10 @@ def export_nir(
             (``snntorch.import_nir.import_from_nir``, ``dt = 1e-4``) or ``"norse"``
             (``norse.torch.from_nir``, ``dt = 1e-3`` unless given): a file that stock
             importer runs with the same spikes (input gains folded into the weights,
-            ``AvgPool2d`` as ``SumPool2d`` for Norse), or a refusal; see
-            :mod:`snn_spikefit.nir.stock`. Our own import reads these files exactly too.
+            ``AvgPool2d`` as ``SumPool2d`` for Norse; for a recurrent neuron, the recurrent
+            bias moved to the input bias and, for snnTorch, an identity node on the cycle),
+            or a refusal; see :mod:`snn_spikefit.nir.stock`. Our own import reads these files
+            exactly too.
         nir_version: the file layout, one of :data:`~snn_spikefit.nir.compat.NIR_WRITE_VERSIONS`
             (default: the installed nir's); ``"1.0.4"`` for readers pinned to nir 1.0.4
             (sinabs), see :mod:`snn_spikefit.nir.compat`.
@@ -176,6 +178,20 @@ def export_nir(
     if path is not None:
         write_nir(path, graph, nir_version)
     return graph
+
+
+def _check_finite(nodes: dict[str, nir.NIRNode]) -> None:
+    """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
+    for label, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):  # a recurrent neuron's subgraph
+            _check_finite({f"{label}.{k}": v for k, v in node.nodes.items()})
+            continue
+        for key, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).sum())
+                raise SpikeFitValueError(
+                    f"layer {label!r} (NIR {type(node).__name__}) has {bad} NaN/inf values in its {key!r}; a NIR "
+                    f"file must hold finite numbers (fix or retrain the layer before export)")
 
 
 #: Modules that are the identity in eval mode; export skips them.
@@ -227,6 +243,7 @@ def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | Non
 
 
 def _finish(nodes: dict, edges: list, adapter: Adapter, dt: float, for_importer: str | None) -> nir.NIRGraph:
+    _check_finite(nodes)
     meta = {"producer": PRODUCER, "version": __version__, DT_KEY: dt, "spikefit.framework": adapter.name}
     if for_importer is not None:
         notes, _ = adapt_for_importer(nodes, edges, for_importer, dt)
@@ -254,5 +271,6 @@ def _warn_stock(nodes: dict, edges: list, importer: str, dt: float) -> None:
             if not changed:
                 return
             text = (f"{STOCK_IMPORTERS[importer]} will not run this file exactly: nodes {sorted(set(changed))} "
-                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d)")
+                    f"need rewriting for it (input gains folded into weights, AvgPool2d as SumPool2d, a "
+                    f"recurrent bias moved to the input bias, snnTorch cycles given a third node)")
     warnings.warn(f"{text}. {alternative}", UserWarning, stacklevel=5)  # _finish, _export, export_nir

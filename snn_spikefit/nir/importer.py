@@ -23,8 +23,6 @@ integers, as :func:`~snn_spikefit.freeze` leaves them.
 from __future__ import annotations
 
 import inspect
-import os
-from pathlib import Path
 from typing import Any
 
 import nir
@@ -35,34 +33,16 @@ from torch import nn
 from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
-from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitError, SpikeFitValueError, UnsupportedLayerError
 from .common import Gain, check_dt, layer_for_node, supported_layers
 from .compat import require_nir
 from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, numpy_params
 from .recurrence import flatten_subgraphs, recurrent_edges
+from .reader import named_errors, read_nir
+from .safety import DEFAULT_MAX_BYTES, UnsafeNIRFileError, check_declared_size, check_max_bytes
+from .validate import metadata_dt, predicted_shape, validate_graph
 
 __all__ = ["import_nir", "read_nir", "NIRGraphModule", "nir_frameworks", "graph_input_shape", "detect_dt"]
-
-
-def read_nir(graph_or_path: Any) -> nir.NIRGraph:
-    """A ``nir.NIRGraph`` from a graph or a file written by ``nir.write``, with clear errors."""
-    if isinstance(graph_or_path, nir.NIRGraph):
-        return graph_or_path
-    if not isinstance(graph_or_path, (str, os.PathLike)):
-        raise SpikeFitTypeError(
-            f"graph_or_path must be a nir.NIRGraph or a path to a .nir file, got {type(graph_or_path).__name__}")
-    path = Path(graph_or_path)
-    if not path.is_file():
-        raise SpikeFitValueError(f"NIR file {str(path)!r} does not exist")
-    try:
-        graph = nir.read(path, type_check=False)
-    except Exception as exc:  # h5py / nir raise OSError, KeyError, ValueError, AssertionError ...
-        raise SpikeFitValueError(
-            f"{str(path)!r} is not a readable NIR file (an HDF5 file written by nir.write): "
-            f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(graph, nir.NIRGraph):
-        raise SpikeFitValueError(f"{str(path)!r} holds a single NIR {type(graph).__name__}, not a NIRGraph")
-    return graph
 
 
 def _structure(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]], str, set[tuple[str, str]]]:
@@ -266,38 +246,40 @@ def _node_types(adapter) -> str:
 
 def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
                   built: dict[str, list[nn.Module]], adapter,
-                  recurrent: set[tuple[str, str]] = frozenset()) -> dict[str, tuple[int, ...]]:
+                  recurrent: set[tuple[str, str]] = frozenset(),
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, tuple[int, ...]]:
     """Run one zero sample through the modules, comparing with the declared NIR shapes.
 
     A graph whose ``Input``/``Output`` declare a leading batch of 1 passes when it fits without it.
     Returns the per-sample output shape of every node (``{}`` when the Input declares no
-    shape; a recurrent graph needs one, for the zeros its recurrent edges start from).
+    shape; a recurrent graph needs one, for the zeros its recurrent edges start from). Each
+    module's output size is bounded by ``max_bytes`` before it runs (``predicted_shape``).
     """
     try:
-        return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=0)
+        return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=0, max_bytes=max_bytes)
     except SpikeFitValueError as first:
         inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
-        if _declared(inp.input_type, 1) == _declared(inp.input_type):
-            raise _with_none_hint(first, graph) from None
+        if isinstance(first, UnsafeNIRFileError) or _declared(inp.input_type, 1) == _declared(inp.input_type):
+            raise _with_none_hint(first, graph) from None  # a size over the limit: no second reading
         try:
-            return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=1)
+            return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=1, max_bytes=max_bytes)
         except SpikeFitValueError as second:  # the batch-less reading got further: report where it stopped
             raise _with_none_hint(second, graph) from None
 
 
 def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
     empty = sorted(k for k, n in graph.nodes.items() if n is None)
-    if not empty:
+    if not empty or isinstance(exc, UnsafeNIRFileError):
         return exc
     return SpikeFitValueError(
         f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
-        f"this for AvgPool2d and Flatten), so what they computed cannot be recovered from the file")
+        f"this for AvgPool2d, Flatten and LIFRecurrentCell), so what they computed cannot be recovered from the file")
 
 
 @torch.no_grad()
 def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
                 built: dict[str, list[nn.Module]], adapter, recurrent: set[tuple[str, str]], *,
-                batch: int) -> dict[str, tuple[int, ...]]:
+                batch: int, max_bytes: int) -> dict[str, tuple[int, ...]]:
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     shape = _declared(graph.nodes[inp].input_type, batch)
     if shape is None:
@@ -305,12 +287,14 @@ def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]
             raise SpikeFitValueError(f"the graph is recurrent (edges {sorted(recurrent)}) but its Input {inp!r} "
                                      f"declares no shape; the recurrent edges start from zeros of known shape")
         return {}
+    check_declared_size(f"NIR node {inp!r} (Input)", shape, max_bytes)
     values = {inp: torch.zeros(1, *shape)}
     assumed = {}  # a recurrent edge's source, used before it runs: its declared output shape
     for a, _ in recurrent:
         declared = _declared(graph.nodes[a].output_type)
         if declared is None:
             raise SpikeFitValueError(f"node {a!r} feeds a recurrent edge but declares no output shape")
+        check_declared_size(f"NIR node {a!r} ({type(graph.nodes[a]).__name__}): its output", declared, max_bytes)
         assumed[a] = torch.zeros(1, *declared)
     for name in order + [output]:
         node = graph.nodes[name]
@@ -327,6 +311,8 @@ def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]
                 f"shape mismatch at node {name!r} ({type(node).__name__}): it declares input {want}, "
                 f"its predecessors give {tuple(x.shape[1:])}")
         for module in built.get(name, []):
+            check_declared_size(f"NIR node {name!r} ({type(node).__name__}): its output",
+                                predicted_shape(module, tuple(x.shape[1:])), max_bytes)
             try:
                 out = module(x)
             except (RuntimeError, ValueError, IndexError) as exc:
@@ -345,7 +331,7 @@ def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]
 
 
 def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | None = None,
-               convention: str | None = None) -> nn.Module:
+               convention: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> nn.Module:
     """A runnable ``framework`` model of a NIR graph (object or file path).
 
     Args:
@@ -361,6 +347,9 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
 
         convention: how to read a graph without ``spikefit.dt``: ``None`` (detected; ``norse.to_nir``
             graphs read as Norse means them), ``"norse"`` or ``"nir"`` (by the NIR equations).
+        max_bytes: most bytes a file's datasets may declare in all, and any tensor of its declared
+            shapes (default 256 MiB). Nothing in a file is trusted: its HDF5 structure is checked
+            first (:mod:`~snn_spikefit.nir.safety`), then every field read (:mod:`~snn_spikefit.nir.validate`).
 
     Raises:
         SpikeFitValueError: an unknown framework, unreadable or non-NIR files, edges
@@ -376,14 +365,23 @@ def import_nir(graph_or_path: Any, framework: str | None = None, *, dt: float | 
         raise SpikeFitValueError(f"framework={framework!r} is not allowed; use one of {frameworks} "
                                  f"(the installed adapters that import NIR)")
     adapter = get_adapter(nn.Module(), name=framework)
-    # snnTorch's exporter writes RLeaky as a nested graph: inline it before reading conventions
-    graph = numpy_params(flatten_subgraphs(read_nir(graph_or_path)))
-    if dt is None:
-        graph, dt = graph_dt(graph, adapter.default_dt, convention)
-    dt = check_dt(dt)
+    max_bytes = check_max_bytes(max_bytes)
+    graph = read_nir(graph_or_path, max_bytes=max_bytes)
+    with named_errors():
+        if dt is None:
+            metadata_dt(graph)  # an array-valued or negative spikefit.dt: refused by name
+        # snnTorch's exporter writes RLeaky as a nested graph: inline it before reading conventions
+        graph = numpy_params(flatten_subgraphs(graph))
+        validate_graph(graph, max_bytes=max_bytes)
+        if dt is None:
+            graph, dt = graph_dt(graph, adapter.default_dt, convention)
+        return _build(graph, adapter, check_dt(dt), max_bytes)
+
+
+def _build(graph: nir.NIRGraph, adapter, dt: float, max_bytes: int) -> nn.Module:
     order, pred, output, recurrent = _structure(graph)
     built = {name: _modules_for(name, graph.nodes[name], adapter, dt) for name in order}
-    shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent)
+    shapes = _check_shapes(graph, order, pred, output, built, adapter, recurrent, max_bytes)
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:

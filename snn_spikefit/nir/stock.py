@@ -22,6 +22,17 @@ node, what would differ, the nearest exact alternative). Measured with snnTorch
   Refused: resets other than to 0, ``v_leak != 0`` in ``CubaLIF``, ``LI``/``CubaLI``,
   ``Conv1d``, ``Scale``.
 
+Recurrent neurons (a cycle ``neuron -> Linear/Affine -> neuron``: snnTorch ``RLeaky``/``RSynaptic``
+with an all-to-all weight, Norse ``LIFRecurrentCell``): both importers leave the cycle to nirtorch,
+which feeds the neuron the recurrent node's output of the previous step and 0 at the first step, so
+an ``Affine``'s bias would be missing on that step; we move it into the bias of the neuron's input
+weights. The input gain is folded into the input and the recurrent weights. For snnTorch the cycle
+gets an identity ``Flatten(0, 0)`` node ``<weight>_delay``: its importer rewrites two-node cycles as
+nested graphs, which nirtorch 2.6 cannot build (``'GraphModule' object has no attribute 'items'``).
+Their models return ``(output, state)``; pass the state back each step (it carries the recurrent
+edge). Refused: recurrence through a ``Conv2d`` or through more than one node, and a recurrent bias
+with no ``Linear``/``Affine`` input weight to move to.
+
 Both stock importers turn NIR's ``Flatten(start_dim=0)`` (NIR shapes have no batch)
 into ``torch.nn.Flatten(0, ...)``: their models run one sample at a time (batch 1).
 """
@@ -34,6 +45,7 @@ import nir
 import numpy as np
 
 from ..errors import SpikeFitValueError, UnsupportedLayerError
+from .recurrence import _reach, recurrent_edges
 
 __all__ = ["STOCK_IMPORTERS", "STOCK_DT", "stock_dt", "adapt_for_importer"]
 
@@ -92,13 +104,15 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
     changed: list[str] = _fold_scales(nodes, edges, importer)
     pred = {k: [a for a, b in edges if b == k] for k in nodes}
     succ = {k: [b for a, b in edges if a == k] for k in nodes}
+    cycles, moved = _stock_recurrence(nodes, pred, succ, importer)
+    changed += moved + ([k for pair in cycles.items() for k in pair] if importer == "snntorch" else [])
     notes: list[str] = []
     for key in list(nodes):
         node = nodes[key]
         if isinstance(node, _NEURONS):
             fold = (_snntorch_neuron if importer == "snntorch" else _norse_neuron)(key, node, dt)
             if fold is not None and not np.allclose(fold, 1.0, rtol=0.0, atol=1e-12):
-                changed += [key, _fold_into_predecessor(nodes, pred, succ, key, fold, importer)]
+                changed += [key, *_fold_into_predecessor(nodes, pred, succ, key, fold, importer)]
             if isinstance(node, nir.IF) and importer == "norse":
                 notes.append(f"norse.torch.from_nir logs that r is expected to be 1 for IF node {key!r}: its IAFCell "
                              f"runs v += x, which is what r = 1/dt means here, so that warning can be ignored")
@@ -112,6 +126,8 @@ def adapt_for_importer(nodes: dict[str, Any], edges: list[tuple[str, str]], impo
             notes.append(f"{STOCK_IMPORTERS[importer]} builds torch.nn.Flatten({int(node.start_dim)}, "
                          f"{int(node.end_dim)}) from NIR Flatten node {key!r} (NIR dims exclude the batch): "
                          f"run the model it returns on one sample at a time (batch size 1)")
+    if importer == "snntorch":
+        _break_two_cycles(nodes, edges, cycles)
     if importer == "norse" and dt != STOCK_DT["norse"]:
         notes.append(f"the graph is written for dt={dt}: call norse.torch.from_nir(graph, dt={dt})")
     return notes, changed
@@ -125,15 +141,18 @@ def _fold_scales(nodes: dict[str, Any], edges: list[tuple[str, str]], importer: 
     """
     folded = []
     for key in [k for k, n in nodes.items() if isinstance(n, nir.Scale)]:
-        src = [a for a, b in edges if b == key]
-        if len(src) != 1 or not isinstance(nodes[src[0]], _WEIGHTS) or [b for a, b in edges if a == src[0]] != [key]:
+        srcs = [a for a, b in edges if b == key]  # a recurrent neuron's Scale: its input and recurrent weights
+        if not srcs or any(not isinstance(nodes[s], _WEIGHTS) or [b for a, b in edges if a == s] != [key]
+                           for s in srcs):
             continue
         scale = _a(nodes[key].scale)
-        factor = _channel_factor(scale, np.asarray(nodes[src[0]].weight), key, src[0], importer, nodes[key])
-        _scale_weights(nodes, src[0], factor, bias=True, importer=importer, key=key)
-        edges[:] = [(src[0], b) if a == key else (a, b) for a, b in edges if b != key]
+        nxt = [b for a, b in edges if a == key]
+        for src in srcs:
+            factor = _channel_factor(scale, np.asarray(nodes[src].weight), key, src, importer, nodes[key])
+            _scale_weights(nodes, src, factor, bias=True, importer=importer, key=key)
+        edges[:] = [e for e in edges if key not in e] + [(s, b) for s in srcs for b in nxt]
         del nodes[key]
-        folded += [key, src[0]]
+        folded += [key, *srcs]
     return folded
 
 
@@ -227,17 +246,20 @@ def _scale_weights(nodes: dict, src: str, factor: np.ndarray, *, bias: bool, imp
         node.bias = (_a(node.bias) * factor).astype(np.asarray(node.bias).dtype)
 
 
-def _fold_into_predecessor(nodes: dict, pred: dict, succ: dict, key: str, fold: np.ndarray, importer: str) -> str:
+def _fold_into_predecessor(nodes: dict, pred: dict, succ: dict, key: str, fold: np.ndarray,
+                           importer: str) -> list[str]:
+    """Fold ``fold`` into the weight layer(s) feeding neuron ``key`` (a recurrent neuron: both of them)."""
     node = nodes[key]
-    src = pred[key][0] if len(pred[key]) == 1 else None
-    if src is None or not isinstance(nodes[src], _WEIGHTS) or len(succ[src]) != 1:
-        raise _refuse(importer, key, node, "its input gain differs from the importer's and is not fed by one "
-                      "Linear/Conv2d layer of its own to fold the difference into",
+    srcs = pred[key]
+    if not srcs or len(srcs) > 2 or any(not isinstance(nodes[s], _WEIGHTS) or len(succ[s]) != 1 for s in srcs):
+        raise _refuse(importer, key, node, "its input gain differs from the importer's and is not fed by "
+                      "Linear/Conv2d layers of its own (its input and recurrent weights) to fold the difference into",
                       "a Linear or Conv2d layer right before every neuron, or snn_spikefit.import_nir "
                       "(for_importer=None)")
-    factor = _channel_factor(_a(fold), np.asarray(nodes[src].weight), key, src, importer, node)
-    _scale_weights(nodes, src, factor, bias=True, importer=importer, key=key)
-    return src
+    for src in srcs:
+        factor = _channel_factor(_a(fold), np.asarray(nodes[src].weight), key, src, importer, node)
+        _scale_weights(nodes, src, factor, bias=True, importer=importer, key=key)
+    return list(srcs)
 
 
 def _avgpool_as_sumpool(nodes: dict, succ: dict, pred: dict, key: str, importer: str) -> str:
@@ -258,3 +280,59 @@ def _avgpool_as_sumpool(nodes: dict, succ: dict, pred: dict, key: str, importer:
                                padding=np.asarray(node.padding), metadata=dict(node.metadata))
     _scale_weights(nodes, nxt, np.asarray(1.0 / area), bias=False, importer=importer, key=key)
     return nxt
+
+
+# -- recurrent neurons (a cycle neuron -> weight -> neuron) ---------------------------------------------
+def _stock_recurrence(nodes: dict, pred: dict, succ: dict, importer: str) -> tuple[dict[str, str], list[str]]:
+    """``({neuron: recurrent weight}, nodes rewritten)``: every cycle, rewritten so the stock importer runs it as we do.
+
+    Both stock importers run a cycle through nirtorch, which feeds the neuron the recurrent node's
+    *output* of the previous step, zeros at the first step; we (and snnTorch/Norse) feed the neuron's
+    spikes of the previous step through the weight, so an ``Affine``'s bias already arrives at the first
+    step. The recurrent bias moves into the bias of the neuron's input weights (same sum every step).
+    """
+    cycles: dict[str, str] = {}
+    moved: list[str] = []
+    for neuron, weight in sorted(recurrent_edges(nodes, succ)):
+        node, w = nodes[neuron], nodes[weight]
+        if not isinstance(w, (nir.Affine, nir.Linear)) or pred[weight] != [neuron] or succ[weight] != [neuron]:
+            on_cycle = [k for k in nodes if k != neuron and k in _reach(succ, weight) and neuron in _reach(succ, k)]
+            raise _refuse(importer, neuron, node, f"its recurrence runs through "
+                          f"{', '.join(f'{k!r} ({type(nodes[k]).__name__})' for k in on_cycle)}; the importer runs a neuron "
+                          f"with one recurrent Linear/Affine weight of its own (neuron -> weight -> neuron)",
+                          "snnTorch RLeaky/RSynaptic(all_to_all=True) or Norse LIFRecurrentCell, or "
+                          "snn_spikefit.import_nir (for_importer=None)")
+        cycles[neuron] = weight
+        bias = _a(w.bias) if isinstance(w, nir.Affine) else np.zeros(1)
+        if not np.any(bias != 0):
+            continue
+        inputs = [p for p in pred[neuron] if p != weight]
+        src = inputs[0] if len(inputs) == 1 else None
+        if src is None or not isinstance(nodes[src], _WEIGHTS) or len(succ[src]) != 1 or \
+                isinstance(nodes[src], nir.Conv2d):
+            raise _refuse(importer, neuron, node, f"it starts the recurrent edge from {weight!r} at 0, not at "
+                          f"that Affine's bias, on the first step, and the bias has no Linear input weight "
+                          f"of the neuron's own to move to",
+                          "a recurrent weight without bias (all_to_all Linear(bias=False)), or "
+                          "snn_spikefit.import_nir (for_importer=None)")
+        ff = nodes[src]
+        total = (_a(getattr(ff, "bias", 0.0)) + bias).astype(np.asarray(ff.weight).dtype)
+        nodes[src] = nir.Affine(weight=ff.weight, bias=total, metadata=dict(ff.metadata))
+        nodes[weight] = nir.Linear(weight=w.weight, metadata=dict(w.metadata))
+        moved += [weight, src]
+    return cycles, moved
+
+
+def _break_two_cycles(nodes: dict, edges: list, cycles: dict[str, str]) -> None:
+    """Put an identity ``Flatten(0, 0)`` on each cycle (snnTorch's importer only).
+
+    snnTorch's importer rewrites every two-node cycle ``LIF <-> Affine`` as a nested graph, which
+    nirtorch 2.6 cannot build (``'GraphModule' object has no attribute 'items'``); a three-node cycle
+    it leaves to nirtorch, which runs it with the one-step delay described in :func:`_stock_recurrence`.
+    ``Flatten(0, 0)`` flattens one dimension into itself: the identity with or without a batch.
+    """
+    for neuron, weight in cycles.items():
+        key = f"{weight}_delay"
+        shape = np.asarray(nodes[weight].weight).shape[:1]
+        nodes[key] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=0)
+        edges[:] = [(a, key) if (a, b) == (weight, neuron) else (a, b) for a, b in edges] + [(key, neuron)]

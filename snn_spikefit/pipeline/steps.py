@@ -19,12 +19,13 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..transaction import transactional
 from .._version import __version__
 from ..data.sources import DataOptions, LoadedData, load_data
 from ..deploy.check import ConstraintViolationError, check
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..deploy.metrics import evaluate
-from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..errors import InputMismatchError, SpikeFitError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..nir.exporter import export_nir
 from ..pruning.importance import get_criterion
 from ..pruning.prune import prune as prune_model
@@ -41,6 +42,7 @@ __all__ = ["compress", "check_fits", "DEFAULT_EPOCHS"]
 DEFAULT_EPOCHS = 2
 
 
+@transactional
 def compress(
     model: nn.Module,
     data: LoadedData | str | Sequence[Any],
@@ -289,9 +291,9 @@ def check_fits(model: nn.Module, data: LoadedData, *, model_name: str = "model",
     try:
         with eval_mode(model, clear=True):
             out = scores(run(model, x, num_steps=_trace_steps(data)))
-    except SpikeFitError:
-        raise
     except Exception as exc:
+        if isinstance(exc, SpikeFitError) and not isinstance(exc, InputMismatchError):
+            raise
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise SpikeFitValueError(f"{model_name} cannot take {data_name} inputs of shape {data.sample_shape}: "
                                  f"{' '.join(lines[:3]) or type(exc).__name__}") from None

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from ..progress import progress_bar
 
+from ..transaction import transactional
 from ..adapter import get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .importance import Criterion, LayerBatch, get_criterion
@@ -99,7 +100,17 @@ class PruneReport(Report):
 # -- scoring ---------------------------------------------------------------------------------------
 
 def _default_loss(output: Any, y: Tensor) -> Tensor:
-    return nn.functional.cross_entropy(output.sum(dim=0), y, reduction="sum")
+    scores = output.sum(dim=0)
+    classes = scores.shape[-1] if scores.ndim >= 2 else 0
+    if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1 \
+            or y.shape[0] != scores.shape[0] or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes)):
+        shown = (f"labels of dtype {y.dtype}, shape {tuple(y.shape)}, in {int(y.min())}..{int(y.max())}"
+                 if isinstance(y, Tensor) and y.numel() and not y.dtype.is_floating_point
+                 else f"labels {type(y).__name__} {tuple(y.shape) if isinstance(y, Tensor) else ''}")
+        raise SpikeFitValueError(
+            f"the default loss needs class indices in 0..{classes - 1} (the model has {classes} outputs), one "
+            f"per sample ({scores.shape[0]}); got {shown}. Pass loss_fn=... for other targets")
+    return nn.functional.cross_entropy(scores, y, reduction="sum")
 
 
 def _batches(data: Iterable, num_batches: int):
@@ -249,6 +260,7 @@ def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, fi
         raise SpikeFitTypeError("data is a one-shot iterator but steps > 1 re-reads it; pass a DataLoader or a list")
 
 
+@transactional
 def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: str | Criterion | Callable = "fsc",
           scope: str = "layer", steps: int = 1, ignore: str | Iterable[str] | None = None, num_batches: int = 8,
           num_steps: int | None = DEFAULT_NUM_STEPS, loss_fn: Callable[[Any, Tensor], Tensor] | None = None,

@@ -35,8 +35,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..transaction import transactional
 from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitValueError, UnsupportedLayerError
+from ..runtime import check_module
 from .layers import quantizer_of, weight_names
 
 __all__ = ["fold_batchnorm"]
@@ -90,6 +92,27 @@ def _check(name: str, layer: nn.Module, param: str | None, bn_name: str, bn: nn.
                 f"granularity='channel' and bits set")
 
 
+def _factors(name: str, layer: nn.Module, param: str, bn_name: str, bn: nn.Module):
+    """The per-channel factor and the new bias of one fold; refused when either (or the weight) is not finite."""
+    factor = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
+    factor = factor / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    new_bias = (bias - bn.running_mean) * factor + shift
+    weight = getattr(layer, param).detach()
+    new_weight = weight * factor.reshape((-1,) + (1,) * (weight.dim() - 1))
+    for what, value in (("scale gamma / sqrt(running_var + eps)", factor), ("folded bias", new_bias),
+                        ("folded weight", new_weight)):
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise SpikeFitValueError(
+                f"BatchNorm {bn_name!r} cannot be folded into {name!r}: its {what} has {bad} NaN/inf values "
+                f"(running_var min {float(bn.running_var.min()):g}, eps {bn.eps:g}); fix its statistics "
+                f"(running_var + eps must be > 0, all values finite)")
+    return factor, new_bias
+
+
+@transactional
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm that directly follows a Conv/Linear in an ``nn.Sequential``; in place.
@@ -99,23 +122,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     pair is checked before anything changes, so a refusal leaves the model as
     it was. Returns ``model``.
     """
+    check_module(model)
     adapter = get_adapter(model)
     pairs = [(parent, name, layer, _weight_param(layer, adapter), bn_name, bn)
              for parent, name, layer, bn_name, bn in _pairs(model)]
     for _, name, layer, param, bn_name, bn in pairs:
         _check(name, layer, param, bn_name, bn)
-    for parent, _, layer, param, bn_name, bn in pairs:
-        factor = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
-        factor = factor / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    folds = [(parent, layer, param, bn_name, bn, *_factors(name, layer, param, bn_name, bn))
+             for parent, name, layer, param, bn_name, bn in pairs]
+    for parent, layer, param, bn_name, bn, factor, new_bias in folds:
         weight = getattr(layer, param)
         q = quantizer_of(layer, param)
         if q is not None:
             q.scale_channels(factor)
         else:
             weight.mul_(factor.reshape((-1,) + (1,) * (weight.dim() - 1)))
-        bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = (bias - bn.running_mean) * factor + shift
         if layer.bias is not None:
             layer.bias.copy_(new_bias)
         else:

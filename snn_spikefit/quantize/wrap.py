@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..transaction import transactional
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
 from ..runtime import check_module
@@ -36,6 +37,8 @@ from .quantizer import distinct_per_row
 __all__ = ["wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "GRANULARITIES"]
 
 GRANULARITIES = ("layer", "channel")
+#: Most values one codebook may hold (its codes are at most 16-bit integers).
+MAX_M = 2**16
 
 
 def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
@@ -86,6 +89,7 @@ def _select_layers(
     return chosen
 
 
+@transactional
 def wrap(
     model: nn.Module,
     *,
@@ -134,7 +138,8 @@ def wrap(
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
-    _check_int("m", m, 2, None, "a codebook needs at least 2 values")
+    _check_int("m", m, 2, MAX_M, f"a codebook needs at least 2 values, and its codes are stored in at most 16 "
+                                 f"bits")
     if bits is not None:
         _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
         if m > 2**bits - 1:
@@ -216,6 +221,7 @@ def commitment_loss(model: nn.Module) -> Tensor:
     return torch.stack(terms).sum()
 
 
+@transactional
 @torch.no_grad()
 def freeze(model: nn.Module) -> nn.Module:
     """Replace every quantizer (CAT codebook or baseline) by its frozen integer form, in place.
@@ -244,6 +250,7 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+@transactional
 @torch.no_grad()
 def strip(model: nn.Module) -> nn.Module:
     """Turn every codebook layer back into a plain layer holding its quantized weight.
