@@ -56,9 +56,9 @@ def cases(loihi: bool):
            ("xylo", lambda: dense_snn(16, 10, hidden=(1500, 1500)),
             _images(lambda x: F.avg_pool2d(x, 2).flatten(1), "digits 4x4"), "neurons 3010 / 1008 (2 layers)")]
     if loihi:
-        out.append(("loihi", lambda: conv_snn(1, 10, 32, channels=(256, 16)),
+        out.append(("loihi", lambda: conv_snn(1, 10, 32, channels=(256, 8)),
                     _images(lambda x: F.interpolate(x, size=32, mode="nearest"), "digits 32x32"),
-                    "neurons 266k / 131k"))
+                    "neurons 264k / 131k"))
     return out
 
 
