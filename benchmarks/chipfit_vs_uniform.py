@@ -66,7 +66,7 @@ def uniform_best(model, data, hardware: str, epochs: int, seed: int):
     """(best test accuracy, its ratio, candidates trained, mean accuracy of the passing ones)."""
     torch.manual_seed(seed)
     job = _Job(model, data, sf.get_profile(hardware), m=None, bits=None, granularity=None, criterion="fsc",
-               num_batches=8, progress=False, always_score=True)
+               num_batches=8, progress=False)
     best, best_ratio, trained, passing = None, None, 0, []
     for ratio in GRID:
         keep = {g: c - math.floor(c * ratio) for g, c in job.layout.channels.items()}

@@ -232,3 +232,23 @@ def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(di
     assert [c.ok for c in report.candidates] == [False, True] and report.ok
     assert list(report.candidates[0].keep.values()) == [190] and report.candidates[1].margin == 0.85
     assert report.allocation[0][3] == 160  # 200 * 0.85 = 170 neurons, 10 of them the output layer's
+
+
+def test_fit_packs_130_neurons_into_one_core_of_128_when_no_budget_is_broken(digits):
+    chip = sf.HardwareProfile("chip128", neurons_per_core=128, cores=100, weight_bits=8)
+    report = sf.fit_to_chip(dense((130,)), digits, hardware=chip, max_epochs=0, progress=False)
+    assert "cores" not in {v.rule for v in report.check_before.errors} and report.ok
+    assert [a[2:] for a in report.allocation] == [(130, 128)]
+    assert "130 neurons would take 2 cores of 128" in report.packing[0]
+    assert [(c[0], c[1]) for c in report.core_map] == [("1", 0), ("3", 1)]  # hidden layer on core 0, output on 1
+
+
+def test_cli_refuses_prune_with_fit(tmp_path):
+    from test_cli import run_cli
+    (tmp_path / "factories.py").write_text(
+        "from snn_spikefit.zoo.snntorch import dense_snn\ndef small():\n    return dense_snn(64, 10, hidden=(8,))\n")
+    torch.save(dense((8,)).state_dict(), tmp_path / "small.pt")
+    code, _, stderr = run_cli("compress", tmp_path / "small.pt", "--model-factory", f"{tmp_path / 'factories.py'}:small",
+                              "--hardware", "truenorth", "--fit", "--prune", 0.3, "--limit", 64, "--no-progress",
+                              "--out", tmp_path / "x.nir")
+    assert code != 0 and "--prune=0.3 is not allowed with --fit" in stderr

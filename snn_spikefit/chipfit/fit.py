@@ -47,8 +47,7 @@ TIGHTEN = 0.85   # a budget still broken after the surgery is scaled by this for
 class _Job:
     """The prepared state shared by every candidate: data, original, wrapped copy, groups, scores."""
 
-    def __init__(self, model, data, profile, *, m, bits, granularity, criterion, num_batches, progress,
-                 always_score=False):
+    def __init__(self, model, data, profile, *, m, bits, granularity, criterion, num_batches, progress):
         self.profile, self.data, self.progress = profile, data, progress
         m, bits, granularity = profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
         self.settings = {"m": m, "bits": bits, "granularity": granularity,
@@ -62,9 +61,8 @@ class _Job:
         self.groups = prunable_layers(self.work, self.sample, num_steps=self.steps) if self.limits else []
         self.layout = Layout(layer_facts(self.original, self.sample, self.steps), self.groups, profile)
         _refuse_impossible(self.layout, self.limits, profile)
-        broken = self.layout.over(dict(self.layout.channels), self.limits)
         self.scores = {}
-        if (broken or always_score) and self.groups:
+        if self.groups:  # core packing may cut a layer that breaks no budget
             self.scores, _ = _score(self.work, self.groups, get_criterion(criterion), data.train,
                                     num_batches=num_batches, num_steps=data.num_steps, loss_fn=_default_loss,
                                     progress=progress, desc="scoring channels")

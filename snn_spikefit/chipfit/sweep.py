@@ -51,7 +51,7 @@ def chip_sweep(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, 
         for m in _values("ms", ms):
             for b in _values("bits", bits):
                 job = _Job(model, loaded, profile, m=m, bits=b, granularity=None, criterion=criterion,
-                           num_batches=num_batches, progress=progress, always_score=True)
+                           num_batches=num_batches, progress=progress)
                 for mg in margins:
                     limits = {r: v * mg for r, v in job.limits.items()}
                     keep = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost).keep

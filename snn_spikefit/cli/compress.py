@@ -72,7 +72,9 @@ def main(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     data = load_data(args)
     data = check_fits(loaded, data, args)
-    if args.fit:
+    if args.fit or args.sweep or args.objective != "accuracy":
+        if not args.fit:
+            raise SpikeFitValueError("--sweep and --objective are not allowed without --fit; add --fit")
         return fit_main(args, profile, out, loaded, data)
     try:
         with relay_warnings(args):

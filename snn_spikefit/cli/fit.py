@@ -26,6 +26,11 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
 
     import snn_spikefit as sf
 
+    from ..errors import SpikeFitValueError
+
+    if args.prune:
+        raise SpikeFitValueError(f"--prune={args.prune} is not allowed with --fit: the chip's budgets choose the "
+                                 f"channels each layer keeps (leave --prune out)")
     progress = False if args.no_progress else None
     try:
         with relay_warnings(args):
