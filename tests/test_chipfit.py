@@ -252,3 +252,24 @@ def test_cli_refuses_prune_with_fit(tmp_path):
                               "--hardware", "truenorth", "--fit", "--prune", 0.3, "--limit", 64, "--no-progress",
                               "--out", tmp_path / "x.nir")
     assert code != 0 and "--prune=0.3 is not allowed with --fit" in stderr
+
+
+@pytest.mark.slow  # a conv net on 64x64 maps
+def test_fit_to_speck_keeps_each_layer_within_one_core_even_where_the_limit_is_uncertain():
+    from torch.nn import functional as F
+    from torch.utils.data import TensorDataset
+
+    from snn_spikefit.data import LoadedData
+    from snn_spikefit.data.datasets import digits
+    from snn_spikefit.zoo.snntorch import conv_snn
+
+    train, test = digits()
+    up = lambda ds: TensorDataset(F.interpolate(ds.tensors[0][:128], size=64), ds.tensors[1][:128])  # noqa: E731
+    data = LoadedData.from_splits(up(train), up(test))
+    torch.manual_seed(0)
+    report = sf.fit_to_chip(conv_snn(1, 10, 64, channels=(32, 8), beta=1.0), data, hardware="speck", max_epochs=0,
+                            progress=False)
+    assert "neurons_per_core" in {v.rule for v in report.check_before.violations}  # 131072 on one core: 2x over
+    assert [a[2:] for a in report.allocation] == [(32, 16), (8, 8)]
+    assert report.ok and not report.check_after.violations
+    assert report.cores == 3 and report.core_map[0][3] == 65535
