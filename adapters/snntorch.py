@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
+
+from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
@@ -38,7 +40,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(Adapter):
+class SnnTorchAdapter(SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"
@@ -271,9 +273,9 @@ class SnnTorchAdapter(Adapter):
         reset, delay = module.reset_mechanism, module.reset_delay
         if isinstance(module, snn.RSynaptic) and not delay:
             raise UnsupportedLayerError(
-                f"snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
-                f"applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
-                f"effect otherwise); use reset_delay=True")
+                "snnTorch RSynaptic(reset_delay=False) cannot be exported exactly: in snnTorch 1.0 its forward "
+                "applies the immediate reset to a local copy of the membrane (TypeError with init_hidden=True, no "
+                "effect otherwise); use reset_delay=True")
         if isinstance(module, snn.RLeaky) and reset == "zero" and delay:
             raise UnsupportedLayerError(
                 "snnTorch RLeaky(reset_mechanism='zero', reset_delay=True) sets the membrane to 0 one step after a "

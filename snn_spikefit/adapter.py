@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .neurons.access import NeuronStateAccess
 
 __all__ = [
     "Adapter",
@@ -53,7 +54,7 @@ ENTRY_POINT_GROUP = "snn_spikefit.adapters"
 BUILTIN_PACKAGE = "snn_spikefit.adapters"
 
 
-class Adapter:
+class Adapter(NeuronStateAccess):
     """Base class and protocol of a framework adapter.
 
     Subclasses set :attr:`name` and :attr:`framework` (the import name of the

@@ -21,6 +21,7 @@ from .errors import SpikeFitValueError
 from .runtime import DEFAULT_NUM_STEPS, eval_mode, reset, run, train_mode
 from .quantize.layers import is_wrapped
 from .quantize.wrap import commitment_loss
+from .distill.distiller import Distiller
 
 __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
 
@@ -44,6 +45,8 @@ def fit(
     desc: str = "train",
     recalibrate: bool = True,
     schedule: str | None = None,
+    teacher: nn.Module | None = None,
+    distill: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train ``model`` on ``(x, y)`` batches; returns the mean loss of each epoch.
 
@@ -54,6 +57,10 @@ def fit(
         loss_fn: ``(scores, labels) -> loss``; default cross-entropy.
         schedule: ``None`` (constant learning rate) or ``"cosine"`` (decay to 0 over
             all steps of all epochs; needs ``len(data)``).
+        teacher: distil from this model (:class:`~snn_spikefit.Distiller`: membranes and logits
+            added to the loss; the teacher runs once per step under ``no_grad``).
+        distill: keyword arguments of the ``Distiller`` (``membrane_weight``, ``logit_weight``,
+            ``temperature``, ``layers``, ``prune_report``).
         recalibrate: after the last epoch, re-estimate BatchNorm running statistics
             with the final weights (:func:`recalibrate_bn`; only if the model has
             BatchNorm and parametrized, i.e. quantized, weights). Codebook training changes weights in
@@ -78,6 +85,9 @@ def fit(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     wrapped = is_wrapped(model) and beta > 0
     quantized = any(parametrize.is_parametrized(m) for m in model.modules())  # CAT or a baseline
+    distiller = Distiller(teacher, model, **(distill or {})) if teacher is not None else None
+    if distill and teacher is None:
+        raise SpikeFitValueError("distill= needs teacher=<the model to distil from>")
     history = []
     model.train()
     for epoch in range(epochs):
@@ -85,7 +95,10 @@ def fit(
         bar = progress_bar(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, progress=progress)
         for x, y in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(scores(run(model, x, num_steps=num_steps)), y)
+            out = run(model, x, num_steps=num_steps) if distiller is None else distiller.run(x, num_steps=num_steps)
+            loss = loss_fn(scores(out), y)
+            if distiller is not None:
+                loss = loss + distiller.loss()
             if wrapped:
                 loss = loss + beta * commitment_loss(model)
             if not math.isfinite(loss.item()):
@@ -102,6 +115,8 @@ def fit(
         history.append(total / count)
     if recalibrate and quantized and _batch_norms(model):
         recalibrate_bn(model, data, num_steps=num_steps, progress=progress)
+    if distiller is not None:
+        distiller.close()
     reset(model)  # drop state that still refers to the last graph
     return history
 

@@ -339,3 +339,30 @@ def test_errors_are_spikefit_errors():
         kmeans_1d(torch.ones(3), 0)
     with pytest.raises(SpikeFitTypeError):
         kmeans_1d(torch.ones(3), 1.5)
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace", "mixture", "rounded"])
+def test_large_inputs_binned_close_to_exact_and_not_worse_than_sklearn(dist):
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(11)
+    n, k = 20_000, 8
+    x = {"normal": rng.normal(0, 1, n), "laplace": rng.laplace(0, 1, n),
+         "mixture": np.concatenate([rng.normal(-2, 0.1, n // 4), rng.normal(0.5, 0.6, n - n // 4)]),
+         "rounded": np.round(rng.normal(0, 1, n), 3)}[dist]
+    assert np.unique(x).size > km.exact_limit(k)  # the binned path is the one under test
+    fast = kmeans_1d(x, k)
+    assert_codebook(fast, k)
+    exact = kmeans_1d(x, k, exact=True)
+    assert sse(x, exact) <= sse(x, fast) <= sse(x, exact) * 1.001
+    ref = KMeans(k, n_init=1, random_state=0).fit(x.reshape(-1, 1)).cluster_centers_.ravel()
+    assert sse(x, fast) <= sse(x, ref) + tolerance(x)
+
+
+def test_batched_rows_above_the_limit_are_binned_row_by_row():
+    rng = np.random.default_rng(12)
+    g = np.stack([rng.normal(0, 1, 5000), rng.laplace(0, 2, 5000)])
+    got = kmeans_1d_batched(torch.from_numpy(g), 4)
+    for row in range(2):
+        assert torch.equal(got[row], kmeans_1d(g[row], 4))
+        assert sse(g[row], got[row]) <= sse(g[row], kmeans_1d(g[row], 4, exact=True)) * 1.001

@@ -422,3 +422,184 @@ def test_commitment_loss_reuses_the_forward_assignment():
     loss.backward()
     sf.commitment_loss(model)  # after backward the cache is gone: computed afresh, same value
     assert len(calls) == 2
+
+
+# -- the per-forward cache sees every way of changing a weight ---------------------------------
+
+def _eval_wrapped(bits=None, granularity="layer"):
+    torch.manual_seed(0)
+    model = sf.wrap(nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4)), m=4, bits=bits,
+                    granularity=granularity).eval()
+    return model, torch.randn(5, 10)
+
+
+def _fresh_output(model, x):
+    """The output computed from scratch: every quantizer's cache dropped first."""
+    for module in model.modules():
+        if isinstance(module, (CodebookWeight, FrozenCodebook)):
+            module.invalidate()
+    with torch.no_grad():
+        return model(x)
+
+
+def _latent(model):
+    return model[0].parametrizations.weight.original
+
+
+def _vector_to_parameters(model):
+    vec = torch.nn.utils.parameters_to_vector(model.parameters())
+    torch.nn.utils.vector_to_parameters(vec * 1.7 + 0.05, model.parameters())
+
+
+def _data_mul(model):
+    _latent(model).data.mul_(-1.5)
+
+
+def _data_assign(model):
+    p = _latent(model)
+    p.data = p.detach() * -1.5
+
+
+def _load_state_dict(model):
+    state = {k: v * -1.5 if k.endswith("original") else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+
+
+def _copy_no_grad(model):
+    with torch.no_grad():
+        _latent(model).copy_(_latent(model) * -1.5)
+
+
+def _held_data_reference(model):
+    held = _latent(model).data  # taken before the first forward, written after it
+    return lambda: held.mul_(-1.5)
+
+
+WRITES = {"vector_to_parameters": _vector_to_parameters, "p.data.mul_": _data_mul, "p.data = ...": _data_assign,
+          "load_state_dict": _load_state_dict, "copy_ under no_grad": _copy_no_grad}
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+@pytest.mark.parametrize("how", list(WRITES))
+def test_cache_sees_every_way_of_changing_a_weight(how, bits):
+    model, x = _eval_wrapped(bits)
+    with torch.no_grad():
+        before = model(x)
+    WRITES[how](model)
+    with torch.no_grad():
+        after = model(x)
+    assert not torch.equal(after, before)  # the write changed the model: the check is not vacuous
+    assert torch.equal(after, _fresh_output(model, x))
+
+
+def test_cache_sees_a_held_data_reference_written_later():
+    model, x = _eval_wrapped()
+    write = _held_data_reference(model)
+    with torch.no_grad():
+        before = model(x)
+    write()
+    with torch.no_grad():
+        after = model(x)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, _fresh_output(model, x))
+
+
+def test_cache_sees_a_codebook_written_through_data():
+    model, x = _eval_wrapped()
+    with torch.no_grad():
+        before = model(x)
+    model[0].parametrizations.weight[0].codebook.data.mul_(2.0)
+    with torch.no_grad():
+        after = model(x)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, _fresh_output(model, x))
+
+
+@pytest.mark.parametrize("how", ["load_state_dict", "values.data.mul_"])
+def test_frozen_cache_sees_changed_buffers(how):
+    model, x = _eval_wrapped(bits=4)
+    sf.freeze(model)
+    with torch.no_grad():
+        before = model(x)
+    frozen = model[0].parametrizations.weight[0]
+    if how == "load_state_dict":
+        state = model.state_dict()
+        key = next(k for k in state if k.endswith("0.parametrizations.weight.0.values"))
+        state[key] = state[key] * 2.0
+        model.load_state_dict(state)
+    else:
+        frozen.values.data.mul_(2.0)
+    with torch.no_grad():
+        after = model(x)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, _fresh_output(model, x))
+
+
+def test_eval_weight_computed_once_per_forward_pass_and_reused_until_a_write():
+    model = sf.wrap(nn.Linear(10, 4), m=4).eval()
+    q = model.parametrizations.weight[0]
+    calls = []
+    orig = q.assign
+    q.assign = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+    q.invalidate()
+    x = torch.randn(2, 10)
+    with torch.no_grad():
+        for _ in range(5):
+            model(x)
+    assert len(calls) == 1
+    model.parametrizations.weight.original.data.mul_(0.5)
+    with torch.no_grad():
+        for _ in range(5):
+            model(x)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("width", [30, 2100])  # below and above the size where the table search starts
+@pytest.mark.parametrize("after_forward", [False, True])
+@pytest.mark.parametrize("bits", [None, 4])
+def test_commitment_value_and_gradient_match_autograd_through_the_gather(after_forward, bits, width):
+    torch.manual_seed(3)
+    model = sf.wrap(nn.Linear(width, 8), m=5, bits=bits, granularity="channel")
+    q = model.parametrizations.weight[0]
+    w = model.parametrizations.weight.original.detach()
+    values = q.codebook_values()
+    idx = q.assign(w, values)
+    expected = (torch.gather(values, 1, idx) - w.reshape(q.groups, -1)).pow(2).mean()
+    (want,) = torch.autograd.grad(expected, q.codebook)
+    if after_forward:
+        model(torch.randn(2, width))  # the commitment then reuses this forward's w_q
+    got = sf.commitment_loss(model)
+    got.backward()
+    assert torch.allclose(got, expected, rtol=1e-6, atol=0)
+    assert torch.allclose(q.codebook.grad, want, rtol=1e-5, atol=1e-9)
+    assert model.parametrizations.weight.original.grad is None
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("m,bits", [(4, None), (4, 4), (16, 8), (256, None)])
+def test_invariant_on_a_layer_large_enough_for_the_table_search(granularity, m, bits):
+    from snn_spikefit.quantize import assign
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 4))
+    assert model[0].weight.numel() >= assign.MIN_SIZE
+    sf.wrap(model, m=m, bits=bits, granularity=granularity)
+    x = torch.randn(16, 256)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        for _ in range(2):
+            loss = model(x).pow(2).mean() + sf.commitment_loss(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            _check_invariant(model, m, bits)
+    q = model[0].parametrizations.weight[0]
+    w = model[0].parametrizations.weight.original.detach()
+    values = q.codebook_values().detach()
+    nearest = (w.reshape(q.groups, -1, 1) - values[:, None, :]).abs().argmin(dim=2)
+    got = q.assign(w, values)
+    same_value = torch.gather(values, 1, got) == torch.gather(values, 1, nearest)
+    tie = (w.reshape(q.groups, -1) - torch.gather(values, 1, got)).abs() == \
+        (w.reshape(q.groups, -1) - torch.gather(values, 1, nearest)).abs()
+    assert bool((same_value | tie).all())  # the nearest codeword (either one on an exact tie)

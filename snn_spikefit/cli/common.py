@@ -29,7 +29,7 @@ from ..checkpoint import TRUST_HELP, load_checkpoint
 from ..nir.safety import DEFAULT_MAX_BYTES, format_bytes
 from ..data.sources import LoadedData, data_source_help, load_callable
 from ..data.sources import load_data as load_data_source
-from ..errors import SpikeFitError, SpikeFitValueError
+from ..errors import SpikeFitValueError
 from ..pipeline.steps import check_fits as check_model_fits
 
 __all__ = [

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
     from ..zoo.demo import run_demo
 
     result = run_demo(m=args.m, bits=args.bits, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
@@ -35,11 +37,13 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"fp32_accuracy": result.fp32_accuracy, "cat_accuracy": result.cat_accuracy,
                           "frozen_accuracy": result.frozen_accuracy, "seconds": result.seconds,
+                          "cpu_seconds": result.cpu_seconds, "threads": torch.get_num_threads(),
                           "layers": result.table.records(), "codebooks": result.codebooks.records()},
                          indent=2))
     else:
         print(result.table)
         print()
         print(result.codebooks)
-        print(f"\ndone in {result.seconds:.1f} s")
+        print(f"\ndone in {result.seconds:.1f} s wall ({result.cpu_seconds:.1f} s CPU, "
+              f"{torch.get_num_threads()} threads)")
     return 0

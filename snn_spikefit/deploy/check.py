@@ -17,6 +17,9 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``synapses``                     non-zero weights (unrolled over positions on dense-only chips)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
+``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
+``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
+``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
@@ -361,7 +364,8 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
                                 f"names: {list_profiles()}")
     if sample is not None and not isinstance(sample, Tensor):
         raise SpikeFitTypeError(f"sample must be a torch.Tensor input batch [B, ...] or None, got {type(sample).__name__}")
-    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps))
+    ctx = CheckContext(model, as_profile(hardware), sample, get_adapter(model), layer_facts(model, sample, num_steps),
+                       num_steps=num_steps)
     for rule in check_rules().values():
         rule(ctx)
     _unchecked(ctx)
@@ -370,3 +374,6 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
     violations = [Violation(*v) for v in sorted(ctx.violations, key=lambda v: by_layer(v[1]))]
     skipped = sorted(ctx.skipped, key=lambda s: by_layer(s[1]))
     return CheckReport(ctx.profile.name, tuple(violations), tuple(skipped))
+
+
+from . import chip_rules  # noqa: E402,F401  (Speck's and Xylo's own rules register themselves)

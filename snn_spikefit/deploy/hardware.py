@@ -32,7 +32,10 @@ __all__ = ["HardwareProfile", "list_profiles", "get_profile", "register_profile"
 WRAP_MAX_BITS = 8
 
 _LIMITS = ("weight_bits", "distinct_weights_per_neuron", "distinct_weights_per_layer", "neurons_per_core",
-           "fan_in", "cores", "max_neurons", "max_synapses", "max_inputs", "max_kernel_size")
+           "fan_in", "cores", "max_neurons", "max_synapses", "max_inputs", "max_kernel_size",
+           "membrane_bits", "current_bits", "threshold_bits", "decay_bits")
+#: Decay arithmetics a profile can name (see snn_spikefit.neurons.state.StateFormat).
+_DECAYS = ("fraction", "shift")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class HardwareProfile:
     e_mac_pj: float | None = None                  # energy of a multiply-accumulate, pJ
     e_ac_pj: float | None = None                   # energy of an accumulate (synaptic op), pJ
     e_neuron_pj: float | None = None               # energy of one neuron update, pJ (optional term)
+    # neuron state (snn_spikefit.neurons.state): what chip-precision state simulates and check reports
+    membrane_bits: int | None = None               # signed bits of the membrane potential
+    current_bits: int | None = None                # signed bits of the synaptic current
+    threshold_bits: int | None = None              # magnitude bits of a positive threshold (weight units)
+    decay: str | None = None                       # "fraction" (x * c >> decay_bits) or "shift" (x - x >> k)
+    decay_bits: int | None = None                  # fraction bits of c, or the largest shift k
+    state_fraction_bits: int | None = None         # state LSBs per weight LSB = 2**this (inputs shifted left)
+    current_overflow: str | None = None            # "saturate" or "wrap"
     uncertain: tuple[str, ...] = ()                # fields whose value is secondary or unconfirmed
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> where the value comes from
     notes: str = ""
@@ -72,6 +83,14 @@ class HardwareProfile:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise SpikeFitValueError(f"profile {self.name!r}: {f}={v!r} is not allowed; use a number >= 0 or None")
+        if self.decay not in (None, *_DECAYS) or self.current_overflow not in (None, "saturate", "wrap"):
+            raise SpikeFitValueError(f"profile {self.name!r}: decay={self.decay!r} / current_overflow="
+                                     f"{self.current_overflow!r} is not allowed; use one of {_DECAYS} / "
+                                     f"'saturate', 'wrap' (or None)")
+        v = self.state_fraction_bits
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise SpikeFitValueError(f"profile {self.name!r}: state_fraction_bits={v!r} is not allowed; "
+                                     f"use an int >= 0 or None")
         if self.neuron_models is not None:
             object.__setattr__(self, "neuron_models", tuple(self.neuron_models))
         object.__setattr__(self, "uncertain", tuple(self.uncertain))

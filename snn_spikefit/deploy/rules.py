@@ -76,6 +76,7 @@ class CheckContext:
     #: ``(rule, layer, limit, actual, severity, hint)`` as reported; check() makes Violations of them.
     violations: list[tuple[str, str, Any, Any, str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (rule, layer, why)
+    num_steps: int = 1        # steps check(..., num_steps=) traces the sample for
 
     @property
     def chip(self) -> str:

@@ -16,11 +16,13 @@ replaced in the forward pass by ``s * round(C / s)`` with one scale per group,
 ``s = max|C| / (2^(bits-1) - 1)``, so every weight is ``s * k`` with an integer
 ``|k| <= 2^(bits-1) - 1``.
 
-The nearest-codeword search sorts the ``m`` codewords and bisects
-(``torch.searchsorted``): ``O(N log m)``. The result is cached until the latent
+The nearest-codeword search sorts the ``m`` codewords and counts the midpoints
+below each weight: ``torch.searchsorted``'s result, computed by a lookup table and
+one or two exact comparisons per weight (:mod:`snn_spikefit.quantize.assign`). The result is cached until the latent
 weight or the codebook changes (their version counters) or until gradient has
 flowed back through it, so a model called once per timestep computes its
-quantized weights once per forward pass, not ``T`` times.
+quantized weights once per forward pass, not ``T`` times. Every way of writing a
+weight is seen (``.data`` writes too: :mod:`snn_spikefit.quantize.cache`).
 
 :class:`FrozenCodebook` is the frozen form: integer codes, the codebook (and its
 integers and scale when ``bits`` is set) stored as buffers; the weight is decoded
@@ -29,11 +31,11 @@ from them and nothing else.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
+from .assign import MIN_SIZE as SMALL, bucket
+from .cache import VersionCache
 from .quantizer import IntegerForm, Quantizer, code_dtype, int_dtype
 
 __all__ = ["CodebookWeight", "FrozenCodebook", "quantize_codebook"]
@@ -59,39 +61,45 @@ def quantize_codebook(codebook: Tensor, bits: int) -> tuple[Tensor, Tensor, Tens
     return ints * scale[:, None], ints, scale
 
 
-class _VersionCache:
-    """Caches a derived tensor until its inputs change or gradient flows through it.
-
-    The key holds the identity and version counter of every input plus the
-    autograd mode. A result that carries a graph is dropped as soon as a
-    backward pass reaches it (its graph is freed then), so gradient
-    accumulation and truncated BPTT recompute as they must.
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.value: Any = None
+class _Lookup(torch.autograd.Function):
+    """``values[idx]`` reshaped like ``weight``; backward: ``dL/dw = dL/dw_q`` (straight
+    through) and ``dL/dvalues`` summed per codeword. Same values and gradients as
+    ``gather(values, idx) + (w - sg(w))``, without the two extra passes over the weights."""
 
     @staticmethod
-    def make_key(*tensors: Tensor) -> tuple:
-        parts: list[Any] = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]
-        for t in tensors:
-            parts += [id(t), t._version, t.device, t.dtype]
-        return tuple(parts)
+    def forward(ctx, weight: Tensor, values: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        ctx.m = values.shape[1]
+        return torch.gather(values, 1, idx).reshape(weight.shape)
 
-    def get(self, key: tuple) -> Any:
-        return self.value if self.key == key else None
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (idx,) = ctx.saved_tensors
+        grad_values = None
+        if ctx.needs_input_grad[1]:
+            grad_values = grad.new_zeros(idx.shape[0], ctx.m).scatter_add_(1, idx, grad.reshape(idx.shape))
+        return (grad if ctx.needs_input_grad[0] else None), grad_values, None
 
-    def put(self, key: tuple, value: Any, hook_on: Tensor | None = None) -> None:
-        self.key, self.value = key, value
-        if hook_on is not None and hook_on.requires_grad:
-            hook_on.register_hook(self._on_backward)
 
-    def _on_backward(self, grad: Tensor) -> None:
-        self.clear()
+class _Commitment(torch.autograd.Function):
+    """``mean((w_q - w)^2)`` from an already gathered ``w_q = values[idx]``; gradient to
+    ``values`` only: ``2 / N * sum_{i: idx_i = k} (w_q - w)_i`` (what autograd would give
+    through the gather, without gathering again)."""
 
-    def clear(self) -> None:
-        self.key, self.value = None, None
+    @staticmethod
+    def forward(ctx, values: Tensor, idx: Tensor, quantized: Tensor, weight: Tensor) -> Tensor:
+        diff = quantized - weight
+        ctx.save_for_backward(idx, diff)
+        ctx.m = values.shape[1]
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / flat.numel()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, diff = ctx.saved_tensors
+        scaled = diff * (grad * (2.0 / diff.numel()))
+        grad_values = scaled.new_zeros(idx.shape[0], ctx.m).scatter_add_(1, idx, scaled)
+        return grad_values, None, None, None
 
 
 class CodebookWeight(Quantizer):
@@ -126,7 +134,7 @@ class CodebookWeight(Quantizer):
         self.granularity = granularity
         self.reseed = reseed
         self.reseeded = 0  # codewords re-seeded so far (a diagnostic)
-        self._cache = _VersionCache()
+        self._cache = VersionCache()
 
     @property
     def groups(self) -> int:
@@ -137,7 +145,7 @@ class CodebookWeight(Quantizer):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cache"] = _VersionCache()
+        state["_cache"] = VersionCache()
         return state
 
     # -- the quantizer -----------------------------------------------------------------
@@ -157,24 +165,32 @@ class CodebookWeight(Quantizer):
         if values is None:
             values = self.codebook_values()
         flat = weight.detach().reshape(self.groups, -1)
-        order_values, order = torch.sort(values.detach(), dim=1)
-        bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
-        pos = torch.searchsorted(bounds.contiguous(), flat.contiguous())
-        return torch.gather(order, 1, pos)
+        values = values.detach()
+        if flat.numel() < SMALL:  # few weights: bisecting beats building tables
+            order_values, order = torch.sort(values, dim=1)
+            bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
+            return torch.gather(order, 1, torch.searchsorted(bounds.contiguous(), flat.contiguous()))
+        if bool((values[:, 1:] > values[:, :-1]).all()):  # the usual case: already sorted
+            return bucket(flat, (values[:, 1:] + values[:, :-1]) * 0.5)
+        order_values, order = torch.sort(values, dim=1)
+        # gather(order, 1, torch.searchsorted(bounds, flat)), faster
+        return bucket(flat, (order_values[:, 1:] + order_values[:, :-1]) * 0.5, order)
 
     def forward(self, weight: Tensor) -> Tensor:
-        key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+        key = VersionCache.make_key(weight, self.codebook) + (self.training,)
         cached = self._cache.get(key)
         if cached is not None:
             return cached[0]
         values = self.codebook_values()
         idx = self.assign(weight, values)
         if self.training and self.reseed and self._reseed_dead(weight, values, idx):
-            key = _VersionCache.make_key(weight, self.codebook) + (self.training,)
+            key = VersionCache.make_key(weight, self.codebook) + (self.training,)
             values = self.codebook_values()
             idx = self.assign(weight, values)
-        quantized = torch.gather(values, 1, idx).reshape(weight.shape)
-        out = quantized + (weight - weight.detach())
+        if weight.numel() < SMALL:  # plain ops: cheaper than a Python autograd Function here
+            out = torch.gather(values, 1, idx).reshape(weight.shape) + (weight - weight.detach())
+        else:
+            out = _Lookup.apply(weight, values, idx)  # c[k*], gradient straight through to the weight
         self._cache.put(key, (out, idx), hook_on=out)
         return out
 
@@ -186,8 +202,8 @@ class CodebookWeight(Quantizer):
     def _reseed_dead(self, weight: Tensor, values: Tensor, idx: Tensor) -> bool:
         """Move unused codewords onto the worst-served weights; True if any moved."""
         g, m = self.groups, self.m
-        offsets = torch.arange(g, device=idx.device)[:, None] * m
-        counts = torch.bincount((idx + offsets).flatten(), minlength=g * m).reshape(g, m)
+        ones = torch.ones((), dtype=torch.int64, device=idx.device).expand(idx.shape)
+        counts = torch.zeros(g, m, dtype=torch.int64, device=idx.device).scatter_add_(1, idx, ones)
         if bool((counts > 0).all()):
             return False
         values = values.detach()
@@ -218,10 +234,16 @@ class CodebookWeight(Quantizer):
         codebook have not changed since (the usual case: forward, then the loss).
         """
         values = self.codebook_values()
-        cached = self._cache.get(_VersionCache.make_key(weight, self.codebook) + (self.training,))
-        idx = cached[1] if cached is not None else self.assign(weight, values)
-        quantized = torch.gather(values, 1, idx)
-        return (quantized - weight.detach().reshape(self.groups, -1)).pow(2).mean()
+        cached = self._cache.get(VersionCache.make_key(weight, self.codebook) + (self.training,))
+        if weight.numel() < SMALL:
+            idx = cached[1] if cached is not None else self.assign(weight, values)
+            return (torch.gather(values, 1, idx) - weight.detach().reshape(self.groups, -1)).pow(2).mean()
+        if cached is not None:  # the forward already gathered w_q: reuse it
+            idx, quantized = cached[1], cached[0].detach().reshape(self.groups, -1)
+        else:
+            idx = self.assign(weight, values)
+            quantized = torch.gather(values.detach(), 1, idx)
+        return _Commitment.apply(values, idx, quantized, weight.detach().reshape(self.groups, -1))
 
     # -- the quantizer protocol --------------------------------------------------------
     @torch.no_grad()
@@ -283,7 +305,7 @@ class FrozenCodebook(Quantizer):
         else:
             self.codebook_int = None
             self.scale = None
-        self._cache = _VersionCache()
+        self._cache = VersionCache()
 
     @classmethod
     def from_form(cls, form: IntegerForm, *, m: int, bits: int | None, granularity: str) -> "FrozenCodebook":
@@ -309,7 +331,7 @@ class FrozenCodebook(Quantizer):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cache"] = _VersionCache()
+        state["_cache"] = VersionCache()
         return state
 
     def decode(self) -> Tensor:
@@ -317,7 +339,7 @@ class FrozenCodebook(Quantizer):
         return torch.gather(self.values, 1, self.codes.long()).reshape(self.shape)
 
     def forward(self, _released: Tensor) -> Tensor:
-        key = _VersionCache.make_key(self.codes, self.values)
+        key = VersionCache.make_key(self.codes, self.values)
         cached = self._cache.get(key)
         if cached is None:
             cached = self.decode()

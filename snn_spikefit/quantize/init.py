@@ -57,7 +57,7 @@ def _lloyd(w: Tensor, m: int, iterations: int = 30) -> Tensor:
 def _kmeans(w: Tensor, m: int) -> Tensor:
     if w.numel() * m > EXACT_KMEANS_BUDGET:
         return _lloyd(w, m)
-    return kmeans_1d_batched(w, m).to(w.dtype)
+    return kmeans_1d_batched(w, m, exact=True).to(w.dtype)
 
 
 #: ``"kmeans"``: exact 1-D k-means (sorting + dynamic programming) per group, or

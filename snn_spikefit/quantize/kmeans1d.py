@@ -10,7 +10,8 @@ within-cluster sum of squares
 
 Unlike Lloyd's algorithm this is not a local search: the result is the global
 optimum (up to floating-point rounding), found the way Ckmeans.1d.dp (Wang &
-Song, 2011) does it.
+Song, 2011) does it. Inputs with many distinct values are solved approximately
+unless ``exact=True`` (see "Large inputs").
 
 Method
 ------
@@ -52,10 +53,23 @@ for the split points).  If those split points would exceed 1 GiB, only every
 while backtracking (about twice the time, far less memory).  Centers are
 finally the means of the optimal segments, computed from the original values.
 
-Rough cost on one core (``benchmarks/kmeans1d.py``): ``N = 4,000,
-k = 4`` takes about 2 ms; ``N = 1,000,000`` distinct values take about 0.2 s
-of CPU per cluster: ~0.8 s for ``k = 4``, ~3 s for ``k = 16``, ~1 min (and
-1 GiB of split points) for ``k = 256``.
+Rough cost of the exact DP on one core: ``N = 4,000, k = 4`` takes about 2 ms;
+``N = 100,000`` distinct values about 0.02 s of CPU per cluster (~5 s for ``k = 256``).
+
+Large inputs
+------------
+With more than ``exact_limit(k) = max(1024, 16 k)`` distinct values (and
+``exact=False``, the default) the sorted values are cut into that many bins,
+half at equal counts and half at equal widths (so sparse tails get bins of their
+own). The DP above then solves the partition into ``k`` runs of whole bins,
+exactly for that restricted problem (segment costs come from prefix sums of all
+values, not of bin means), and Lloyd's algorithm on all values moves the
+boundaries until nothing changes; each of its iterations costs ``O(k log N)`` on
+the prefix sums. No step increases the sum of squares. The result is not
+guaranteed optimal: measured on normal, Laplace and mixture data it is within
+0.04 % of the exact optimum and below scikit-learn's ``KMeans(n_init=1)`` inertia
+in every case tried, at a fraction of its time (``benchmarks/speed.py``,
+``benchmarks/results/speed.md``). Pass ``exact=True`` for the exact DP at any size.
 
 Fewer distinct values than ``k``
 --------------------------------
@@ -98,7 +112,7 @@ from torch import Tensor
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 
-__all__ = ["kmeans_1d", "kmeans_1d_batched"]
+__all__ = ["kmeans_1d", "kmeans_1d_batched", "exact_limit"]
 
 # Split points of all layers are kept when they fit in this many bytes;
 # otherwise costs are checkpointed every ~sqrt(k) layers and recomputed.
@@ -107,6 +121,11 @@ _OPT_MEMORY_BUDGET = 2**30
 # others are evaluated together as one flat list, _CHUNK candidates at a time.
 _WIDE = 4096
 _CHUNK = 1 << 15  # candidates per numpy call: keeps temporaries in cache
+# Large inputs: more than max(_BINS_MIN, _BINS_PER_CENTER * k) distinct values are
+# binned into that many equal-count bins (see "Large inputs" in the module docstring).
+_BINS_MIN = 1024
+_BINS_PER_CENTER = 16
+_LLOYD_MAX_ITER = 10_000
 
 
 # ----------------------------------------------------------------------------
@@ -114,13 +133,17 @@ _CHUNK = 1 << 15  # candidates per numpy call: keeps temporaries in cache
 # ----------------------------------------------------------------------------
 
 
-def kmeans_1d(values, k: int) -> Tensor:
-    r"""Exact (globally optimal) 1-D k-means of ``values``.
+def kmeans_1d(values, k: int, *, exact: bool = False) -> Tensor:
+    r"""1-D k-means of ``values``: exact (globally optimal) unless the input is large.
 
     Args:
         values: torch tensor (any shape, flattened), numpy array or sequence of
             finite real numbers.
         k: number of centers, ``k >= 1``.
+        exact: always solve the exact DP. By default an input with more than
+            :func:`exact_limit` ``(k)`` distinct values is solved approximately
+            (DP over equal-count bins, then Lloyd's algorithm on all values; see
+            "Large inputs" in the module docstring).
 
     Returns:
         A 1-D tensor of ``k`` strictly increasing centers minimising
@@ -150,10 +173,10 @@ def kmeans_1d(values, k: int) -> Tensor:
         )
     x = x.reshape(1, -1)
     _check_finite(x, "kmeans_1d", "values")
-    return _solve_rows(x, k, dtype)[0].to(device)
+    return _solve_rows(x, k, dtype, exact)[0].to(device)
 
 
-def kmeans_1d_batched(values_2d: Tensor, k: int) -> Tensor:
+def kmeans_1d_batched(values_2d: Tensor, k: int, *, exact: bool = False) -> Tensor:
     r"""Exact 1-D k-means of every row of ``values_2d``: ``[G, N] -> [G, k]``.
 
     Row ``g`` of the result equals ``kmeans_1d(values_2d[g], k)``.  The rows
@@ -167,6 +190,7 @@ def kmeans_1d_batched(values_2d: Tensor, k: int) -> Tensor:
         values_2d: ``[G, N]`` tensor (or numpy array) of finite real numbers,
             ``N >= 1``.  ``G = 0`` gives an empty ``[0, k]`` result.
         k: number of centers per row, ``k >= 1``.
+        exact: as in :func:`kmeans_1d` (rows above the limit are solved approximately).
 
     Returns:
         ``[G, k]`` tensor, each row strictly increasing, in the dtype/device of
@@ -194,7 +218,7 @@ def kmeans_1d_batched(values_2d: Tensor, k: int) -> Tensor:
             "every row needs at least one value"
         )
     _check_finite(x, "kmeans_1d_batched", "values_2d")
-    return _solve_rows(x, k, dtype).to(device)
+    return _solve_rows(x, k, dtype, exact).to(device)
 
 
 # ----------------------------------------------------------------------------
@@ -265,8 +289,13 @@ def _check_finite(x: np.ndarray, fn: str, name: str) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _solve_rows(x: np.ndarray, k: int, dtype: torch.dtype) -> Tensor:
-    """Exact k-means of every row of the finite float64 matrix ``x`` ``[G, N]``."""
+def exact_limit(k: int) -> int:
+    """Distinct values above which :func:`kmeans_1d` bins the input (unless ``exact=True``)."""
+    return max(_BINS_MIN, _BINS_PER_CENTER * k)
+
+
+def _solve_rows(x: np.ndarray, k: int, dtype: torch.dtype, exact: bool = True) -> Tensor:
+    """k-means of every row of the finite float64 matrix ``x`` ``[G, N]`` (exact, or binned when large)."""
     G, N = x.shape
     xs = np.sort(x, axis=1)
 
@@ -287,7 +316,10 @@ def _solve_rows(x: np.ndarray, k: int, dtype: torch.dtype) -> Tensor:
     xu = xs.ravel()[pos]
 
     centers = np.empty((G, k), dtype=np.float64)
-    dp_rows = np.flatnonzero(n_distinct > k)
+    large = np.zeros(G, dtype=bool) if exact else n_distinct > exact_limit(k)
+    for g in np.flatnonzero(large):
+        centers[g] = np.ldexp(_binned_row(y[g], k), scale[g])
+    dp_rows = np.flatnonzero((n_distinct > k) & ~large)
     if dp_rows.size:
         centers[dp_rows] = _solve_distinct_rows(
             dp_rows, k, n_distinct, row_start, yu, counts, scale
@@ -342,6 +374,42 @@ def _solve_distinct_rows(rows, k, n_distinct, row_start, yu, counts, scale):
     ends = (np.concatenate([splits[:, 1:], u[:, None]], axis=1) + base[:, None]).ravel()
     c = np.clip(c, Yf[seg_starts], Yf[ends - 1]).reshape(Gd, k)
     return np.ldexp(c, scale[rows][:, None])
+
+
+def _binned_row(y: np.ndarray, k: int) -> np.ndarray:
+    """Approximate k-means of one sorted row ``y``: exact DP over bins, then Lloyd.
+
+    The bins are contiguous runs of the sorted values (cut at equal counts and at equal
+    widths); the DP finds the best partition
+    into ``k`` runs of whole bins (segment costs from prefix sums of the values, so
+    exact for that restricted problem), and Lloyd's iterations on all values, each
+    ``O(k log N)`` on the prefix sums, move the boundaries until nothing changes. No
+    step increases the sum of squares.
+    """
+    n = y.size
+    bins = exact_limit(k)
+    mean = y.mean()
+    z = y - mean
+    z *= np.ldexp(1.0, -np.frexp(np.abs(z).max())[1])  # |z| < 1, exact power-of-two scaling
+    f1 = np.concatenate(([0.0], np.cumsum(z)))
+    f2 = np.concatenate(([0.0], np.cumsum(z * z)))
+    # half the bins hold equal counts, half span equal widths (so sparse tails are resolved too)
+    by_count = np.linspace(0, n, bins // 2 + 1).round().astype(np.int64)
+    by_width = np.searchsorted(z, np.linspace(z[0], z[-1], bins // 2 + 1)[1:-1])
+    edges = np.unique(np.concatenate((by_count, by_width)))
+    splits = _dp_splits(edges.astype(np.float64), f1[edges], f2[edges], np.zeros(1, dtype=np.int64),
+                        np.array([edges.size - 1]), k)
+    starts = edges[splits[0]]
+    for _ in range(_LLOYD_MAX_ITER):
+        ends = np.append(starts[1:], n)
+        c = (f1[ends] - f1[starts]) / (ends - starts)
+        new = np.concatenate(([0], np.searchsorted(z, (c[1:] + c[:-1]) * 0.5, side="right")))
+        if np.array_equal(new, starts) or (np.diff(np.append(new, n)) == 0).any():
+            break  # converged, or a cluster would empty: keep the last partition
+        starts = new
+    ends = np.append(starts[1:], n)
+    centers = np.add.reduceat(y, starts) / (ends - starts)
+    return np.clip(centers, y[starts], y[ends - 1])
 
 
 def _ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 
 from ..adapter import Adapter, get_adapter
 from ..errors import UnsupportedLayerError
+from .cache import unwatch
 from .quantizer import IntegerForm, Quantizer
 
 __all__ = [
@@ -123,6 +124,7 @@ def remove_parametrization(module: nn.Module, param: str = "weight", *, leave_pa
     cls = module.__class__
     module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
     parametrize.remove_parametrizations(module, param, leave_parametrized=leave_parametrized)
+    unwatch(getattr(module, param))
 
 
 def select_channels(module: nn.Module, param: str, dim: int, keep: Tensor) -> None:

@@ -17,6 +17,7 @@ torch.uint8
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from typing import Iterable, Sequence
 
 import torch
@@ -24,10 +25,13 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..transaction import transactional
+from ..adapter import get_adapter
 from ..deploy.hardware import HardwareProfile, as_profile
-from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError
+from ..errors import NotWrappedError, SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..neurons.state import StateFormat, quantize_state, strip_state
 from ..runtime import check_module
 from ..table import Table
+from .cache import unwatch
 from .codebook import CodebookWeight
 from .init import INITS, init_codebook
 from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
@@ -101,6 +105,8 @@ def wrap(
     exclude: str | Sequence[str] | None = None,
     reseed: bool = True,
     hardware: str | HardwareProfile | None = None,
+    state_bits: int | None = None,
+    state: bool | None = None,
 ) -> nn.Module:
     """Give every compressible layer of ``model`` a learnable ``m``-value codebook.
 
@@ -126,7 +132,12 @@ def wrap(
             ``model.named_modules()``; default all compressible layers.
         reseed: re-seed codewords that no weight uses (training mode only).
         hardware: name of a hardware profile; takes ``m``, ``bits`` and
-            ``granularity`` from it where not given.
+            ``granularity`` from it where not given, and, where it publishes its state
+            precision (Loihi, Xylo), gives the neurons chip-precision state
+            (:func:`snn_spikefit.neurons.state.quantize_state`) unless ``state=False``.
+        state_bits: give the neurons chip-precision state of this many signed bits instead.
+        state: ``None`` (default): chip-precision state when ``hardware``/``state_bits`` give it
+            and the neurons support it (else a warning); ``True``: required; ``False``: never.
 
     Raises:
         SpikeFitValueError / SpikeFitTypeError: bad arguments, a model with no
@@ -138,8 +149,8 @@ def wrap(
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
-    _check_int("m", m, 2, MAX_M, f"a codebook needs at least 2 values, and its codes are stored in at most 16 "
-                                 f"bits")
+    _check_int("m", m, 2, MAX_M, "a codebook needs at least 2 values, and its codes are stored in at most 16 "
+                                 "bits")
     if bits is not None:
         _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
         if m > 2**bits - 1:
@@ -158,6 +169,7 @@ def wrap(
             f"model is already wrapped (layers with quantizers: {names}); wrap it once, or "
             f"call snn_spikefit.strip(model) first"
         )
+    fmt = _state_format(hardware, state_bits, state)
     layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
     if not layers:
         raise SpikeFitValueError(
@@ -185,11 +197,41 @@ def wrap(
             q = CodebookWeight(codebook, bits=bits, granularity=granularity, reseed=reseed)
             parametrize.register_parametrization(module, param, q)
             done.append((module, param))
+        if fmt is not None:
+            _attach_state(model, fmt, required=bool(state) or state_bits is not None)
     except Exception:
         for module, param in reversed(done):
             parametrize.remove_parametrizations(module, param, leave_parametrized=False)
+            unwatch(getattr(module, param))
         raise
     return model
+
+
+def _state_format(hardware, state_bits, state) -> StateFormat | None:
+    if state not in (None, True, False):
+        raise SpikeFitTypeError(f"state must be None, True or False, got {state!r}")
+    if state is False:
+        return None
+    if state_bits is not None:
+        _check_int("state_bits", state_bits, 2, 32, "neuron state is held in 2..32-bit signed integers")
+        return StateFormat(state_bits, state_bits, name=f"{state_bits}-bit state")
+    fmt = StateFormat.from_profile(hardware) if hardware is not None else None
+    if fmt is None and state:
+        raise SpikeFitValueError(f"state=True needs state_bits= or a hardware profile that publishes its state "
+                                 f"precision (hardware={hardware!r} does not)")
+    return fmt
+
+
+def _attach_state(model: nn.Module, fmt: StateFormat, *, required: bool) -> None:
+    if not required and not get_adapter(model).neurons(model):
+        return  # no spiking neuron: nothing holds state
+    try:
+        quantize_state(model, fmt=fmt)
+    except (UnsupportedLayerError, SpikeFitValueError) as exc:
+        if required:
+            raise
+        warnings.warn(f"wrap: the neurons keep float state ({exc}); pass state=False to silence this",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _from_profile(hardware: str | HardwareProfile, m, bits, granularity):
@@ -256,8 +298,12 @@ def strip(model: nn.Module) -> nn.Module:
     """Turn every codebook layer back into a plain layer holding its quantized weight.
 
     In place; returns ``model``. Outputs do not change; the weight keeps at most
-    ``m`` distinct values per codebook but is no longer tied to a codebook.
+    ``m`` distinct values per codebook but is no longer tied to a codebook. Neurons with
+    chip-precision state get their own update back (:func:`~snn_spikefit.neurons.state.strip_state`).
     """
+    check_module(model)
+    if strip_state(model) and not compressed_layers(model):
+        return model
     for layer in _require_wrapped(model, "strip"):
         remove_parametrization(layer.module, layer.param, leave_parametrized=True)
         getattr(layer.module, layer.param).requires_grad_(True)
