@@ -38,11 +38,25 @@ from snn_spikefit.zoo.snntorch import conv_snn, dense_snn
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
-def _images(transform, name: str) -> LoadedData:
+def _images(transform, name: str, classes: int = 10) -> LoadedData:
     train, test = digits()
-    tr = TensorDataset(transform(train.tensors[0]), train.tensors[1])
-    te = TensorDataset(transform(test.tensors[0]), test.tensors[1])
+    keep_tr, keep_te = train.tensors[1] < classes, test.tensors[1] < classes
+    tr = TensorDataset(transform(train.tensors[0][keep_tr]), train.tensors[1][keep_tr])
+    te = TensorDataset(transform(test.tensors[0][keep_te]), test.tensors[1][keep_te])
     return LoadedData.from_splits(tr, te, name=name, options=DataOptions(num_steps=4, seed=0))
+
+
+def _xylo_net(*hidden: int):
+    """What Xylo runs: CUBA-LIF (snnTorch Synaptic) with bit-shift decays, no bias, 8 readout neurons, 16 inputs."""
+    import snntorch as snn
+    from torch import nn
+
+    layers, width = [], 16
+    for h in (*hidden, 8):
+        layers += [nn.Linear(width, h, bias=False), snn.Synaptic(alpha=0.5, beta=0.875, init_hidden=True)]
+        width = h
+    layers[-1] = snn.Synaptic(alpha=0.5, beta=0.875, init_hidden=True, output=True)
+    return nn.Sequential(*layers)
 
 
 def cases(loihi: bool):
@@ -51,10 +65,10 @@ def cases(loihi: bool):
            ("dynap-se2", lambda: dense_snn(64, 10, hidden=(200,)), plain, "fan_in 200 / 64"),
            ("tianjic", lambda: dense_snn(64, 10, hidden=(600,)), plain, "fan_in 600 / 256"),
            ("spinnaker", lambda: dense_snn(64, 10, hidden=(9000,)), plain, "cores 37 / 18"),
-           ("xylo", lambda: dense_snn(16, 10, hidden=(3000,)),
-            _images(lambda x: F.avg_pool2d(x, 2).flatten(1), "digits 4x4"), "neurons 3010 / 1008"),
-           ("xylo", lambda: dense_snn(16, 10, hidden=(1500, 1500)),
-            _images(lambda x: F.avg_pool2d(x, 2).flatten(1), "digits 4x4"), "neurons 3010 / 1008 (2 layers)")]
+           ("xylo", lambda: _xylo_net(3000), _images(lambda x: F.avg_pool2d(x, 2).flatten(1), "digits 4x4", 8),
+            "neurons 3008 / 1008"),
+           ("xylo", lambda: _xylo_net(1500, 1500), _images(lambda x: F.avg_pool2d(x, 2).flatten(1), "digits 4x4", 8),
+            "neurons 3008 / 1008 (2 layers)")]
     if loihi:
         out.append(("loihi", lambda: conv_snn(1, 10, 32, channels=(256, 8)),
                     _images(lambda x: F.interpolate(x, size=32, mode="nearest"), "digits 32x32"),

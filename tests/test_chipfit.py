@@ -96,8 +96,9 @@ def test_an_impossible_target_names_the_rule_and_by_how_much(digits):
 
 
 def test_inputs_beyond_the_chip_are_refused_before_training(digits):
-    with pytest.raises(sf.ConstraintViolationError, match="no allocation can fit the model to xylo.*inputs"):
-        sf.fit_to_chip(dense((16,)), digits, hardware="xylo", max_epochs=0)
+    in16 = sf.HardwareProfile("in16", max_inputs=16, max_neurons=1000, weight_bits=8)  # Xylo's 16 inputs
+    with pytest.raises(sf.ConstraintViolationError, match="no allocation can fit the model to in16.*inputs"):
+        sf.fit_to_chip(dense((16,)), digits, hardware=in16, max_epochs=0)
 
 
 def test_convolution_on_a_dense_only_chip_is_refused(digits):
@@ -205,12 +206,22 @@ def test_fit_to_xylo_with_its_16_inputs():
     from snn_spikefit.data.datasets import digits
 
     train, test = digits()
-    pool = lambda ds: TensorDataset(F.avg_pool2d(ds.tensors[0][:256], 2).flatten(1), ds.tensors[1][:256])  # noqa: E731
+
+    def pool(ds):  # 16 inputs and 8 classes: Xylo's inputs and readout neurons
+        x, y = ds.tensors
+        k = y < 8
+        return TensorDataset(F.avg_pool2d(x[k][:256], 2).flatten(1), y[k][:256])
+
     data = LoadedData.from_splits(pool(train), pool(test))
-    from snn_spikefit.zoo.snntorch import dense_snn
-    report = sf.fit_to_chip(dense_snn(16, 10, hidden=(3000,)), data, hardware="xylo", max_epochs=1, progress=False)
+    import snntorch as snn
+    torch.manual_seed(0)
+    cuba = dict(alpha=0.5, beta=0.875, init_hidden=True)  # CUBA-LIF with bit-shift decays, no bias
+    net = nn.Sequential(nn.Linear(16, 3000, bias=False), snn.Synaptic(**cuba),
+                        nn.Linear(3000, 8, bias=False), snn.Synaptic(**cuba, output=True))
+    report = sf.fit_to_chip(net, data, hardware="xylo", max_epochs=1, progress=False)
     assert "neurons" in {v.rule for v in report.check_before.errors}
-    assert report.ok and dict((b[0], b[3]) for b in report.budgets)["neurons"] <= 1008
+    assert report.ok, str(report.check_after)
+    assert dict((b[0], b[3]) for b in report.budgets)["neurons"] <= 1008
 
 
 def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(digits):
