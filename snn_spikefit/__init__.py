@@ -48,6 +48,7 @@ from .neurons import check as _state_check  # noqa: F401
 from .distill.distiller import Distiller
 # the whole path as one call
 from .pipeline.steps import compress
+from .chipfit import FitToChipReport, SweepReport, chip_sweep, fit_to_chip
 # hardware targets (Lava): the toolchain's simulator vs ours
 from .targets.verify import VerifyReport, verify
 # baselines
@@ -75,7 +76,7 @@ __all__ = [
     # chip-precision neuron state, distillation
     "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller",
     # the whole path as one call
-    "compress",
+    "compress", "fit_to_chip", "chip_sweep", "FitToChipReport", "SweepReport",
     # hardware targets
     "verify", "VerifyReport",
     # baselines
