@@ -277,7 +277,7 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile
         raise UnsupportedLayerError(f"the compressed model could not be exported, so nothing was done: {exc}") \
             from None
     _refuse_structural(original, profile, sample, _trace_steps(data))
-    if s["method"] == "posttraining":
+    if s.get("method") == "posttraining":  # other callers (chipfit) pass settings without a method
         return original, copy.deepcopy(original), sample
     work = wrap(copy.deepcopy(original), m=s["m"], bits=s["bits"], granularity=s["granularity"], init=s["init"],
                 exclude=s["exclude"])
