@@ -14,10 +14,13 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``neurons_per_core``             neurons of a layer, on chips that map a layer to one core
 ``cores``                        cores needed, ``sum(ceil(neurons / neurons_per_core))``
 ``neurons``                      neurons of the model (output elements of every connection layer)
-``synapses``                     non-zero weights (unrolled over positions on dense-only chips)
+``synapses``                     non-zero weights, or all on ``synapse_memory="dense"`` chips (unrolled
+                                 over positions on chips without convolution)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
+``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
+``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
@@ -255,11 +258,13 @@ def _synapses(ctx: CheckContext) -> None:
         ctx.skip("synapses", "(model)", _NEEDS_SAMPLE)
         return
     dense_only = ctx.profile.conv is False  # a conv layer is unrolled over its output positions
-    synapses = sum(int(f.nonzero_rows.sum()) * (f.neurons // f.weight.shape[0] if f.is_conv and dense_only else 1)
-                   for f in ctx.layers)
+    whole = ctx.profile.synapse_memory == "dense"  # crossbars / blocks allocated whole: a zero weight frees nothing
+    synapses = sum(int(f.rows.numel() if whole else f.nonzero_rows.sum())
+                   * (f.neurons // f.weight.shape[0] if f.is_conv and dense_only else 1) for f in ctx.layers)
     if synapses > lim:
+        fix = "prune channels (zero weights free no synapse memory there)" if whole else "prune channels or zero weights"
         ctx.add("synapses", "max_synapses", "(model)", lim, synapses,
-                f"{synapses} synapses, {ctx.chip} holds {lim}: prune channels or zero weights")
+                f"{synapses} synapses, {ctx.chip} holds {lim}: {fix}")
 
 
 def _inputs(ctx: CheckContext) -> None:
@@ -372,3 +377,6 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
     violations = [Violation(*v) for v in sorted(ctx.violations, key=lambda v: by_layer(v[1]))]
     skipped = sorted(ctx.skipped, key=lambda s: by_layer(s[1]))
     return CheckReport(ctx.profile.name, tuple(violations), tuple(skipped))
+
+
+from . import chip_rules  # noqa: E402,F401  (Speck's and Xylo's own rules register themselves)
