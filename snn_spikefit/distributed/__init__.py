@@ -4,8 +4,8 @@ Everything here is a no-op in a single process (``torch.distributed`` not initia
 these helpers unconditionally. Under ``torchrun`` / DDP (gloo on CPU, NCCL on GPU: the same code):
 
 * ``wrap`` **before** DDP (DDP broadcasts rank 0's parameters, codebooks included, when it is built);
-  ``wrap``, ``prune`` and ``strip`` refuse a ``DistributedDataParallel`` model (they replace parameters
-  that DDP's reducer holds): call them on ``ddp.module`` and build DDP again.
+  ``wrap`` and ``prune`` refuse a ``DistributedDataParallel`` model (they replace parameters that DDP's
+  reducer holds): call them on ``ddp.module`` and build DDP again.
 * Codebook re-seeding depends only on the weights and the codebook, which DDP keeps identical, so it is
   deterministic and the same on every rank; :func:`check_same_model` verifies that (a checksum per rank).
 * ``prune`` all-reduces its importance scores and sample counts, and checks (checksum of the kept
