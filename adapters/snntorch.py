@@ -25,13 +25,13 @@ from torch import Tensor, nn
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
 
+from .snntorch_levels import SnnTorchLevels
 from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
 
 __all__ = ["SnnTorchAdapter"]
 
-_LOOP_INSIDE = "inside"
-_LOOP_OUTSIDE = "outside"
+_LOOP_INSIDE, _LOOP_OUTSIDE = "inside", "outside"
 
 
 def _snntorch():
@@ -40,7 +40,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(SnnTorchState, Adapter):
+class SnnTorchAdapter(SnnTorchLevels, SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"
@@ -311,7 +311,7 @@ class SnnTorchAdapter(SnnTorchState, Adapter):
             raise UnsupportedLayerError(
                 f"snnTorch {kind}(reset_mechanism='subtract', reset_delay=False) cannot be exported to NIR "
                 f"exactly; use reset_delay=True or reset_mechanism='zero'")
-        meta = {}
+        meta = self.level_meta(module)
         if reset in ("subtract", "none"):
             meta[RESET_KEY] = reset
         elif synaptic and delay:
@@ -372,7 +372,7 @@ class SnnTorchAdapter(SnnTorchState, Adapter):
             neuron = snn.Synaptic(alpha=compact_param(alpha), beta=compact_param(a), threshold=thr,
                                   reset_mechanism=mech, reset_delay=reset != "value", init_hidden=True)
         else:
-            neuron = snn.Leaky(beta=compact_param(a), threshold=thr, reset_mechanism=mech, init_hidden=True)
+            neuron = self.leaky_from_nir(node, beta=compact_param(a), threshold=thr, reset_mechanism=mech, init_hidden=True)
         g = compact_param(gain)
         return [neuron] if bool((g == 1.0).all()) else [Gain(g), neuron]
 

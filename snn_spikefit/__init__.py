@@ -42,6 +42,7 @@ from .deploy.ops import OpCounts, count_ops
 # chip-precision neuron state (importing .neurons.check registers its check rules)
 from .neurons.state import StateFormat, quantize_state, state_rules, strip_state
 from .neurons import check as _state_check  # noqa: F401
+from .neurons.multilevel import MultiLevelNeuron, to_multilevel
 # membrane-aware distillation
 from .distill.distiller import Distiller
 # the whole path as one call
@@ -69,7 +70,7 @@ __all__ = [
     # NIR export and import
     "export_nir", "import_nir", "load_checkpoint",
     # chip-precision neuron state, distillation
-    "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller",
+    "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller", "to_multilevel", "MultiLevelNeuron",
     # the whole path as one call
     "compress",
     # hardware targets

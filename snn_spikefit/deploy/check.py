@@ -18,6 +18,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
+``graded_spikes``                multi-level neurons on a chip without graded spikes (:mod:`snn_spikefit.neurons.multilevel`)
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
