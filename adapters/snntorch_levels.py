@@ -14,7 +14,19 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["SnnTorchLevels"]
+__all__ = ["SnnTorchLevels", "node_levels"]
+
+
+def node_levels(node: Any) -> int:
+    """The level count in a NIR node's metadata, checked (an int >= 2)."""
+    import numpy as np
+
+    from snn_spikefit.neurons.multilevel import LEVELS_KEY, check_levels
+
+    raw = node.metadata[LEVELS_KEY]
+    arr = np.asarray(raw)
+    return check_levels(int(arr.item()) if arr.ndim == 0 and arr.dtype.kind in "iu" else raw,
+                        f"NIR {type(node).__name__} metadata {LEVELS_KEY}")
 
 
 class SnnTorchLevels:
@@ -35,8 +47,9 @@ class SnnTorchLevels:
         levels = spike_levels(module)
         if levels > 2:
             warnings.warn(
-                f"{type(module).__name__} emits {levels} spike levels; NIR has no graded-spike neuron, so the "
-                f"node is a LIF with metadata {LEVELS_KEY}={levels}: snn_spikefit.import_nir reads it back "
+                f"{type(module).__name__} emits {levels} spike levels; NIR has no graded-spike neuron, so the node "
+                f"is its binary neuron's (LIF or CubaLIF) with metadata {LEVELS_KEY}={levels}: "
+                f"snn_spikefit.import_nir reads it back "
                 f"exactly, other tools (stock snnTorch/Norse importers, Lava, ...) will run binary spikes",
                 UserWarning, stacklevel=6)
         return {LEVELS_KEY: levels}
@@ -46,18 +59,13 @@ class SnnTorchLevels:
         import snntorch as snn
 
         from snn_spikefit.errors import UnsupportedLayerError
-        from snn_spikefit.neurons.multilevel import LEVELS_KEY, check_levels
+        from snn_spikefit.neurons.multilevel import LEVELS_KEY
 
         if LEVELS_KEY not in node.metadata:
             return snn.Leaky(**kwargs)
         from .snntorch_multilevel import MultiLevelLeaky
 
-        import numpy as np
-
-        raw = node.metadata[LEVELS_KEY]
-        arr = np.asarray(raw)
-        levels = check_levels(int(arr.item()) if arr.ndim == 0 and arr.dtype.kind in "iu" else raw,
-                              f"NIR {type(node).__name__} metadata {LEVELS_KEY}")
+        levels = node_levels(node)
         if kwargs.get("reset_mechanism") != "subtract":
             raise UnsupportedLayerError(
                 f"NIR {type(node).__name__} has {LEVELS_KEY}={levels} but reset "

@@ -187,3 +187,69 @@ def test_runs_at_one_step_through_fit_prune_wrap_evaluate():
     sf.wrap(model, m=4, bits=4)
     report = sf.evaluate(model, data, num_steps=1)
     assert report.num_steps == 1 and report.acs > 0
+
+
+# -- Norse ------------------------------------------------------------------------------------------
+def _norse_params():
+    norse = pytest.importorskip("norse.torch")
+    return norse, norse.LIFParameters(tau_mem_inv=torch.as_tensor(200.0), tau_syn_inv=torch.as_tensor(300.0))
+
+
+def _norse_steps(cell, x):
+    state, out = None, []
+    for t in x:
+        z, state = cell(t, state)
+        out.append(z)
+    return torch.stack(out), state
+
+
+def test_norse_cell_by_hand_and_two_levels_is_lif_cell():
+    norse, p = _norse_params()
+    from snn_spikefit.adapters.norse_multilevel import MultiLevelLIFCell
+
+    xs = torch.tensor([[4.0], [0.0], [8.0], [0.0], [0.0], [2.0]])
+    got, _ = _norse_steps(MultiLevelLIFCell(p, levels=4), xs)
+    i, v, want = 0.0, 0.0, []
+    for x in xs[:, 0].tolist():  # Norse's order: current jump, membrane step, current decay, level, subtract
+        i += x
+        v += 0.2 * (-v + i)
+        i -= 0.3 * i
+        z = sum(1 for k in range(1, 4) if v > k)
+        v -= z
+        want.append(float(z))
+    assert got[:, 0].tolist() == want and max(want) >= 2
+    torch.manual_seed(0)
+    x = torch.randn(30, 3, 5) * 3
+    binary, _ = _norse_steps(norse.LIFCell(p), x)
+    two, _ = _norse_steps(MultiLevelLIFCell(p, levels=2, reset="value"), x)
+    assert torch.equal(binary, two) and 0 < int(binary.sum()) < binary.numel()
+
+
+def test_norse_to_multilevel_nir_round_trip_exact(tmp_path):
+    norse, p = _norse_params()
+    from snn_spikefit.adapters.norse_multilevel import MultiLevelLIFCell
+
+    torch.manual_seed(0)
+    model = norse.SequentialState(nn.Conv2d(1, 4, 3, padding=1), norse.LIFCell(p), nn.Flatten(),
+                                  nn.Linear(4 * 36, 5), norse.LIFCell(p))
+    sf.to_multilevel(model, levels=4)
+    assert [spike_levels(m) for m in model] == [2, 4, 2, 2, 4]
+    with torch.no_grad():
+        model[0].weight.mul_(6.0)
+        model[3].weight.mul_(8.0)
+    x = torch.rand(20, 2, 1, 6, 6)
+    with pytest.warns(UserWarning, match="other tools .* binary spikes"):
+        sf.export_nir(model, x[0], tmp_path / "n.nir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = sf.import_nir(tmp_path / "n.nir", "norse")
+        with pytest.raises(sf.UnsupportedLayerError, match="subtract_immediate"):
+            sf.import_nir(tmp_path / "n.nir", "snntorch")
+    assert [(m.spike_levels, m.reset) for m in back.modules() if isinstance(m, MultiLevelLIFCell)] == \
+        [(4, "subtract"), (4, "subtract")]
+    _, spk_a = _recorded(model, x)
+    _, spk_b = _recorded(back, x)
+    assert len(spk_a) == 2 and all(torch.equal(a, b) for a, b in zip(spk_a, spk_b))
+    assert float(spk_a[0].max()) >= 2
+    report = sf.check(model, "loihi", sample=x[0, :1])
+    assert [v.layer for v in report.violations if v.rule == "graded_spikes"] == ["1", "4"]
