@@ -372,7 +372,8 @@ class SnnTorchAdapter(SnnTorchLevels, SnnTorchState, Adapter):
             neuron = snn.Synaptic(alpha=compact_param(alpha), beta=compact_param(a), threshold=thr,
                                   reset_mechanism=mech, reset_delay=reset != "value", init_hidden=True)
         else:
-            neuron = self.leaky_from_nir(node, beta=compact_param(a), threshold=thr, reset_mechanism=mech, init_hidden=True)
+            neuron = self.leaky_from_nir(node, beta=compact_param(a), threshold=thr, reset_mechanism=mech,
+                                         init_hidden=True)
         g = compact_param(gain)
         return [neuron] if bool((g == 1.0).all()) else [Gain(g), neuron]
 
