@@ -253,3 +253,19 @@ def test_norse_to_multilevel_nir_round_trip_exact(tmp_path):
     assert float(spk_a[0].max()) >= 2
     report = sf.check(model, "loihi", sample=x[0, :1])
     assert [v.layer for v in report.violations if v.rule == "graded_spikes"] == ["1", "4"]
+
+
+def test_chip_precision_state_subtracts_the_level():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), snn.Leaky(beta=0.75, init_hidden=True), nn.Linear(6, 3),
+                          snn.Leaky(beta=0.5, init_hidden=True))
+    sf.to_multilevel(model, levels=4)
+    with torch.no_grad():  # weights and inputs on the state grid (1/64): the integer state is exact
+        for layer in (model[0], model[2]):
+            layer.weight.copy_(torch.round(layer.weight * 64) / 64 * 8)
+            layer.bias.zero_()
+    x = torch.round(torch.rand(20, 4, 8) * 4) / 4
+    chip = sf.quantize_state(copy.deepcopy(model), state_bits=24, scale=1 / 64)
+    _, spk_a = _recorded(model, x)
+    _, spk_b = _recorded(chip, x)
+    assert all(torch.equal(a, b) for a, b in zip(spk_a, spk_b)) and float(spk_a[0].max()) == 3.0
