@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch and torchvision from this machine's local wheels (a plain `torch` may pull a multi-GB build)
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install -q -e ".[dev]"
+	# SpikingJelly without its declared torchaudio/tensorboard/...: the [spikingjelly] extra has what it imports
+	$(PY) -m pip install -q --no-deps "spikingjelly==2.0.0"
 	touch $(STAMP)
 
 install: $(STAMP)

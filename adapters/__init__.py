@@ -1,6 +1,6 @@
 """Framework adapters, installed as ``snn_spikefit.adapters``.
 
-One module per framework (``snntorch``, ``norse``); each imports its framework
+One module per framework (``snntorch``, ``norse``, ``spikingjelly``); each imports its framework
 lazily. :data:`ADAPTERS` lists them for the core's discovery (in this order,
 which is also the order of :func:`snn_spikefit.adapter.nir_frameworks`); the
 same adapters are registered through the entry-point group
@@ -11,4 +11,5 @@ same adapters are registered through the entry-point group
 ADAPTERS = {
     "snntorch": "snn_spikefit.adapters.snntorch:SnnTorchAdapter",
     "norse": "snn_spikefit.adapters.norse:NorseAdapter",
+    "spikingjelly": "snn_spikefit.adapters.spikingjelly:SpikingJellyAdapter",
 }

@@ -47,6 +47,7 @@ from .neurons.multilevel import MultiLevelNeuron, to_multilevel
 from .distill.distiller import Distiller
 # the whole path as one call
 from .pipeline.steps import compress
+from .chipfit import FitToChipReport, SweepReport, chip_sweep, fit_to_chip
 # hardware targets (Lava): the toolchain's simulator vs ours
 from .targets.verify import VerifyReport, verify
 # baselines
@@ -72,7 +73,7 @@ __all__ = [
     # chip-precision neuron state, distillation
     "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller", "to_multilevel", "MultiLevelNeuron",
     # the whole path as one call
-    "compress",
+    "compress", "fit_to_chip", "chip_sweep", "FitToChipReport", "SweepReport",
     # hardware targets
     "verify", "VerifyReport",
     # baselines

@@ -1,5 +1,5 @@
-"""The framework boundary holds: the core runs the whole pipeline with snnTorch, Norse and the
-built-in adapters made unimportable, on a plain-torch neuron registered through its own adapter
+"""The framework boundary holds: the core runs the whole pipeline with snnTorch, Norse, SpikingJelly and
+the built-in adapters made unimportable, on a plain-torch neuron registered through its own adapter
 (tests/tiny_lif.py); a third-party adapter found by entry point reaches import_nir and the CLI."""
 
 import json
@@ -16,7 +16,7 @@ BOUNDARY = r'''
 import importlib.abc, io, json, sys, warnings
 from contextlib import redirect_stdout
 
-REFUSED = ("snntorch", "norse", "snn_spikefit.adapters")
+REFUSED = ("snntorch", "norse", "spikingjelly", "snn_spikefit.adapters")
 
 
 class Refuse(importlib.abc.MetaPathFinder):
@@ -174,5 +174,6 @@ def test_the_refusing_finder_really_refuses(tmp_path):
         ''')
     done = _python(script, tmp_path, [TESTS])
     assert done.returncode == 0, done.stderr[-4000:]
-    assert done.stdout.split() == ["refused", "snntorch", "refused", "norse", "refused", "snn_spikefit.adapters"]
+    assert done.stdout.split() == ["refused", "snntorch", "refused", "norse", "refused", "spikingjelly",
+                                  "refused", "snn_spikefit.adapters"]
     assert json.dumps(done.stdout)  # plain text, no traceback

@@ -12,6 +12,7 @@ import torch
 from ..pipeline.steps import DEFAULT_EPOCHS
 from .common import (add_data_args, add_hardware_arg, add_model_args, add_output_args, check_fits, emit,
                      load_data, load_model, note, relay_warnings)
+from .fit import add_fit_args, fit_main
 
 
 def add_parser(sub) -> None:
@@ -45,6 +46,7 @@ def add_parser(sub) -> None:
     add_output_args(p, out_help="compressed NIR file (default <MODEL stem>_<hardware>.nir in the current folder); "
                                 "the .json record, the report and the .png plots are written next to it")
     p.add_argument("--html", action="store_true", help="write the human report as HTML instead of Markdown")
+    add_fit_args(p)
     p.set_defaults(handler=main)
 
 
@@ -70,6 +72,10 @@ def main(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     data = load_data(args)
     data = check_fits(loaded, data, args)
+    if args.fit or args.sweep or args.objective != "accuracy":
+        if not args.fit:
+            raise SpikeFitValueError("--sweep and --objective are not allowed without --fit; add --fit")
+        return fit_main(args, profile, out, loaded, data)
     try:
         with relay_warnings(args):
             result = sf.compress(loaded.model, data, hardware=profile, m=args.m, bits=args.bits,

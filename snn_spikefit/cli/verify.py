@@ -13,14 +13,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "verify", help="run the model in a chip toolchain's simulator and ours: same spikes? (exit 1 if not)",
         description="Run the same inputs through --target's simulator (Lava: floating point and Loihi's "
-                    "bit-accurate fixed point) and through snn_spikefit's simulation; print per layer the "
+                    "bit-accurate fixed point; sinabs: Speck's layers; xylo: xylosim, Xylo's integers) and through snn_spikefit's simulation; print per layer the "
                     "spikes in each, how many differ, and the accuracy in each. Exit 0 when they agree "
                     "(fixed point: with our Loihi integer model), 1 when not, 2 on bad input. The target's "
                     "Python environment is created on first use (see snn_spikefit.targets.env).")
     add_model_args(p)
     p.add_argument("--target", required=True, choices=list_targets(), help="the toolchain")
     p.add_argument("--mode", choices=("float", "fixed", "both"), default="both",
-                   help="the target's arithmetic (default both)")
+                   help="the target's arithmetic (default both: those the target has; sinabs: float, xylo: fixed)")
     p.add_argument("--steps", type=int, default=50, metavar="T", help="timesteps per sample (default 50)")
     p.add_argument("--data", default="digits", metavar="SOURCE", help="inputs and labels (default digits; "
                    "the same sources as for compress)")
@@ -50,7 +50,10 @@ def main(args: argparse.Namespace) -> int:
         raise SpikeFitValueError(f"--data {args.data} is time-major (event data); verify takes static inputs")
     xs, ys = zip(*data.test)
     x, y = torch.cat(xs)[:args.limit], torch.cat(ys)[:args.limit]
-    modes = ("float", "fixed") if args.mode == "both" else (args.mode,)
+    from ..targets import get_target
+
+    have = get_target(args.target).modes  # sinabs: float only; xylo: fixed (integers) only
+    modes = tuple(m for m in ("float", "fixed") if m in have) if args.mode == "both" else (args.mode,)
     note(args, f"running {len(x)} samples x {args.steps} steps in {args.target} ({', '.join(modes)}) and ours")
     model = loaded.source if loaded.kind == "nir" else loaded.model
     report = verify(model, (x, y), target=args.target, modes=modes, num_steps=args.steps,

@@ -18,7 +18,12 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
+<<<<<<< HEAD
 ``graded_spikes``                multi-level neurons on a chip without graded spikes (:mod:`snn_spikefit.neurons.multilevel`)
+=======
+``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
+``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
+>>>>>>> main
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped
@@ -373,3 +378,6 @@ def check(model: nn.Module, hardware: str | HardwareProfile | None = None, *, sa
     violations = [Violation(*v) for v in sorted(ctx.violations, key=lambda v: by_layer(v[1]))]
     skipped = sorted(ctx.skipped, key=lambda s: by_layer(s[1]))
     return CheckReport(ctx.profile.name, tuple(violations), tuple(skipped))
+
+
+from . import chip_rules  # noqa: E402,F401  (Speck's and Xylo's own rules register themselves)

@@ -59,8 +59,12 @@ def list_targets() -> list[str]:
 
 def _register_builtin() -> None:
     from .lava import LavaTarget
+    from .sinabs import SinabsTarget
+    from .xylo import XyloTarget
 
     register_target(LavaTarget())
+    register_target(SinabsTarget())
+    register_target(XyloTarget())
 
 
 _register_builtin()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import TargetError
 
-__all__ = ["targets_home", "find_python", "target_python"]
+__all__ = ["targets_home", "find_python", "target_python", "target_site"]
 
 
 def targets_home() -> Path:
@@ -90,3 +90,31 @@ def target_python(name: str, *, version: str, packages: list[str], env_var: str,
     stamp.write_text(json.dumps(want))
     _log(f"{name} environment ready: {python}")
     return str(python)
+
+
+def target_site(name: str, *, packages: list[str], create: bool = True) -> str:
+    """A folder of ``packages`` installed with ``pip --no-deps --target`` for this interpreter (created once).
+
+    For a toolchain whose pins would break our environment but whose code runs beside it (sinabs
+    pins ``nir<=1.0.4`` and imports fine with nir 1.0.8): put the folder on ``PYTHONPATH`` of a
+    worker process; our own environment is never changed.
+    """
+    home = targets_home() / name
+    stamp = home / "spikefit-installed.json"
+    want = {"python": "%d.%d" % sys.version_info[:2], "packages": packages, "no_deps": True}
+    if stamp.exists() and json.loads(stamp.read_text()) == want:
+        return str(home)
+    if not create:
+        raise TargetError(f"the {name} packages {str(home)!r} do not exist or are out of date; "
+                          f"`spikefit verify` installs them")
+    _log(f"installing {' '.join(packages)} (--no-deps) into {str(home)!r}")
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(home), *packages]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).split()[-60:])
+        raise TargetError(f"installing the {name} packages failed at `{' '.join(cmd)}`: {tail}")
+    stamp.write_text(json.dumps(want))
+    return str(home)
