@@ -269,3 +269,20 @@ def test_chip_precision_state_subtracts_the_level():
     _, spk_a = _recorded(model, x)
     _, spk_b = _recorded(chip, x)
     assert all(torch.equal(a, b) for a, b in zip(spk_a, spk_b)) and float(spk_a[0].max()) == 3.0
+
+
+def test_norse_graded_op_counts_by_hand_and_unknown_chip_is_skipped():
+    norse, _ = _norse_params()
+    from snn_spikefit.adapters.norse_multilevel import MultiLevelLIFCell
+
+    # tau_mem_inv = 1000, dt = 1e-3: v = i after one step; tau_syn_inv irrelevant at one step
+    p = norse.LIFParameters(tau_mem_inv=torch.as_tensor(1000.0), tau_syn_inv=torch.as_tensor(200.0))
+    fc = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.5, 0.0]]))
+    model = norse.SequentialState(MultiLevelLIFCell(p, levels=4), fc)
+    ops = sf.count_ops(model, torch.tensor([[[3.5, 0.5, 1.5]]]))  # levels 3, 0, 1
+    assert (ops.acs, ops.macs, ops.graded_acs) == (7.0, 0.0, 3.0)
+    report = sf.check(model, "generic-45nm")
+    assert not [v for v in report.violations if v.rule == "graded_spikes"]
+    assert [s[0] for s in report.skipped].count("graded_spikes") == 1
