@@ -278,6 +278,26 @@ class NorseAdapter(NorseLevels, Adapter):
             return "AdEx"
         return f"other:{type(module).__name__}"
 
+    def membrane_decays(self, module: nn.Module) -> tuple:
+        """``1 - dt * tau_inv`` per filter: LIFBoxCell/LIBoxCell ``(mem,)``, LIFCell/LICell ``(syn, mem)``, IAFCell ``(1,)``.
+
+        Norse integrates the synaptic current one step late (the membrane sees the current of
+        the previous step); the kernel ignores that one-step delay.
+        """
+        norse = _norse()
+        c = float(getattr(module, "dt", 1e-3))
+        p = getattr(module, "p", None)
+        decay = lambda inv: (1.0 - c * torch.as_tensor(inv, dtype=torch.float32)).clamp(0, 1)  # noqa: E731
+        if isinstance(module, norse.IAFCell):
+            return (torch.ones(()),)
+        if isinstance(module, (norse.LIFBoxCell, norse.LIBoxCell)):
+            return (decay(p.tau_mem_inv),)
+        if isinstance(module, (norse.LIFCell, norse.LICell)):
+            return (decay(p.tau_syn_inv), decay(p.tau_mem_inv))
+        raise UnsupportedLayerError(
+            f"Norse {type(module).__name__} has no known membrane decay for post-training compression; "
+            f"supported: LIFCell, LIFBoxCell, LICell, LIBoxCell, IAFCell")
+
     def neuron_hint(self, module: nn.Module, allowed) -> str | None:
         """The Norse cell of an allowed model: ``LIFBoxCell`` is LIF, ``IAFCell`` is IF."""
         kind = self.neuron_model(module)

@@ -261,6 +261,23 @@ class SpikingJellyAdapter(Adapter):
                                             f"{tuple(value.shape)}; pruning keeps scalar neuron parameters only")
         module.reset()
 
+    def membrane_decays(self, module: nn.Module) -> tuple:
+        """``(1 - 1/tau,)`` for LIFNode (``1 - sigmoid(w)`` for ParametricLIFNode), ``(1,)`` for IFNode.
+
+        The membrane's response to its input; ``decay_input`` scales the input by ``1/tau``,
+        a constant the Hessian does not need, and a ``v_reset`` leak target adds no input term.
+        """
+        neuron = _sj()[0]
+        if isinstance(module, neuron.IFNode):
+            return (1.0,)
+        if isinstance(module, neuron.ParametricLIFNode):
+            return (1.0 - float(module.w.detach().sigmoid()),)
+        if isinstance(module, neuron.LIFNode):
+            return (1.0 - 1.0 / float(module.tau),)
+        raise UnsupportedLayerError(
+            f"SpikingJelly {type(module).__name__} has no known membrane decay for post-training compression; "
+            f"supported: IFNode, LIFNode, ParametricLIFNode")
+
     # -- hardware ------------------------------------------------------------------------
     def neuron_dynamics(self, module: nn.Module) -> dict[str, Any] | None:
         """IF/LIF/ParametricLIF resting at 0 as ``v <- (1 - 1/tau) v + x`` (``decay_input`` also scales

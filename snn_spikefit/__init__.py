@@ -39,6 +39,8 @@ from .deploy.check import CheckReport, ConstraintViolationError, Violation, chec
 from .deploy.hardware import HardwareProfile, get_profile, list_profiles, register_profile
 from .deploy.metrics import DeployReport, evaluate
 from .deploy.ops import OpCounts, count_ops
+# one-shot post-training compression (SBC, one-shot CAT)
+from .ptq import PostTrainingReport, compress_posttraining
 # chip-precision neuron state (importing .neurons.check registers its check rules)
 from .neurons.state import StateFormat, quantize_state, state_rules, strip_state
 from .neurons import check as _state_check  # noqa: F401
@@ -70,6 +72,8 @@ __all__ = [
     "ConstraintViolationError", "HardwareProfile", "list_profiles", "get_profile", "register_profile",
     # NIR export and import
     "export_nir", "import_nir", "load_checkpoint",
+    # one-shot post-training compression
+    "compress_posttraining", "PostTrainingReport",
     # chip-precision neuron state, distillation
     "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller", "to_multilevel", "MultiLevelNeuron",
     # the whole path as one call

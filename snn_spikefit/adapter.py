@@ -221,6 +221,18 @@ class Adapter(NeuronStateAccess):
         """
         return f"other:{type(module).__name__}"
 
+    def membrane_decays(self, module: nn.Module) -> tuple[Tensor, ...]:
+        """Per-step decay factors of the neuron's response to its input, innermost filter first.
+
+        The membrane of ``module``, below threshold, is its input filtered by first-order filters
+        ``y[t] = a * y[t-1] + x[t]`` in series: ``(beta,)`` for a LIF neuron, ``(alpha, beta)`` for a
+        current-based one (synaptic current, then membrane), ``(1.0,)`` for IF (no leak). Each
+        factor is a scalar tensor or one value per neuron. Post-training compression
+        (:func:`snn_spikefit.compress_posttraining`) builds its leak kernel from them.
+        """
+        raise UnsupportedLayerError(
+            f"adapter {self.name!r} does not know the membrane decay of {type(module).__name__}")
+
     def neuron_hint(self, module: nn.Module, allowed: Sequence[str]) -> str | None:
         """How to make ``module`` one of the ``allowed`` neuron models, if the framework knows a way.
 

@@ -93,6 +93,7 @@ def test_result_holds_every_measurement(compressed, data):
     record = result.record
     assert record["settings"] == {"m": 4, "bits": 8, "granularity": "channel", "init": "kmeans", "exclude": None,
                                   "prune": 0.25, "criterion": "fsc", "epochs": 1, "lr": 1e-3, "seed": 0,
+                                  "method": "cat", "calib": None, "sparsity": 0.0,
                                   "limit": LIMIT}
     assert record["model"] == "Sequential" and record["data"] == "digits" and record["num_steps"] == 4
     assert record["output"] is None and record["files"] == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..pipeline.steps import DEFAULT_EPOCHS
+from ..pipeline.steps import DEFAULT_CALIB, DEFAULT_EPOCHS, METHODS
 from .common import (add_data_args, add_hardware_arg, add_model_args, add_output_args, check_fits, emit,
                      load_data, load_model, note, relay_warnings)
 from .fit import add_fit_args, fit_main
@@ -39,6 +39,13 @@ def add_parser(sub) -> None:
                    help="fraction of the channels of every spiking layer to remove, in [0, 1) (default 0: no pruning)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), default="fsc",
                    help="channel importance for --prune (default fsc)")
+    p.add_argument("--method", choices=list(METHODS), default="cat",
+                   help="cat: wrap + fine-tune (default); posttraining: one-shot from --calib training samples, "
+                        "no training (Spiking Brain Compression; one-shot CAT on chips with a weight table)")
+    p.add_argument("--calib", type=int, default=DEFAULT_CALIB, metavar="N",
+                   help=f"calibration samples for --method posttraining (default {DEFAULT_CALIB})")
+    p.add_argument("--sparsity", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of the weights --method posttraining sets to 0 (OBS), in [0, 1) (default 0)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help=f"fine-tuning epochs after wrapping and again after pruning (default {DEFAULT_EPOCHS})")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3)")
@@ -82,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
                                  granularity=args.granularity, init=args.init, exclude=args.exclude,
                                  prune=args.prune, criterion=args.criterion, epochs=args.epochs, lr=args.lr,
                                  seed=args.seed, source=loaded.source,
-                                 progress=False if args.no_progress else None, log=lambda text: note(args, text))
+                                 progress=False if args.no_progress else None, log=lambda text: note(args, text),
+                                 method=args.method, calib=args.calib, sparsity=args.sparsity)
     except sf.ConstraintViolationError as exc:  # found before training: no training can fix it
         print(f"spikefit compress: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -14,7 +14,8 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``neurons_per_core``             neurons of a layer, on chips that map a layer to one core
 ``cores``                        cores needed, ``sum(ceil(neurons / neurons_per_core))``
 ``neurons``                      neurons of the model (output elements of every connection layer)
-``synapses``                     non-zero weights (unrolled over positions on dense-only chips)
+``synapses``                     non-zero weights, or all on ``synapse_memory="dense"`` chips (unrolled
+                                 over positions on chips without convolution)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
@@ -258,11 +259,13 @@ def _synapses(ctx: CheckContext) -> None:
         ctx.skip("synapses", "(model)", _NEEDS_SAMPLE)
         return
     dense_only = ctx.profile.conv is False  # a conv layer is unrolled over its output positions
-    synapses = sum(int(f.nonzero_rows.sum()) * (f.neurons // f.weight.shape[0] if f.is_conv and dense_only else 1)
-                   for f in ctx.layers)
+    whole = ctx.profile.synapse_memory == "dense"  # crossbars / blocks allocated whole: a zero weight frees nothing
+    synapses = sum(int(f.rows.numel() if whole else f.nonzero_rows.sum())
+                   * (f.neurons // f.weight.shape[0] if f.is_conv and dense_only else 1) for f in ctx.layers)
     if synapses > lim:
+        fix = "prune channels (zero weights free no synapse memory there)" if whole else "prune channels or zero weights"
         ctx.add("synapses", "max_synapses", "(model)", lim, synapses,
-                f"{synapses} synapses, {ctx.chip} holds {lim}: prune channels or zero weights")
+                f"{synapses} synapses, {ctx.chip} holds {lim}: {fix}")
 
 
 def _inputs(ctx: CheckContext) -> None:

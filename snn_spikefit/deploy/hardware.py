@@ -26,10 +26,12 @@ from ..errors import SpikeFitTypeError, SpikeFitValueError
 from ..table import Table
 
 __all__ = ["HardwareProfile", "list_profiles", "get_profile", "register_profile", "as_profile",
-           "WRAP_MAX_BITS"]
+           "WRAP_MAX_BITS", "SYNAPSE_MEMORY"]
 
 #: Widest codebook integers :func:`snn_spikefit.wrap` makes (its ``bits`` is 2..8).
 WRAP_MAX_BITS = 8
+#: Values of :attr:`HardwareProfile.synapse_memory`.
+SYNAPSE_MEMORY = ("nonzero", "dense", None)
 
 _LIMITS = ("weight_bits", "distinct_weights_per_neuron", "distinct_weights_per_layer", "neurons_per_core",
            "fan_in", "cores", "max_neurons", "max_synapses", "max_inputs", "max_kernel_size",
@@ -60,6 +62,9 @@ class HardwareProfile:
     e_mac_pj: float | None = None                  # energy of a multiply-accumulate, pJ
     e_ac_pj: float | None = None                   # energy of an accumulate (synaptic op), pJ
     e_neuron_pj: float | None = None               # energy of one neuron update, pJ (optional term)
+    #: what the synapse budget counts: "nonzero" (a zero weight frees its synapse: sparse encodings),
+    #: "dense" (whole crossbars / blocks are allocated, zeros included); None = unknown (check counts non-zero)
+    synapse_memory: str | None = None
     graded_spikes: bool | None = None              # a spike carries a value (multi-level neurons); None = unknown
     e_graded_pj: float | None = None               # energy of one graded-spike synaptic op, pJ (None: e_ac_pj)
     # neuron state (snn_spikefit.neurons.state): what chip-precision state simulates and check reports
@@ -88,6 +93,9 @@ class HardwareProfile:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise SpikeFitValueError(f"profile {self.name!r}: {f}={v!r} is not allowed; use a number >= 0 or None")
+        if self.synapse_memory not in SYNAPSE_MEMORY:
+            raise SpikeFitValueError(f"profile {self.name!r}: synapse_memory={self.synapse_memory!r} is not allowed; "
+                                     f"use one of {SYNAPSE_MEMORY}")
         if self.decay not in (None, *_DECAYS) or self.current_overflow not in (None, "saturate", "wrap"):
             raise SpikeFitValueError(f"profile {self.name!r}: decay={self.decay!r} / current_overflow="
                                      f"{self.current_overflow!r} is not allowed; use one of {_DECAYS} / "

@@ -7,7 +7,9 @@
 with ``Perf`` = accuracy/100 or macro-F1/100, ``L`` the mean wall-clock seconds
 per input, ``E`` the energy per inference in mJ under a hardware profile
 (``E_MAC * MACs + E_AC * ACs [+ E_neuron * neuron updates]``, operations counted
-as in NeuroBench, see :mod:`snn_spikefit.deploy.ops`) and ``S = P * b / 8e6`` MB. DR has
+as in NeuroBench, see :mod:`snn_spikefit.deploy.ops`) and ``S = P * b / 8e6`` MB (on a
+profile whose ``synapse_memory`` is ``"nonzero"`` zero weights free their storage, see
+:func:`model_size_bits`; on ``"dense"`` and unknown ones they do not). DR has
 units: compare it only under one profile, one machine and one T, and read it
 with its components (the report prints them side by side).
 
@@ -23,6 +25,7 @@ with its components (the report prints them side by side).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace as _replace
@@ -30,8 +33,9 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from ..progress import progress_bar
+from torch.nn.utils import parametrize
 
+from ..progress import progress_bar
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
 from .ops import LayerOps, NeuronActivity, OpCounter, OpCounts
@@ -39,7 +43,7 @@ from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from ..reports import Report
 from ..table import Table
 from ..train import scores
-from ..quantize.layers import compressed_layers
+from ..quantize.layers import COMPRESSIBLE_TYPES, compressed_layers
 
 __all__ = ["evaluate", "DeployReport", "model_size_bits", "macro_f1", "deploy_ratio"]
 
@@ -60,7 +64,21 @@ def macro_f1(pred: Tensor, target: Tensor) -> float:
     return float(f1[present].mean())
 
 
-def model_size_bits(model: nn.Module) -> tuple[int, int]:
+def _sparse_bits(weight: Tensor, dense_bits: int) -> int:
+    """Storage of ``weight`` when only its non-zero synapses are kept, each with its input index.
+
+    ``nnz * (value bits + ceil(log2 inputs))``, or the dense storage when that is less (a
+    toolchain keeps the cheaper format).
+    """
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    n = rows.numel()
+    if n == 0:
+        return dense_bits
+    index = max(1, math.ceil(math.log2(max(2, rows.shape[1]))))
+    return min(dense_bits, math.ceil(int((rows != 0).sum()) * (dense_bits / n + index)))
+
+
+def model_size_bits(model: nn.Module, *, sparse: bool = False) -> tuple[int, int]:
     """``(parameters P, storage bits)``: quantized weights at their real bits, every other parameter as stored.
 
     A quantized weight (any parameter carrying a quantizer: CAT or a baseline)
@@ -70,21 +88,32 @@ def model_size_bits(model: nn.Module) -> tuple[int, int]:
     (biases, plain layers, BatchNorm affine, learnable neuron constants) costs
     its dtype's width (32 for float32). Buffers (BatchNorm running statistics,
     neuron state and constants) are not parameters and are not counted.
+
+    ``sparse=True`` (a chip whose ``synapse_memory`` is ``"nonzero"``): the weights of
+    Linear/Conv layers keep only their non-zero synapses, each with its input index
+    (the per-weight bits; a codebook's values and scales still count whole).
     """
     params, bits = 0, 0
     skip: set[int] = set()
     for layer in compressed_layers(model):
         n = int(layer.weight.numel())
         params += n
-        bits += layer.quantizer.size_bits(n)
+        size = layer.quantizer.size_bits(n)
+        if sparse:
+            book = layer.quantizer.size_bits(0)  # codebooks and scales
+            size = book + _sparse_bits(layer.weight, size - book)
+        bits += size
         plist = layer.module.parametrizations[layer.param]
         skip.update(id(p) for p in plist.parameters())
         skip.add(id(plist.original))
+    weights = {id(m.weight) for m in model.modules() if isinstance(m, COMPRESSIBLE_TYPES)
+               and not parametrize.is_parametrized(m, "weight")} if sparse else set()
     for p in model.parameters():
         if id(p) in skip:
             continue
         params += p.numel()
-        bits += p.numel() * p.element_size() * 8
+        size = p.numel() * p.element_size() * 8
+        bits += _sparse_bits(p, size) if id(p) in weights else size
     return params, bits
 
 
@@ -288,7 +317,7 @@ def evaluate(
     f1 = 100.0 * macro_f1(pred, target)
     latency = seconds / samples
     energy, note = _energy(prof, ops.acs, ops.macs, ops.neuron_updates, ops.graded_acs)
-    params, bits = model_size_bits(model)
+    params, bits = model_size_bits(model, sparse=prof.synapse_memory == "nonzero")
     size = bits / 8e6
     return DeployReport(
         profile=prof.name, samples=samples, num_steps=num_steps, accuracy=accuracy, f1=f1, latency_s=latency,

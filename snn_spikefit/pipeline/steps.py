@@ -4,6 +4,9 @@
     from the chip) -> measure the original -> fine-tune -> prune -> fine-tune -> freeze -> measure
     -> check against the chip -> NIR graph
 
+With ``method="posttraining"`` the wrap/fine-tune/prune stages are one call of
+:func:`~snn_spikefit.compress_posttraining` on ``calib`` training samples (no epochs).
+
 Every argument is checked, and the model's fit to the data, NIR export and ``wrap`` are tried,
 before any training or evaluation starts.
 """
@@ -29,6 +32,7 @@ from ..errors import InputMismatchError, SpikeFitError, SpikeFitTypeError, Spike
 from ..nir.exporter import export_nir
 from ..pruning.importance import get_criterion
 from ..pruning.prune import prune as prune_model
+from ..ptq.api import compress_posttraining
 from ..quantize.fold import fold_batchnorm
 from ..quantize.layers import is_wrapped
 from ..quantize.wrap import codebook_summary, freeze, strip, wrap
@@ -37,9 +41,12 @@ from ..train import fit, scores
 from .report import codebook_records, layer_stats
 from .result import CompressResult
 
-__all__ = ["compress", "check_fits", "DEFAULT_EPOCHS"]
+__all__ = ["compress", "check_fits", "DEFAULT_EPOCHS", "DEFAULT_CALIB", "METHODS"]
 
 DEFAULT_EPOCHS = 2
+#: Calibration samples ``method="posttraining"`` reads from the training split.
+DEFAULT_CALIB = 256
+METHODS = ("cat", "posttraining")
 
 
 @transactional
@@ -62,6 +69,9 @@ def compress(
     source: str | None = None,
     progress: bool | None = None,
     log: Callable[[str], Any] | None = None,
+    method: str = "cat",
+    calib: int = DEFAULT_CALIB,
+    sparsity: float = 0.0,
 ) -> CompressResult:
     """Compress a copy of ``model`` for the chip ``hardware``, measure it before and after, check it.
 
@@ -84,6 +94,9 @@ def compress(
             afterwards); ``None``: use it as it is.
         source: what the record calls the model (default its class name).
         progress: tqdm bars (``None``: the library switch, :func:`snn_spikefit.set_progress`); ``log``: called with one line per stage (e.g. ``print``).
+        method: ``"cat"`` (wrap + fine-tune) or ``"posttraining"`` (one-shot, from ``calib`` training
+            samples, ``sparsity`` of the weights set to 0 by OBS; ``prune`` and ``epochs`` are not used:
+            on a chip with a weight table (``m`` from the chip) one-shot CAT, else a uniform ``bits`` grid).
 
     Returns:
         :class:`~snn_spikefit.pipeline.CompressResult`; ``result.save("out.nir")`` writes the NIR
@@ -117,10 +130,16 @@ def compress(
             say("evaluating the original model")
             before = evaluate(original, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
         del original
+        if method == "posttraining":
+            prune_report, losses = None, {}
+            with clock("posttraining"):
+                ptq = _posttraining(work, data, settings, progress, say)
+        else:
+            books = codebook_summary(work).records()
+            say(f"wrapped {len(books)} layers: m={books[0]['m']}, bits={books[0]['bits']}, "
+                f"granularity={books[0]['granularity']}; fine-tuning {epochs} epochs")
+            prune_report, losses, ptq = *_train(work, data, settings, clock, progress, say), None
         books = codebook_summary(work).records()
-        say(f"wrapped {len(books)} layers: m={books[0]['m']}, bits={books[0]['bits']}, "
-            f"granularity={books[0]['granularity']}; fine-tuning {epochs} epochs")
-        prune_report, losses = _train(work, data, settings, clock, progress, say)
         with clock("freeze"):
             freeze(work)
         with clock("evaluate_after"):
@@ -137,12 +156,14 @@ def compress(
         "settings": {"m": books[0]["m"], "bits": books[0]["bits"], "granularity": books[0]["granularity"],
                      "init": init, "exclude": [exclude] if isinstance(exclude, str) else
                      None if exclude is None else list(exclude), "prune": prune,
-                     "criterion": settings["criterion_name"], "epochs": epochs, "lr": lr, "seed": seed,
+                     "criterion": settings["criterion_name"], "epochs": epochs if method == "cat" else None,
+                     "lr": lr if method == "cat" else None, "seed": seed, "method": method, "calib": calib if method == "posttraining" else None, "sparsity": sparsity,
                      "limit": data.options.limit if data.options is not None else None},
         "limit_per_neuron": profile.distinct_weights_per_neuron or profile.distinct_weights_per_layer,
         "output": None, "layers": layers, "codebooks": codebook_records(work),
         "codebook_summary": summary.records(),
         "prune": prune_report.to_dict() if prune_report is not None else None, "losses": losses,
+        "posttraining": ptq.to_dict() if ptq is not None else None,
         "before": before.to_dict(), "after": after.to_dict(),
         "check_before": check_before.to_dict(), "check_after": check_after.to_dict(),
         "timings": dict(clock.seconds), "seconds": round(time.perf_counter() - start, 2), "files": [],
@@ -182,6 +203,12 @@ def _check_arguments(model: Any, data: Any, args: dict[str, Any]) -> tuple[Hardw
         raise SpikeFitValueError(f"lr={lr!r} is not allowed; use a number > 0")
     criterion = args["criterion"]
     get_criterion(criterion)  # a name it knows, or a callable
+    _check_method(args, profile, amount)
+    if args["method"] == "posttraining" and m is not None and profile.distinct_weights_per_neuron is None \
+            and profile.distinct_weights_per_layer is None and args["m"] is None:
+        m = None  # per-synapse weights: a uniform bits grid (GPTQ), not a 2**bits - 1 value codebook
+    elif args["method"] == "posttraining" and m is None and bits is None:
+        m = 4  # wrap's default
     seed = args["seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise SpikeFitTypeError(f"seed={seed!r} is not allowed; use an int or None")
@@ -193,7 +220,8 @@ def _check_arguments(model: Any, data: Any, args: dict[str, Any]) -> tuple[Hardw
     settings = {"m": m, "bits": bits, "granularity": granularity, "init": args["init"],
                 "exclude": args["exclude"], "prune": float(amount),
                 "criterion": criterion, "criterion_name": criterion if isinstance(criterion, str) else
-                getattr(criterion, "__name__", type(criterion).__name__), "epochs": epochs, "lr": float(lr)}
+                getattr(criterion, "__name__", type(criterion).__name__), "epochs": epochs, "lr": float(lr),
+                "method": args["method"], "calib": args["calib"], "sparsity": float(args["sparsity"])}
     return profile, _as_data(data, args["num_steps"], 0 if seed is None else seed), settings
 
 
@@ -249,9 +277,44 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile
         raise UnsupportedLayerError(f"the compressed model could not be exported, so nothing was done: {exc}") \
             from None
     _refuse_structural(original, profile, sample, _trace_steps(data))
+    if s.get("method") == "posttraining":  # other callers (chipfit) pass settings without a method
+        return original, copy.deepcopy(original), sample
     work = wrap(copy.deepcopy(original), m=s["m"], bits=s["bits"], granularity=s["granularity"], init=s["init"],
                 exclude=s["exclude"])
     return original, work, sample
+
+
+def _check_method(args: dict[str, Any], profile: HardwareProfile, prune: float) -> None:
+    method, calib, sparsity = args["method"], args["calib"], args["sparsity"]
+    if method not in METHODS:
+        raise SpikeFitValueError(f"method={method!r} is not allowed; use one of {METHODS}")
+    if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
+        raise SpikeFitValueError(f"calib={calib!r} is not allowed; use the number of calibration samples, an int >= 1")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise SpikeFitValueError(f"sparsity={sparsity!r} is not allowed; use a fraction of the weights in [0, 1)")
+    if method == "cat" and sparsity > 0:
+        raise SpikeFitValueError("sparsity is for method='posttraining' (OBS); with method='cat' use prune= "
+                                 "(channels)")
+    if method == "posttraining" and prune > 0:
+        raise SpikeFitValueError("prune (channel pruning, then fine-tuning) is not allowed with "
+                                 "method='posttraining'; use sparsity= (OBS weight pruning, no training)")
+
+
+def _posttraining(model: nn.Module, data: LoadedData, s: dict[str, Any], progress: bool | None, say):
+    """One-shot compression of ``model`` on the first ``calib`` training samples."""
+    xs, count = [], 0
+    dim = 0 if data.num_steps is not None else 1  # event data is time-major [T, B, ...]
+    for x, _ in data.train:
+        take = min(x.shape[dim], s["calib"] - count)
+        xs.append(x.narrow(dim, 0, take))
+        count += take
+        if count >= s["calib"]:
+            break
+    say(f"post-training compression on {count} calibration samples: m={s['m']}, bits={s['bits']}, "
+        f"granularity={s['granularity']}, sparsity={s['sparsity']:g}")
+    return compress_posttraining(model, xs, sparsity=s["sparsity"], bits=s["bits"], m=s["m"],
+                                 granularity=s["granularity"], num_steps=data.num_steps, exclude=s["exclude"],
+                                 progress=progress)
 
 
 def _train(model: nn.Module, data: LoadedData, s: dict[str, Any], clock: _Clock, progress: bool | None, say

@@ -37,6 +37,7 @@ from .init import INITS, init_codebook
 from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
                      is_wrapped, remove_parametrization)
 from .quantizer import distinct_per_row
+from .thaw import thaw
 
 __all__ = ["wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "GRANULARITIES"]
 
@@ -127,7 +128,9 @@ def wrap(
             output channel / neuron, as in TrueNorth's per-neuron weight tables).
         init: codebook initialisation: ``"kmeans"`` (exact 1-D k-means of the
             weights), ``"linear"`` (evenly spaced over the weight range) or
-            ``"quantile"`` (equal-count bins).
+            ``"quantile"`` (equal-count bins); ``"frozen"``: make the model's frozen codebook
+            layers (``freeze``, ``compress_posttraining``) trainable again with the same
+            weights, so CAT fine-tunes a post-training result.
         include, exclude: layer names or glob patterns (``"fc*"``), as in
             ``model.named_modules()``; default all compressible layers.
         reseed: re-seed codewords that no weight uses (training mode only).
@@ -145,6 +148,11 @@ def wrap(
             is left exactly as it was.
     """
     check_module(model)
+    if init == "frozen":
+        if (m, bits, granularity, hardware, include, exclude) != (None,) * 6:
+            raise SpikeFitValueError("init='frozen' takes m, bits and granularity from the frozen layers; "
+                                     "leave m, bits, granularity, hardware, include and exclude unset")
+        return thaw(model, reseed=reseed)
     if hardware is not None:
         m, bits, granularity = _from_profile(hardware, m, bits, granularity)
     m = 4 if m is None else m
@@ -162,7 +170,7 @@ def wrap(
     if granularity not in GRANULARITIES:
         raise SpikeFitValueError(f"granularity={granularity!r} is not allowed; use one of {GRANULARITIES}")
     if init not in INITS:
-        raise SpikeFitValueError(f"init={init!r} is not allowed; use one of {tuple(INITS)}")
+        raise SpikeFitValueError(f"init={init!r} is not allowed; use one of {tuple(INITS) + ('frozen',)}")
     if is_wrapped(model):
         names = [c.name for c in compressed_layers(model)]
         raise SpikeFitValueError(

@@ -1,0 +1,342 @@
+"""``compress_posttraining``: one-shot compression of a trained SNN from a few calibration samples.
+
+Spiking Brain Compression (SBC, arXiv 2506.03996) per layer, in model order, each
+layer's Hessian measured on the inputs the already-compressed layers before it give
+(:mod:`~snn_spikefit.ptq.hessian`): OBS pruning with a LAMP allocation of the sparsity
+over layers, then GPTQ rounding to a uniform ``b``-bit grid, or one-shot CAT
+(:mod:`~snn_spikefit.ptq.codebook`) to ``m`` values. No training loop, no gradient.
+
+The result is what ``wrap`` + ``freeze`` give: every quantized layer holds a
+:class:`~snn_spikefit.quantize.codebook.FrozenCodebook` (integer codes, codebook,
+integers and scale), so ``evaluate``, ``check``, ``export_nir`` and the targets take it
+unchanged, and ``wrap(model, init="frozen")`` fine-tunes it with CAT. Pruning alone
+(``bits`` and ``m`` None) leaves plain layers with zero weights.
+
+>>> import torch, snn_spikefit as sf
+>>> from snn_spikefit.zoo.snntorch import dense_snn
+>>> net = dense_snn(16, 3, (8,))
+>>> report = sf.compress_posttraining(net, torch.rand(20, 16), m=3, bits=4, progress=False)
+>>> [int(c.weight.unique().numel()) <= 3 for c in sf.compressed_layers(net)]
+[True, True]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..adapter import Adapter, get_adapter
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..quantize.codebook import FrozenCodebook
+from ..quantize.layers import compressed_layers, install_frozen, remove_parametrization
+from ..quantize.quantizer import distinct_per_row
+from ..quantize.wrap import GRANULARITIES, _as_patterns, _check_int, _select_layers
+from ..progress import progress_bar
+from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
+from ..trace import trace
+from ..train import recalibrate_bn
+from .codebook import fit_layer
+from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
+from .obs import hessian_error, obs_order, obs_prune, row_counts
+from .report import LayerPostTraining, PostTrainingReport
+
+__all__ = ["compress_posttraining", "lamp_counts"]
+
+_BATCH = 64
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: Modules between a layer and its neuron that keep the input linear enough for the kernel.
+_PASS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
+@dataclass
+class _Plan:
+    name: str
+    module: nn.Module
+    neuron: str
+    decays: tuple
+    gain2: Tensor | None
+
+
+def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations) -> None:
+    check_module(model)
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise SpikeFitValueError(f"sparsity={sparsity!r} is not allowed; use the fraction of weights to set to "
+                                 f"zero, a number in [0, 1)")
+    if bits is not None:
+        _check_int("bits", bits, 2, 8, "weights are quantized to 2..8-bit signed integers")
+    if m is not None:
+        _check_int("m", m, 2, None, "a codebook needs at least 2 values")
+        if bits is not None and m > 2**bits - 1:
+            raise SpikeFitValueError(
+                f"m={m} is not allowed with bits={bits}: a {bits}-bit signed codebook holds at most "
+                f"2**bits - 1 = {2**bits - 1} distinct values (use m <= {2**bits - 1} or more bits)")
+    if granularity not in GRANULARITIES:
+        raise SpikeFitValueError(f"granularity={granularity!r} is not allowed; use one of {GRANULARITIES}")
+    if num_steps is not None:
+        _check_int("num_steps", num_steps, 1, None, "steps a static input is fed for (None: time-major data)")
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < 1e3:
+        raise SpikeFitValueError(f"damping={damping!r} is not allowed; use a number >= 0 (0.01: 1 % of the "
+                                 f"mean Hessian diagonal)")
+    _check_int("iterations", iterations, 1, None, "one-shot CAT alternates assignment and refit")
+    if compressed_layers(model):
+        raise SpikeFitValueError("model already carries quantizers (wrap/freeze/a baseline); "
+                                 "compress_posttraining takes a plain trained model (call strip(model) first)")
+
+
+def _calibration(calib_data: Any, num_steps: int | None) -> list[Tensor]:
+    """The calibration inputs as a list of batches (read once: later passes see the same samples)."""
+    if calib_data is None:
+        raise SpikeFitValueError("calib_data is None; pass calibration inputs (a tensor [N, ...] or (x, y) batches)")
+    if isinstance(calib_data, Tensor):
+        dim = 0 if num_steps is not None else 1
+        batches = list(torch.split(calib_data, _BATCH, dim=dim)) if calib_data.ndim > dim else []
+    elif isinstance(calib_data, (str, bytes)) or not isinstance(calib_data, Iterable):
+        raise SpikeFitTypeError(f"calib_data must be a tensor or an iterable of batches, got {type(calib_data).__name__}")
+    else:
+        batches = []
+        for i, item in enumerate(calib_data):
+            x = item[0] if isinstance(item, (tuple, list)) and item else item
+            if not isinstance(x, Tensor):
+                raise SpikeFitTypeError(f"calib_data batch {i} holds {type(x).__name__}; use tensors or (x, y) pairs")
+            batches.append(x)
+    batches = [b for b in batches if b.numel() > 0]
+    if not batches:
+        raise SpikeFitValueError("calib_data has no samples; pass at least one calibration input")
+    for i, b in enumerate(batches):
+        if b.is_floating_point() and not bool(b.isfinite().all()):
+            raise SpikeFitValueError(f"calib_data batch {i} contains NaN or inf values; inputs must be finite")
+    return batches
+
+
+def _follow(graph, name: str, adapter: Adapter) -> tuple[str, tuple, Tensor | None]:
+    """The neuron fed by layer ``name`` (through BatchNorm, pooling, flatten), its decays, the BN gain^2."""
+    gain2, cur = None, name
+    for _ in range(16):
+        consumers = graph.consumers(cur)
+        if len(consumers) != 1:
+            break
+        node = consumers[0]
+        if node.is_neuron:
+            decays = []
+            for d in adapter.membrane_decays(node.module):
+                d = torch.as_tensor(d, dtype=torch.float64)
+                decays.append(float(d.mean()))
+            return node.name, tuple(decays), gain2
+        if isinstance(node.module, _BATCHNORM):
+            bn = node.module
+            g = (bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(
+                bn.running_var + bn.eps) if bn.running_var is not None else None
+            gain2 = None if g is None else (g.double() ** 2) * (gain2 if gain2 is not None else 1.0)
+        elif not isinstance(node.module, _PASS) and type(node.module).__name__ != "Gain":
+            break
+        cur = node.name
+    return "-", (), gain2  # a read-out (or a branch): the output error at every step, K = I
+
+
+def _plans(model: nn.Module, batches: list[Tensor], num_steps, include, exclude) -> list[_Plan]:
+    adapter = get_adapter(model)
+    layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
+    if not layers:
+        raise SpikeFitValueError(f"model has no compressible layer (after include={include!r}, exclude={exclude!r})")
+    for name, module, param in layers:
+        if param != "weight" or not isinstance(module, SUPPORTED_TYPES) or parametrize.is_parametrized(module):
+            kind = type(module).__name__ + (f".{param}" if param != "weight" else "")
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({kind}) cannot be compressed post-training (supported: "
+                f"{[t.__name__ for t in SUPPORTED_TYPES]} weights without parametrizations); "
+                f"pass exclude=[{name!r}] to leave it as it is")
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            try:  # refuse before anything runs
+                patches(module, torch.zeros(1, module.in_channels, *([8] * (module.weight.ndim - 2))))
+            except UnsupportedLayerError as exc:
+                raise UnsupportedLayerError(f"layer {name!r}: {exc}; pass exclude=[{name!r}] to leave it as it is"
+                                            ) from None
+    sample = batches[0] if num_steps is not None else batches[0][0]
+    graph = trace(model, sample)
+    out = []
+    for name, module, _ in layers:
+        try:
+            neuron, decays, gain2 = _follow(graph, name, adapter)
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"layer {name!r} feeds a neuron post-training compression cannot model: "
+                                        f"{exc}; pass exclude=[{name!r}] to leave it as it is") from None
+        if gain2 is not None and gain2.numel() not in (1, module.weight.shape[0]):
+            gain2 = None
+        out.append(_Plan(name, module, neuron, decays, gain2))
+    return out
+
+
+def lamp_counts(weights: Sequence[Tensor], sparsity: float) -> list[int]:
+    """Weights to remove per layer for a global ``sparsity`` by LAMP scores (Lee et al., ICLR 2021).
+
+    A weight's score is ``w^2 / sum of w'^2 over the layer's weights at least as large``;
+    the ``floor(sparsity * total)`` lowest scores of all layers go. Every layer keeps its
+    largest weight (score 1).
+    """
+    scores = []
+    for w in weights:
+        sq = w.detach().double().flatten() ** 2
+        srt = sq.sort().values
+        scores.append(srt / srt.flip(0).cumsum(0).flip(0).clamp_min(1e-300))
+    total = sum(s.numel() for s in scores)
+    k = int(sparsity * total)
+    if k == 0:
+        return [0] * len(weights)
+    flat = torch.cat(scores)
+    owner = torch.cat([torch.full((s.numel(),), i) for i, s in enumerate(scores)])
+    chosen = owner[torch.sort(flat, stable=True).indices[:k]]
+    return [int(c) for c in torch.bincount(chosen, minlength=len(weights))]
+
+
+@torch.no_grad()
+def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps) -> HessianAccumulator:
+    acc = HessianAccumulator(plan.module, plan.decays)
+    seen: list[Tensor] = []
+    handle = plan.module.register_forward_hook(lambda _m, args, _o: seen.append(args[0].detach()))
+    try:
+        with eval_mode(model, clear=True):
+            for x in batches:
+                seen.clear()
+                run(model, x, num_steps=num_steps)
+                steps = num_steps if num_steps is not None else x.shape[0]
+                if len(seen) != steps:
+                    raise UnsupportedLayerError(
+                        f"layer {plan.name!r} was called {len(seen)} times in a run of {steps} steps; "
+                        f"post-training compression needs one call per step (no shared layers)")
+                acc.add(torch.stack(seen))
+    finally:
+        handle.remove()
+    return acc
+
+
+def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations):
+    w0 = plan.module.weight.detach()
+    rows = w0.reshape(w0.shape[0], -1).double().cpu()
+    h = acc.hessian()
+    hd = damped(h, damping)
+    gain2 = plan.gain2.expand(rows.shape[0]).clone() if plan.gain2 is not None else None
+    mask = None
+    work = rows
+    if k > 0:
+        hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
+        order, cost = obs_order(rows, hinv)
+        work, mask = obs_prune(rows, hinv, order, row_counts(cost, k, gain2))
+    fit = None
+    final = work.float()
+    if m is not None or bits is not None:
+        groups = rows.shape[0] if granularity == "channel" else 1
+        fit = fit_layer(work.float(), hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
+                        iterations=iterations)
+        final = fit.quantized
+    base = hessian_error(rows, h, gain2)
+    err = hessian_error(final.double() - rows, h, gain2) / base if base > 0 else 0.0
+    return final, fit, mask, err
+
+
+def compress_posttraining(
+    model: nn.Module,
+    calib_data: Any,
+    *,
+    sparsity: float = 0.0,
+    bits: int | None = None,
+    m: int | None = None,
+    granularity: str = "layer",
+    num_steps: int | None = DEFAULT_NUM_STEPS,
+    damping: float = 0.01,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    iterations: int = 6,
+    recalibrate: bool = False,
+    progress: bool | None = None,
+) -> PostTrainingReport:
+    """Prune and quantize ``model`` in place from calibration inputs alone (no training).
+
+    Args:
+        model: a trained snnTorch, Norse or imported NIR model (changed in place).
+        calib_data: calibration inputs: a tensor ``[N, ...]`` (or ``[T, N, ...]`` with
+            ``num_steps=None``), or an iterable of batches / ``(x, y)`` pairs (labels unused).
+        sparsity: fraction of the compressed weights set to 0, in ``[0, 1)`` (OBS, LAMP allocation).
+        bits: ``None``, or signed integer bits (2..8): with ``m`` the codebook's integers, without it a
+            uniform grid of ``2**bits - 1`` values.
+        m: values per codebook (one-shot CAT), ``None`` for none.
+        granularity: ``"layer"`` or ``"channel"`` (one codebook / scale per output channel).
+        num_steps: steps a static input is fed for; ``None``: ``calib_data`` is time-major.
+        damping: added to ``H``'s diagonal, as a fraction of its mean.
+        include, exclude: layer names or glob patterns, as in :func:`snn_spikefit.wrap`.
+        iterations: one-shot CAT's assignment/refit rounds at most.
+        recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
+            calibration inputs (no gradient; the clustered baselines do it once, on training batches).
+        progress: a tqdm bar over layers (``None``: the library switch, :func:`snn_spikefit.set_progress`).
+
+    Returns:
+        A :class:`PostTrainingReport` (per layer: neuron and decays used, pruned weights, error).
+
+    Raises:
+        SpikeFitValueError / SpikeFitTypeError: bad arguments, empty calibration data.
+        UnsupportedLayerError: a layer it cannot handle (named); ``exclude`` it.
+        On any error the model is left as it was.
+    """
+    _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations)
+    batches = _calibration(calib_data, num_steps)
+    start = time.perf_counter()
+    plans = _plans(model, batches, num_steps, include, exclude)
+    ks = lamp_counts([p.module.weight for p in plans], float(sparsity))
+    samples = sum(int(b.shape[0 if num_steps is not None else 1]) for b in batches)
+    quantize = m is not None or bits is not None
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    installed: list[nn.Module] = []
+    rows: list[LayerPostTraining] = []
+    try:
+        results = []
+        for plan, k in _progress(list(zip(plans, ks)), progress):
+            t0 = time.perf_counter()
+            if k == 0 and not quantize:
+                results.append(None)
+                rows.append(_row(plan, None, None, None, 0.0, time.perf_counter() - t0))
+                continue
+            acc = _hessian(model, plan, batches, num_steps)
+            final, fit, mask, err = _compress_layer(plan, acc, k, m=m, bits=bits, granularity=granularity,
+                                                    damping=float(damping), iterations=iterations)
+            w = plan.module.weight
+            w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
+            results.append(fit)
+            rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
+            if recalibrate:  # the next layer's Hessian sees this layer's outputs with statistics that fit them
+                recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
+        if quantize:
+            store_m = m if m is not None else 2**bits - 1
+            for plan, fit in zip(plans, results):
+                form = fit.form(plan.module.weight.shape, store_m, bits)
+                frozen = FrozenCodebook.from_form(form, m=store_m, bits=bits, granularity=granularity)
+                frozen.to(plan.module.weight.device)
+                install_frozen(plan.module, frozen)
+                installed.append(plan.module)
+    except BaseException:
+        for module in installed:
+            remove_parametrization(module, leave_parametrized=True)
+        model.load_state_dict(snapshot)
+        raise
+    return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping), samples,
+                              tuple(rows), time.perf_counter() - start)
+
+
+def _row(plan: _Plan, final: Tensor | None, fit, mask: Tensor | None, err: float, seconds: float
+         ) -> LayerPostTraining:
+    w = plan.module.weight
+    rows = final if final is not None else w.detach().reshape(w.shape[0], -1)
+    m_eff = None
+    if fit is not None:
+        groups = fit.values.shape[0]
+        m_eff = int(distinct_per_row(fit.quantized.reshape(groups, -1)).max())
+    return LayerPostTraining(plan.name, type(plan.module).__name__, plan.neuron, plan.decays, plan.gain2 is not None,
+                             int(rows.shape[1]), int(rows.numel()), int(mask.sum()) if mask is not None else 0,
+                             int((rows == 0).sum()), m_eff, float(err), float(seconds))
+
+
+def _progress(items: list, progress: bool | None):
+    return progress_bar(items, progress=progress, desc="compress_posttraining", unit="layer")

@@ -1,0 +1,130 @@
+"""The spike-train Hessian of one layer (Spiking Brain Compression, arXiv 2506.03996).
+
+A layer ``W`` feeding a neuron whose membrane, below threshold, filters its input
+with per-step decay ``a`` sees, from input spike trains ``S`` (``[T, in]`` for one
+sample at one position), the membrane ``V = K S W^T`` with the leak kernel
+
+.. math::
+
+    K_{ij} = a^{i-j} \\quad (j \\le i), \\qquad 0 \\text{ otherwise}
+
+(``a = (tau - 1) / tau`` in the paper's notation; IF: ``a = 1``, no leak; a
+current-based neuron: the product of its two kernels). The squared membrane error
+of a weight change ``dW`` (one row ``dw``) is ``dw^T H dw`` with
+
+.. math::
+
+    H = \\frac{2}{m} \\sum_{\\text{samples, positions}} (K S)^T (K S)
+
+``m`` = calibration samples times output positions (1 for a dense layer, ``H_out *
+W_out`` for a convolution, whose ``S`` are the unfolded input patches). A layer
+with no neuron after it (a read-out) uses ``K = I``: its output error at every
+step. The damping ``damping * mean(diag H)`` is added by :func:`damped`.
+
+>>> leak_kernel([0.5], 3).tolist()
+[[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.25, 0.5, 1.0]]
+>>> leak_kernel([], 2).tolist()          # read-out: identity
+[[1.0, 0.0], [0.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedLayerError
+
+__all__ = ["leak_kernel", "patches", "HessianAccumulator", "damped", "SUPPORTED_TYPES"]
+
+#: Layer types whose Hessian this module builds.
+SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def leak_kernel(decays: Sequence[float], num_steps: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``[T, T]`` lower-triangular kernel of first-order filters ``y[t] = a y[t-1] + x[t]`` in series."""
+    t = torch.arange(num_steps, dtype=dtype)
+    lag = t[:, None] - t[None, :]
+    kernel = torch.eye(num_steps, dtype=dtype)
+    for a in decays:
+        k = torch.where(lag >= 0, torch.as_tensor(float(a), dtype=dtype) ** lag.clamp_min(0), torch.zeros((), dtype=dtype))
+        kernel = k @ kernel
+    return kernel
+
+
+def patches(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
+    """Inputs of ``module`` as rows of its weight's inputs: ``([N * L, in_features], L)``.
+
+    ``x`` is one step's input ``[N, ...]``; ``L`` is the number of output positions
+    (1 for ``Linear``). A convolution is unfolded with its own kernel, stride,
+    padding and dilation (``Conv1d`` as a height-1 ``Conv2d``).
+    """
+    if isinstance(module, nn.Linear):
+        rows = x.reshape(-1, x.shape[-1])
+        return rows, rows.shape[0] // max(1, x.shape[0]) if x.ndim > 1 else 1
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise UnsupportedLayerError(
+                f"{type(module).__name__} with groups={module.groups}, padding={module.padding!r}, "
+                f"padding_mode={module.padding_mode!r}: post-training compression supports groups=1 and "
+                f"numeric zero padding")
+        one_d = isinstance(module, nn.Conv1d)
+        pair = (lambda v: (1, v[0])) if one_d else (lambda v: tuple(v))
+        img = x.unsqueeze(-2) if one_d else x
+        cols = F.unfold(img, pair(module.kernel_size), dilation=pair(module.dilation),
+                        padding=(0, module.padding[0]) if one_d else tuple(module.padding), stride=pair(module.stride))
+        n, f, L = cols.shape
+        return cols.transpose(1, 2).reshape(n * L, f), L
+    raise UnsupportedLayerError(
+        f"{type(module).__name__} is not supported by post-training compression; supported: "
+        f"{[t.__name__ for t in SUPPORTED_TYPES]}")
+
+
+class HessianAccumulator:
+    """Accumulates ``H`` of one layer over calibration batches of input spike trains.
+
+    Args:
+        module: the layer (``Linear``, ``Conv1d``, ``Conv2d``).
+        decays: the decay factors of the neuron it feeds (:meth:`Adapter.membrane_decays`),
+            ``()`` for a read-out.
+    """
+
+    def __init__(self, module: nn.Module, decays: Sequence[float]) -> None:
+        self.module = module
+        self.decays = tuple(float(a) for a in decays)
+        n = module.weight[0].numel()
+        self.sum = torch.zeros(n, n, dtype=torch.float64)
+        self.m = 0           # samples x positions
+        self.samples = 0
+        self._kernels: dict[int, Tensor] = {}
+
+    def add(self, steps: Tensor) -> None:
+        """Add one batch of inputs, time-major ``[T, B, ...]``."""
+        T = steps.shape[0]
+        if T not in self._kernels:
+            self._kernels[T] = leak_kernel(self.decays, T)
+        k = self._kernels[T].to(steps.device)
+        filtered = torch.einsum("ts,sb...->tb...", k, steps.double())  # V = K S, per sample and position
+        rows, L = patches(self.module, filtered.reshape(-1, *steps.shape[2:]))
+        # rows are [(t, b, position), in]; the sum over t, b, positions of row outer products is sum (KS)^T (KS)
+        self.sum += (rows.T @ rows).cpu()
+        self.samples += steps.shape[1]
+        self.m += steps.shape[1] * L
+
+    def hessian(self) -> Tensor:
+        """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped)."""
+        return self.sum * (2.0 / max(self.m, 1))
+
+
+def damped(h: Tensor, damping: float) -> Tensor:
+    """``H + damping * mean(diag H) * I``; an all-zero ``H`` (a layer that never saw input) becomes ``I``."""
+    mean = float(h.diagonal().mean()) if h.numel() else 0.0
+    if mean <= 0:
+        return torch.eye(h.shape[0], dtype=h.dtype)
+    out = h.clone()
+    out.diagonal().add_(damping * mean)
+    dead = out.diagonal() <= 0
+    out.diagonal()[dead] = 1.0  # cannot happen with damping > 0; keeps damping=0 invertible on dead inputs
+    return out
