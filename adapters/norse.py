@@ -35,6 +35,8 @@ from torch import Tensor, nn
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitTypeError, UnsupportedLayerError
 
+from .norse_levels import NorseLevels
+
 __all__ = ["NorseAdapter"]
 
 
@@ -55,7 +57,7 @@ def _no_autapse_grad(gradient: Tensor) -> Tensor:
     return gradient.clone().fill_diagonal_(0.0)
 
 
-class NorseAdapter(Adapter):
+class NorseAdapter(NorseLevels, Adapter):
     """Adapter for Norse (``norse.torch`` cells, run through ``SequentialState``)."""
 
     name = "norse"
@@ -189,7 +191,8 @@ class NorseAdapter(Adapter):
                           r=tau_syn / dt, v_leak=P(p.v_leak, "v_leak"), w_in=np.ones(shape))
             if isinstance(module, norse.LICell):
                 return nir.CubaLI(**common)
-            return nir.CubaLIF(v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"), **common)
+            return nir.CubaLIF(v_threshold=P(p.v_th, "v_th"), v_reset=P(p.v_reset, "v_reset"),
+                               metadata=self.cuba_meta(module), **common)
         if isinstance(module, norse.LIBoxCell):
             return nir.LI(tau=dt / (c * P(p.tau_mem_inv, "tau_mem_inv")), r=np.ones(shape),
                           v_leak=P(p.v_leak, "v_leak"))
@@ -228,7 +231,8 @@ class NorseAdapter(Adapter):
         norse = _norse()
         kind = type(node).__name__
         reset = str(node.metadata.get(RESET_KEY, "value"))
-        if reset not in ("value", "subtract_immediate") or (reset != "value" and not isinstance(node, nir.LIF)):
+        if reset not in ("value", "subtract_immediate") or (reset != "value" and not isinstance(node, nir.LIF) and not
+                                                             isinstance(node, nir.CubaLIF)):
             raise UnsupportedLayerError(
                 f"NIR {kind} with {RESET_KEY}={reset!r} cannot run exactly in Norse (Norse resets to v_reset, "
                 f"or subtracts the threshold before the leak in LIFBoxCell); import it with framework='snntorch'")
@@ -246,7 +250,7 @@ class NorseAdapter(Adapter):
             if isinstance(node, nir.CubaLI):
                 cell = norse.LICell(norse.LIParameters(**params), dt=dt)
             else:
-                cell = norse.LIFCell(norse.LIFParameters(**params, **extra), dt=dt)
+                cell = self.lif_cell_from_nir(node, reset, norse.LIFParameters(**params, **extra), dt)
             gain = _f64(node.r) * dt * _f64(node.w_in) / _f64(node.tau_syn)
         elif isinstance(node, nir.LI):
             cell = norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=inv(node.tau), v_leak=T(node.v_leak)), dt=dt)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from snn_spikefit.adapter import Adapter, stack_steps, step_inputs
 from snn_spikefit.errors import SpikeFitValueError
 
+from .snntorch_levels import SnnTorchLevels
 from .snntorch_nir import SnnTorchNIR
 from .snntorch_state import SnnTorchState
 from snn_spikefit.nir.importer import NIRGraphModule
@@ -41,7 +42,7 @@ def _snntorch():
     return snntorch
 
 
-class SnnTorchAdapter(SnnTorchNIR, SnnTorchState, Adapter):
+class SnnTorchAdapter(SnnTorchLevels, SnnTorchNIR, SnnTorchState, Adapter):
     """Adapter for snnTorch (``snntorch.SpikingNeuron`` subclasses)."""
 
     name = "snntorch"

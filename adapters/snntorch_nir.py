@@ -93,7 +93,7 @@ class SnnTorchNIR:
             raise UnsupportedLayerError(
                 f"snnTorch {kind}(reset_mechanism='subtract', reset_delay=False) cannot be exported to NIR "
                 f"exactly; use reset_delay=True or reset_mechanism='zero'")
-        meta = {}
+        meta = self.level_meta(module)  # multi-level neurons: their levels (SnnTorchLevels)
         if reset in ("subtract", "none"):
             meta[RESET_KEY] = reset
         elif synaptic and delay:
@@ -154,7 +154,8 @@ class SnnTorchNIR:
             neuron = snn.Synaptic(alpha=compact_param(alpha), beta=compact_param(a), threshold=thr,
                                   reset_mechanism=mech, reset_delay=reset != "value", init_hidden=True)
         else:
-            neuron = snn.Leaky(beta=compact_param(a), threshold=thr, reset_mechanism=mech, init_hidden=True)
+            neuron = self.leaky_from_nir(node, beta=compact_param(a), threshold=thr, reset_mechanism=mech,
+                                         init_hidden=True)
         g = compact_param(gain)
         return [neuron] if bool((g == 1.0).all()) else [Gain(g), neuron]
 

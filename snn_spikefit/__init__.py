@@ -44,6 +44,7 @@ from .ptq import PostTrainingReport, compress_posttraining
 # chip-precision neuron state (importing .neurons.check registers its check rules)
 from .neurons.state import StateFormat, quantize_state, state_rules, strip_state
 from .neurons import check as _state_check  # noqa: F401
+from .neurons.multilevel import MultiLevelNeuron, to_multilevel
 # membrane-aware distillation
 from .distill.distiller import Distiller
 # the whole path as one call
@@ -74,7 +75,7 @@ __all__ = [
     # one-shot post-training compression
     "compress_posttraining", "PostTrainingReport",
     # chip-precision neuron state, distillation
-    "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller",
+    "quantize_state", "strip_state", "state_rules", "StateFormat", "Distiller", "to_multilevel", "MultiLevelNeuron",
     # the whole path as one call
     "compress", "fit_to_chip", "chip_sweep", "FitToChipReport", "SweepReport",
     # hardware targets

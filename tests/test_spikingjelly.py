@@ -368,3 +368,19 @@ def test_chip_checks_read_spikingjelly_dynamics():
     assert sf.check(model, "loihi", sample=torch.rand(1, 16)).skipped == ()  # neuron_state checked, not skipped
     with pytest.raises(UnsupportedLayerError, match="'spikingjelly' cannot simulate chip-precision state"):
         adapter.attach_state_rule(model[2], None)
+
+
+def test_post_training_compression_on_a_spikingjelly_model(tmp_path):
+    model = jelly_model("dense")
+    data, T = _data(), 8
+    calib = torch.cat([x for x, _ in data])
+    report = sf.compress_posttraining(model, calib, m=4, bits=4, sparsity=0.25, num_steps=T, progress=False)
+    layers = sf.compressed_layers(model)
+    assert layers and all(layer.frozen for layer in layers)
+    assert all(layer.weight.unique().numel() <= 4 for layer in layers)  # zeros are one of the m values
+    assert json.loads(report.to_json())
+    x = P.inputs("dense")
+    want = P.recorded_spikes(model, x)
+    sf.export_nir(model, x[0], tmp_path / "p.nir")
+    back = sf.import_nir(tmp_path / "p.nir", framework="spikingjelly")
+    assert all(torch.equal(a, b) for a, b in zip(P.recorded_spikes(back, x), want))

@@ -21,6 +21,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
 ``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
+``graded_spikes``                multi-level neurons on a chip without graded spikes (:mod:`snn_spikefit.neurons.multilevel`)
 ============================  ==============================================================
 
 Weights are the effective ones (``module.weight``: codebook values for wrapped

@@ -65,6 +65,8 @@ class HardwareProfile:
     #: what the synapse budget counts: "nonzero" (a zero weight frees its synapse: sparse encodings),
     #: "dense" (whole crossbars / blocks are allocated, zeros included); None = unknown (check counts non-zero)
     synapse_memory: str | None = None
+    graded_spikes: bool | None = None              # a spike carries a value (multi-level neurons); None = unknown
+    e_graded_pj: float | None = None               # energy of one graded-spike synaptic op, pJ (None: e_ac_pj)
     # neuron state (snn_spikefit.neurons.state): what chip-precision state simulates and check reports
     membrane_bits: int | None = None               # signed bits of the membrane potential
     current_bits: int | None = None                # signed bits of the synaptic current
@@ -84,7 +86,10 @@ class HardwareProfile:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise SpikeFitValueError(f"profile {self.name!r}: {f}={v!r} is not allowed; use an int >= 1 or None")
-        for f in ("e_mac_pj", "e_ac_pj", "e_neuron_pj"):
+        if self.graded_spikes is not None and not isinstance(self.graded_spikes, bool):
+            raise SpikeFitValueError(f"profile {self.name!r}: graded_spikes={self.graded_spikes!r} is not allowed; "
+                                     f"use True, False or None")
+        for f in ("e_mac_pj", "e_ac_pj", "e_neuron_pj", "e_graded_pj"):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise SpikeFitValueError(f"profile {self.name!r}: {f}={v!r} is not allowed; use a number >= 0 or None")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace as _replace
 from typing import Any, Callable, Iterable
 
 import torch
@@ -194,7 +194,14 @@ class DeployReport(Report):
 
 
 
-def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float) -> tuple[float | None, str]:
+def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float,
+            graded_acs: float | None = None) -> tuple[float | None, str]:
+    """Energy in mJ and how it was priced. On a chip with graded spikes (``profile.graded_spikes``) the
+    ACs are ``graded_acs`` (one event per non-zero level) at ``e_graded_pj`` (else ``e_ac_pj``)."""
+    if profile.graded_spikes and graded_acs is not None:
+        e_ac = profile.e_graded_pj if profile.e_graded_pj is not None else profile.e_ac_pj
+        profile = _replace(profile, e_ac_pj=e_ac)
+        acs = graded_acs
     missing = []
     if acs > 0 and profile.e_ac_pj is None:
         missing.append(f"{acs:.4g} ACs but no E_AC")
@@ -204,6 +211,8 @@ def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float) -
         return None, f"unavailable under {profile.name}: {', '.join(missing)} published for this chip"
     pj = (profile.e_ac_pj or 0.0) * acs + (profile.e_mac_pj or 0.0) * macs
     note = f"E_AC={profile.e_ac_pj} pJ x ACs + E_MAC={profile.e_mac_pj} pJ x MACs"
+    if profile.graded_spikes and graded_acs is not None:
+        note += " (graded spikes: one AC per non-zero level)"
     if profile.e_neuron_pj is not None:
         pj += profile.e_neuron_pj * updates
         note += f" + E_neuron={profile.e_neuron_pj} pJ x neuron updates"
@@ -310,7 +319,7 @@ def evaluate(
     accuracy = 100.0 * float((pred == target).double().mean())
     f1 = 100.0 * macro_f1(pred, target)
     latency = seconds / local_samples
-    energy, note = _energy(prof, ops.acs, ops.macs, ops.neuron_updates)
+    energy, note = _energy(prof, ops.acs, ops.macs, ops.neuron_updates, ops.graded_acs)
     params, bits = model_size_bits(model, sparse=prof.synapse_memory == "nonzero")
     size = bits / 8e6
     return DeployReport(

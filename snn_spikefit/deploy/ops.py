@@ -19,6 +19,15 @@ Neuron updates: every spiking neuron updates its state once per step
 neuron layer: non-zero outputs / outputs; activation sparsity is
 ``1 - sum(non-zero) / sum(outputs)`` over all neuron layers (NeuroBench's).
 
+Graded (multi-level) spikes (:mod:`snn_spikefit.neurons.multilevel`): a layer fed the output of a
+spiking neuron (the very tensor it emitted, or a view of it such as ``Flatten``) whose values are
+levels ``0 .. L-1`` counts its ACs on the level, ``k`` ACs per synapse for a level-``k`` spike: the
+cost on a chip whose spikes are binary events, where level ``k`` travels as ``k`` events. Its
+``graded`` count is one event per non-zero level and synapse: the cost on a chip with graded spikes
+(one payload-carrying event; :attr:`HardwareProfile.graded_spikes`). For binary spikes the two are
+equal. A level map that went through a layer that changes values (pooling, an addition) is no longer
+the neuron's output: its operations are MACs. Firing rates count non-zero levels.
+
 >>> import torch
 >>> from torch import nn
 >>> fc = nn.Linear(3, 2, bias=False)
@@ -120,6 +129,7 @@ class LayerOps:
     acs: float     # effective accumulates
     macs: float    # effective multiply-accumulates
     dense: float   # dense operations (all inputs and weights counted)
+    graded: float = 0.0  # effective ACs when a graded spike is one event (binary spikes: == acs)
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,11 @@ class OpCounts(Report):
         return float(sum(layer.macs for layer in self.layers))
 
     @property
+    def graded_acs(self) -> float:
+        """ACs on a chip with graded spikes (one event per non-zero level; :attr:`LayerOps.graded`)."""
+        return float(sum(layer.graded for layer in self.layers))
+
+    @property
     def effective(self) -> float:
         return self.acs + self.macs
 
@@ -177,6 +192,7 @@ class OpCounts(Report):
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "acs": self.acs, "macs": self.macs, "dense": self.dense,
+                "graded_acs": self.graded_acs,
                 "neuron_updates": self.neuron_updates, "activation_sparsity": self.activation_sparsity,
                 "layers": [asdict(layer) for layer in self.layers], "neurons": [asdict(n) for n in self.neurons]}
 
@@ -199,8 +215,9 @@ class OpCounter:
         self.owned = neuron_weights(model)
         self.recorder = Recorder(model)
         self.samples = 0
-        self._ops: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n, _ in self.layers}  # acs, macs, dense
-        self._ops.update({n: [0.0, 0.0, 0.0] for n, _, _ in self.owned})
+        self._ops: dict[str, list[float]] = {n: [0.0] * 4 for n, _ in self.layers}  # acs, macs, dense, graded
+        self._ops.update({n: [0.0] * 4 for n, _, _ in self.owned})
+        self._emitted: dict[int, Tensor] = {}  # storage pointer -> a neuron's output this batch (held: no reuse)
         self._spikes: dict[str, list[float]] = {n: [0.0, 0.0] for n in self.recorder.neurons}  # nonzero, total
         self._neurons: dict[str, int] = {}
         self._handles: list[Any] = []
@@ -221,6 +238,8 @@ class OpCounter:
                 by_neuron.setdefault(id(module), (module, []))[1].append((name, param, (weight != 0).to(weight.dtype)))
             for module, weights in by_neuron.values():
                 self._handles.append(module.register_forward_hook(self._owned_hook(weights)))
+            for module in self.recorder.neurons.values():
+                self._handles.append(module.register_forward_hook(self._emit_hook()))
         self.recorder.__enter__()
         return self
 
@@ -229,6 +248,21 @@ class OpCounter:
             h.remove()
         self._handles.clear()
         self.recorder.__exit__(*exc)
+
+    def _emit_hook(self):
+        adapter = self.recorder.adapter
+
+        def fn(module, args, output):
+            spk = adapter.spikes(module, output)
+            if isinstance(spk, Tensor):
+                self._emitted[spk.untyped_storage().data_ptr()] = spk
+        return fn
+
+    def _levels(self, x: Tensor) -> bool:
+        """``x`` is (a view of) a neuron's output this batch, holding levels 0, 1, 2, ..."""
+        if self._emitted.get(x.untyped_storage().data_ptr()) is None:
+            return False
+        return bool(((x >= 0) & (x == torch.floor(x))).all())
 
     def _hook(self, name: str, rule, w_bin: Tensor, w_ones: Tensor):
         acc = self._ops[name]
@@ -240,7 +274,13 @@ class OpCounter:
                 spiking = not bool(((x != 0) & (x != 1) & (x != -1)).any())
                 effective = float(rule(module, x_bin, w_bin).sum(dtype=torch.float64))
                 dense = float(rule(module, torch.ones_like(x_bin), w_ones).sum(dtype=torch.float64))
-            acc[0 if spiking else 1] += effective
+                if not spiking and self._levels(x):  # level k = k binary events per synapse
+                    acc[0] += float(rule(module, x.to(w_bin.dtype), w_bin).sum(dtype=torch.float64))
+                    acc[3] += effective
+                    spiking = None
+            if spiking is not None:
+                acc[0 if spiking else 1] += effective
+                acc[3] += effective if spiking else 0.0
             acc[2] += dense
         return fn
 
@@ -285,6 +325,7 @@ class OpCounter:
             if n and name not in self._neurons:
                 self._neurons[name] = int(spk[0].numel()) // n
         self.recorder.clear()
+        self._emitted.clear()
 
     def result(self) -> OpCounts:
         """Operations per sample so far."""
@@ -292,11 +333,9 @@ class OpCounter:
             raise SpikeFitValueError("no samples counted; run the model and call add_samples(batch_size) first")
         per = 1.0 / self.samples
         layers = tuple(
-            LayerOps(n, parametrize.type_before_parametrizations(m).__name__,
-                     self._ops[n][0] * per, self._ops[n][1] * per, self._ops[n][2] * per)
+            LayerOps(n, parametrize.type_before_parametrizations(m).__name__, *(v * per for v in self._ops[n]))
             for n, m in self.layers) + tuple(
-            LayerOps(n, type(m).__name__, self._ops[n][0] * per, self._ops[n][1] * per, self._ops[n][2] * per)
-            for n, m, _ in self.owned)
+            LayerOps(n, type(m).__name__, *(v * per for v in self._ops[n])) for n, m, _ in self.owned)
         neurons = tuple(
             NeuronActivity(n, self._neurons.get(n, 0), total * per, nonzero / total if total else 0.0)
             for n, (nonzero, total) in self._spikes.items())

@@ -174,6 +174,7 @@ class StateRule:
         theta = self.threshold_int(thr)
         r = torch.as_tensor(reset, device=x.device).detach()
         r_int = (r > 0).to(torch.int64)
+        r_lvl = torch.where(r > 0, torch.round(r).clamp(min=1), 0).to(torch.int64)  # a level-k spike subtracts k theta
         mode = dyn["reset"]
         x_int = _to_int(x, s)
         code_v = fmt.decay_code(torch.as_tensor(dyn["membrane_decay"], device=x.device))
@@ -195,7 +196,7 @@ class StateRule:
         v_new = fmt.decay_int(v_int, code_v) + drive
         v_float = beta_q * v + drive_float
         if mode == "subtract":
-            v_new = v_new - r_int * theta
+            v_new = v_new - r_lvl * theta
             v_float = v_float - r * (theta.double() * s).to(x.dtype)
         elif mode == "zero" and dyn["model"] == "CUBA-LIF":  # snnTorch Synaptic zeroes the new membrane
             v_new, v_float = v_new * (1 - r_int), v_float * (1 - r)
