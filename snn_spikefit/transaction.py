@@ -69,9 +69,21 @@ class ModelSnapshot:
                 t.data = saved
             elif not torch.equal(t, saved):
                 t.copy_(saved)  # bumps the version counter, so caches keyed on it recompute
-            t.grad = grad
+            if t.grad is not grad:
+                _set_grad(t, grad)
             if t.is_leaf:
                 t.requires_grad_(requires_grad)
+
+
+def _set_grad(t: Tensor, grad: Tensor | None) -> None:
+    """``t.grad = grad``, also when the snapshot caught ``grad`` with another shape than ``t``'s data."""
+    if grad is not None and (grad.shape != t.shape or grad.dtype != t.dtype or grad.device != t.device):
+        data = t.data
+        t.data = torch.empty_like(grad)
+        t.grad = grad
+        t.data = data
+    else:
+        t.grad = grad
 
 
 class unchanged_on_error:

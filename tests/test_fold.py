@@ -86,3 +86,22 @@ def test_folded_snn_exports_to_nir(tmp_path):
         warnings.simplefilter("ignore")
         sf.export_nir(net, x[:1], tmp_path / "net.nir")
     assert (tmp_path / "net.nir").exists()
+
+
+def test_refused_fold_on_a_frozen_model_with_gradients_leaves_it_unchanged():
+    """freeze empties the latent weight in place; a gradient of the old shape must not survive it."""
+    import snn_spikefit as sf
+    from snn_spikefit.errors import UnsupportedLayerError
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 12, 3), nn.BatchNorm2d(12), nn.Flatten(), nn.Linear(12 * 6 * 6, 3))
+    sf.wrap(net, m=4)
+    net(torch.rand(2, 1, 8, 8)).sum().backward()
+    sf.freeze(net)
+    assert all(layer.latent.grad is None for layer in sf.compressed_layers(net))
+    net.eval()
+    x = torch.rand(2, 1, 8, 8)
+    before, state = net(x), {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(UnsupportedLayerError, match="frozen layer codebook"):
+        sf.fold_batchnorm(net)
+    assert torch.equal(net(x), before)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())

@@ -111,7 +111,11 @@ def install_frozen(module: nn.Module, frozen: Quantizer, param: str = "weight") 
     :func:`snn_spikefit.freeze` (CAT and baselines) and NIR import.
     """
     parametrize.register_parametrization(module, param, frozen, unsafe=True)
-    module.parametrizations[param].original.requires_grad_(False)
+    original = module.parametrizations[param].original
+    original.requires_grad_(False)
+    # PyTorch keeps the old Parameter object (set_ in place), .grad included: a gradient of the old
+    # shape on the (empty) latent would break every later .grad assignment
+    original.grad = None
 
 
 def remove_parametrization(module: nn.Module, param: str = "weight", *, leave_parametrized: bool) -> None:
