@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .common import add_hardware_arg, add_model_args, add_output_args, emit, load_model, model_sample
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -31,7 +32,6 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import snn_spikefit as sf
-    from ..errors import SpikeFitValueError
 
     profile = sf.get_profile(args.hardware)
     if args.out and Path(args.out).suffix not in (".json", ".csv"):

@@ -13,6 +13,7 @@ from ..pipeline.steps import DEFAULT_CALIB, DEFAULT_EPOCHS, METHODS
 from .common import (add_data_args, add_hardware_arg, add_model_args, add_output_args, check_fits, emit,
                      load_data, load_model, note, relay_warnings)
 from .fit import add_fit_args, fit_main
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -59,7 +60,6 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import snn_spikefit as sf
-    from ..errors import SpikeFitValueError
 
     start = time.perf_counter()
     profile = sf.get_profile(args.hardware)

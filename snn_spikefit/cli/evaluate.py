@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import (add_data_args, add_hardware_arg, add_model_args, add_output_args, check_fits, emit,
                      load_data, load_model)
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,6 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     import snn_spikefit as sf
-    from ..errors import SpikeFitValueError
 
     profile = sf.get_profile(args.hardware)
     if args.out and Path(args.out).suffix not in (".json", ".csv"):

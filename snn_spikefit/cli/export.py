@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .common import add_model_args, emit, load_model, model_sample, note, relay_warnings
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -34,7 +35,6 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import snn_spikefit as sf
-    from ..errors import SpikeFitValueError
 
     if not args.out.endswith(".nir"):
         raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a path ending in .nir")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .common import emit, note, relay_warnings
+from ..errors import SpikeFitValueError
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,6 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
 
     import snn_spikefit as sf
 
-    from ..errors import SpikeFitValueError
 
     if args.prune:
         raise SpikeFitValueError(f"--prune={args.prune} is not allowed with --fit: the chip's budgets choose the "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from ..table import Table
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -18,8 +20,6 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import snn_spikefit as sf
-    from ..errors import SpikeFitValueError
-    from ..table import Table
 
     if args.out and not args.out.endswith((".json", ".csv")):
         raise SpikeFitValueError(f"--out {args.out!r} is not allowed; give a .json or .csv path")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_model_args, add_output_args, emit, load_model, note
+from ..errors import SpikeFitValueError
 
 
 def add_parser(sub) -> None:
@@ -34,7 +35,6 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.sources import load_data
-    from ..errors import SpikeFitValueError
     from ..targets.verify import verify
     from .common import check_fits
 
