@@ -166,11 +166,9 @@ class CodebookWeight(Quantizer):
             values = self.codebook_values()
         flat = weight.detach().reshape(self.groups, -1)
         values = values.detach()
-        if flat.numel() < SMALL:  # few weights: bisecting beats building tables
-            order_values, order = torch.sort(values, dim=1)
-            bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
-            return torch.gather(order, 1, torch.searchsorted(bounds.contiguous(), flat.contiguous()))
-        if bool((values[:, 1:] > values[:, :-1]).all()):  # the usual case: already sorted
+        # already sorted (the usual case) needs no sort; few weights skip the check (a sync),
+        # and bucket bisects them itself
+        if flat.numel() >= SMALL and bool((values[:, 1:] > values[:, :-1]).all()):
             return bucket(flat, (values[:, 1:] + values[:, :-1]) * 0.5)
         order_values, order = torch.sort(values, dim=1)
         # gather(order, 1, torch.searchsorted(bounds, flat)), faster
