@@ -603,3 +603,26 @@ def test_invariant_on_a_layer_large_enough_for_the_table_search(granularity, m, 
     tie = (w.reshape(q.groups, -1) - torch.gather(values, 1, got)).abs() == \
         (w.reshape(q.groups, -1) - torch.gather(values, 1, nearest)).abs()
     assert bool((same_value | tie).all())  # the nearest codeword (either one on an exact tie)
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_large_layer_lookup_gives_the_plain_gather_values_and_gradients(bits):
+    from snn_spikefit.quantize import assign
+
+    torch.manual_seed(5)
+    model = sf.wrap(nn.Sequential(nn.Linear(256, 128)), m=6, bits=bits, granularity="channel")
+    q = model[0].parametrizations.weight[0]
+    w = model[0].parametrizations.weight.original
+    assert w.numel() >= assign.MIN_SIZE  # the custom autograd Function path is the one under test
+    g = torch.randn(128, 256)
+    (model[0].weight * g).sum().backward()
+    got_w, got_c = w.grad.clone(), q.codebook.grad.clone()
+    w.grad, q.codebook.grad = None, None
+    values = q.codebook_values()
+    idx = q.assign(w, values)
+    plain = torch.gather(values, 1, idx).reshape(w.shape) + (w - w.detach())
+    assert torch.equal(model[0].weight.detach(), plain.detach())
+    (plain * g).sum().backward()
+    assert torch.equal(got_w, w.grad)
+    assert torch.allclose(got_c, q.codebook.grad, rtol=1e-5, atol=1e-6)
+    assert got_c.abs().sum() > 0  # the codebook gets a gradient at all
