@@ -2,7 +2,7 @@
 
 :class:`ModelSnapshot` records, for every module of a model, its class (parametrizations
 swap it), its attribute dictionary and the dictionaries of parameters, buffers, submodules
-and hooks, plus a copy of every parameter's and buffer's values (and its ``.grad``).
+and hooks, plus a copy of every parameter's and buffer's values (and its ``.grad`` and class).
 :meth:`ModelSnapshot.restore` puts all of that back on the *same* objects, so references a
 caller holds (``net[0]``, an optimizer's parameters) stay valid. :func:`transactional`
 applies it to a verb whose first argument is the model: ``wrap``, ``prune``, ``freeze``,
@@ -44,7 +44,7 @@ class ModelSnapshot:
 
     def __init__(self, model: nn.Module) -> None:
         self.modules: list[tuple[nn.Module, type, dict, dict]] = []
-        self.tensors: dict[int, tuple[Tensor, Tensor, Tensor | None, bool]] = {}
+        self.tensors: dict[int, tuple[Tensor, type, Tensor, Tensor | None, bool]] = {}
         for module in model.modules():
             state = module.__dict__
             copies = {k: (type(state[k]), list(state[k]) if isinstance(state[k], set) else dict(state[k]))
@@ -52,7 +52,7 @@ class ModelSnapshot:
             self.modules.append((module, module.__class__, dict(state), copies))
             for t in list(module._parameters.values()) + list(module._buffers.values()):
                 if isinstance(t, Tensor) and id(t) not in self.tensors:
-                    self.tensors[id(t)] = (t, t.detach().clone(), t.grad, t.requires_grad)
+                    self.tensors[id(t)] = (t, type(t), t.detach().clone(), t.grad, t.requires_grad)
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -64,7 +64,9 @@ class ModelSnapshot:
             module.__dict__.update(state)
             for key, (kind, content) in copies.items():
                 module.__dict__[key] = kind(content)
-        for t, saved, grad, requires_grad in self.tensors.values():
+        for t, kind, saved, grad, requires_grad in self.tensors.values():
+            if type(t) is not kind:  # the quantizer cache's watch swaps it (quantize/cache.py)
+                t.__class__ = kind
             if t.shape != saved.shape or t.dtype != saved.dtype or t.device != saved.device:
                 t.data = saved
             elif not torch.equal(t, saved):

@@ -626,3 +626,12 @@ def test_large_layer_lookup_gives_the_plain_gather_values_and_gradients(bits):
     assert torch.equal(got_w, w.grad)
     assert torch.allclose(got_c, q.codebook.grad, rtol=1e-5, atol=1e-6)
     assert got_c.abs().sum() > 0  # the codebook gets a gradient at all
+
+
+def test_a_wrap_refused_after_registering_leaves_plain_parameters():
+    net = nn.Sequential(nn.Linear(4, 3))
+    weight, before = net[0].weight, net[0].weight.detach().clone()
+    with pytest.raises(sf.SpikeFitValueError, match="no spiking neuron"):
+        sf.wrap(net, m=3, state_bits=8)  # fails after the parametrizations are registered
+    assert not parametrize.is_parametrized(net[0]) and net[0].weight is weight
+    assert type(net[0].weight) is nn.Parameter and torch.equal(net[0].weight, before)

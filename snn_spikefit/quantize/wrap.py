@@ -32,7 +32,6 @@ from ..distributed import refuse_ddp
 from ..neurons.state import StateFormat, quantize_state, strip_state
 from ..runtime import check_module
 from ..table import Table
-from .cache import unwatch
 from .codebook import CodebookWeight
 from .init import INITS, init_codebook
 from .layers import (COMPRESSIBLE_TYPES, CompressedLayer, candidates, compressed_layers, install_frozen,
@@ -201,19 +200,12 @@ def wrap(
         codebook = init_codebook(weight.reshape(groups, -1), m, init)
         plans.append((module, param, codebook.to(weight.device)))
 
-    done: list[tuple[nn.Module, str]] = []
-    try:
-        for module, param, codebook in plans:
-            q = CodebookWeight(codebook, bits=bits, granularity=granularity, reseed=reseed)
-            parametrize.register_parametrization(module, param, q)
-            done.append((module, param))
-        if fmt is not None:
-            _attach_state(model, fmt, required=bool(state) or state_bits is not None)
-    except Exception:
-        for module, param in reversed(done):
-            parametrize.remove_parametrizations(module, param, leave_parametrized=False)
-            unwatch(getattr(module, param))
-        raise
+    # a failure from here on is rolled back by @transactional (modules, parameters and their class)
+    for module, param, codebook in plans:
+        q = CodebookWeight(codebook, bits=bits, granularity=granularity, reseed=reseed)
+        parametrize.register_parametrization(module, param, q)
+    if fmt is not None:
+        _attach_state(model, fmt, required=bool(state) or state_bits is not None)
     return model
 
 
