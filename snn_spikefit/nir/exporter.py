@@ -200,14 +200,15 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout
 
 def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None,
             num_steps: int) -> nir.NIRGraph:
-    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
-        nodes, edges = export_graph_module(model, sample, dt, _codebook_of)
-        return _finish(nodes, edges, get_adapter(model), dt, for_importer)
-    graph = trace(model, sample, num_steps=num_steps)
-    adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
         codebooks.setdefault(id(layer.module), []).append(layer)
+    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
+        nodes, edges = export_graph_module(
+            model, sample, dt, lambda label, module: _codebook_of(label, module, codebooks))
+        return _finish(nodes, edges, get_adapter(model), dt, for_importer)
+    graph = trace(model, sample, num_steps=num_steps)
+    adapter = graph.adapter
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
     edges: list[tuple[str, str]] = []
     names = {INPUT: "input"}
