@@ -183,7 +183,7 @@ def export_nir(
 def _check_finite(nodes: dict[str, nir.NIRNode]) -> None:
     """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
     for label, node in nodes.items():
-        if isinstance(node, nir.NIRGraph):  # a recurrent neuron's subgraph
+        if isinstance(node, nir.NIRGraph):  # a registered layer's to_nir may return a subgraph
             _check_finite({f"{label}.{k}": v for k, v in node.nodes.items()})
             continue
         for key, value in vars(node).items():
