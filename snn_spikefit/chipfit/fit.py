@@ -53,9 +53,9 @@ class _Job:
         self.settings = {"m": m, "bits": bits, "granularity": granularity,
                          "criterion": criterion if isinstance(criterion, str) else type(criterion).__name__}
         s = {"m": m, "bits": bits, "granularity": granularity, "init": "kmeans", "exclude": None}
-        self.original, self.work, self.sample = _prepare(model, data, s, lambda text: None, profile)
+        self.original, self.work, self.sample, self.check_before = _prepare(model, data, s, lambda text: None,
+                                                                             profile)
         self.steps = _trace_steps(data)
-        self.check_before = check(self.original, profile, sample=self.sample, num_steps=self.steps)
         _refuse_unfixable(self.check_before, profile)
         self.limits = {r: v for r, v in profile_budgets(profile).items() if r in ALLOCATION_RULES}
         self.groups = prunable_layers(self.work, self.sample, num_steps=self.steps) if self.limits else []
