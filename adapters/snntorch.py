@@ -266,15 +266,12 @@ class SnnTorchAdapter(SnnTorchLevels, SnnTorchNIR, SnnTorchState, Adapter):
         """
         from snn_spikefit.errors import UnsupportedLayerError
 
-        snn = _snntorch()
-        if isinstance(module, (snn.RLeaky, snn.RSynaptic)) or not isinstance(module, (snn.Leaky, snn.Synaptic)):
+        dyn = self.neuron_dynamics(module)  # Leaky/Synaptic, decays clamped (snntorch_state)
+        if dyn is None:
             raise UnsupportedLayerError(
                 f"snnTorch {type(module).__name__} has no known membrane decay for post-training compression; "
                 f"supported: Leaky, Synaptic")
-        beta = module.beta.detach().clamp(0, 1)
-        if isinstance(module, snn.Synaptic):
-            return (module.alpha.detach().clamp(0, 1), beta)
-        return (beta,)
+        return tuple(dyn[k].detach() for k in ("current_decay", "membrane_decay") if k in dyn)
 
     def neuron_hint(self, module: nn.Module, allowed) -> str | None:
         """A leaky neuron on a chip that runs IF neurons: a ``Leaky`` with ``beta=1`` is IF."""

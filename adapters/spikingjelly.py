@@ -58,6 +58,19 @@ def _sj():
     return neuron, functional, layer
 
 
+def _decay(module: nn.Module) -> float | None:
+    """The membrane decay per step: ``1`` (IFNode), ``1 - sigmoid(w)`` (ParametricLIFNode),
+    ``1 - 1/tau`` (LIFNode); ``None`` for another neuron."""
+    neuron = _sj()[0]
+    if isinstance(module, neuron.IFNode):
+        return 1.0
+    if isinstance(module, neuron.ParametricLIFNode):
+        return 1.0 - float(module.w.detach().sigmoid())
+    if isinstance(module, neuron.LIFNode):
+        return 1.0 - 1.0 / float(module.tau)
+    return None
+
+
 def _one(value: Any, what: str) -> float:
     """A NIR parameter array that SpikingJelly can hold: all entries equal -> one float."""
     import numpy as np
@@ -267,13 +280,9 @@ class SpikingJellyAdapter(Adapter):
         The membrane's response to its input; ``decay_input`` scales the input by ``1/tau``,
         a constant the Hessian does not need, and a ``v_reset`` leak target adds no input term.
         """
-        neuron = _sj()[0]
-        if isinstance(module, neuron.IFNode):
-            return (1.0,)
-        if isinstance(module, neuron.ParametricLIFNode):
-            return (1.0 - float(module.w.detach().sigmoid()),)
-        if isinstance(module, neuron.LIFNode):
-            return (1.0 - 1.0 / float(module.tau),)
+        decay = _decay(module)
+        if decay is not None:
+            return (decay,)
         raise UnsupportedLayerError(
             f"SpikingJelly {type(module).__name__} has no known membrane decay for post-training compression; "
             f"supported: IFNode, LIFNode, ParametricLIFNode")
@@ -290,14 +299,8 @@ class SpikingJellyAdapter(Adapter):
             return None
         if module.v_reset not in (None, 0.0):
             return None
-        if isinstance(module, neuron.IFNode):
-            decay = 1.0
-        elif isinstance(module, neuron.ParametricLIFNode):
-            decay = 1.0 - float(module.w.detach().sigmoid())
-        else:
-            decay = 1.0 - 1.0 / float(module.tau)
         return {"model": "LIF", "reset": "subtract" if module.v_reset is None else "zero",
-                "threshold": float(module.v_threshold), "membrane_decay": decay}
+                "threshold": float(module.v_threshold), "membrane_decay": _decay(module)}
 
     def neuron_model(self, module: nn.Module) -> str:
         """``"IF"`` (IFNode), ``"LIF"`` (LIFNode, ParametricLIFNode), else ``"other:<ClassName>"``."""

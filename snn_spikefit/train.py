@@ -91,36 +91,39 @@ def fit(
     if distill and teacher is None:
         raise SpikeFitValueError("distill= needs teacher=<the model to distil from>")
     history = []
-    model.train()
-    for epoch in range(epochs):
-        total, count = 0.0, 0
-        bar = progress_bar(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, progress=progress)
-        for x, y in bar:
-            optimizer.zero_grad(set_to_none=True)
-            out = run(model, x, num_steps=num_steps) if distiller is None else distiller.run(x, num_steps=num_steps)
-            loss = loss_fn(scores(out), y)
-            if distiller is not None:
-                loss = loss + distiller.loss()
-            if wrapped:
-                loss = loss + beta * commitment_loss(model)
-            if not math.isfinite(loss.item()):
-                raise SpikeFitValueError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr={lr}")
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * len(y)
-            count += len(y)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        if is_distributed():  # the epoch's loss over every rank's samples
-            total, count = (float(v) for v in all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)))
-        if count == 0:
-            raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
-        history.append(total / count)
-    if recalibrate and quantized and _batch_norms(model):
-        recalibrate_bn(model, data, num_steps=num_steps, progress=progress)
-    if distiller is not None:
-        distiller.close()
+    try:
+        model.train()
+        for epoch in range(epochs):
+            total, count = 0.0, 0
+            bar = progress_bar(data, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, progress=progress)
+            for x, y in bar:
+                optimizer.zero_grad(set_to_none=True)
+                out = run(model, x, num_steps=num_steps) if distiller is None else distiller.run(x, num_steps=num_steps)
+                loss = loss_fn(scores(out), y)
+                if distiller is not None:
+                    loss = loss + distiller.loss()
+                if wrapped:
+                    loss = loss + beta * commitment_loss(model)
+                value = loss.item()  # one device sync per step
+                if not math.isfinite(value):
+                    raise SpikeFitValueError(f"loss became {value} at epoch {epoch + 1}; lower lr={lr}")
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += value * len(y)
+                count += len(y)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            if is_distributed():  # the epoch's loss over every rank's samples
+                total, count = (float(v) for v in all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)))
+            if count == 0:
+                raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
+            history.append(total / count)
+        if recalibrate and quantized and _batch_norms(model):
+            recalibrate_bn(model, data, num_steps=num_steps, progress=progress)
+    finally:  # a refused step leaves no distillation hooks on the model or the teacher
+        if distiller is not None:
+            distiller.close()
     reset(model)  # drop state that still refers to the last graph
     return history
 

@@ -1,8 +1,6 @@
 """CLI edges a new user meets: digits into a dense model, compress without matplotlib, violations that
 no training fixes reported before training, the MaxPool model that check must not call OK."""
 
-import contextlib
-import io
 import sys
 import warnings
 
@@ -11,21 +9,10 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.cli import main
-
 from conftest import needs_snntorch
+from test_cli import run_cli
 
 pytestmark = needs_snntorch
-
-
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def dense64():

@@ -235,3 +235,24 @@ def test_check_loihi_accepts_what_lava_fixed_point_runs():
     network = get_target("lava").build(_graph(net), mode="fixed")
     layer = network.program.layers[0]
     assert np.array_equal(layer.fixed["weights"], 2 * layer.codes) and np.abs(layer.codes).max() <= 127
+
+
+def test_run_worker_round_trips_arrays_and_names_a_failed_or_slow_worker(tmp_path):
+    import sys
+
+    from snn_spikefit.targets import TargetError
+    from snn_spikefit.targets.env import run_worker
+
+    echo = tmp_path / "echo.py"
+    echo.write_text("import sys, numpy as np\nf = np.load(sys.argv[1])\n"
+                    "np.savez(sys.argv[2], **{'x2': 2 * f['x']})\n")
+    got = run_worker([sys.executable], echo, {"x": np.arange(5)}, what="echo", timeout_s=60)
+    assert list(got) == ["x2"] and np.array_equal(got["x2"], 2 * np.arange(5))
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nsys.exit('no such layer: L3')\n")
+    with pytest.raises(TargetError, match=r"the echo run failed \(exit 1\):\nno such layer: L3"):
+        run_worker([sys.executable], crash, {"x": np.arange(5)}, what="echo", timeout_s=60)
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    with pytest.raises(TargetError, match="echo did not finish within 0.5 s; hint"):
+        run_worker([sys.executable], slow, {"x": np.arange(5)}, what="echo", timeout_s=0.5, hint="; hint")

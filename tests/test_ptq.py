@@ -78,6 +78,18 @@ def test_conv_hessian_equals_explicit_sum_over_patches(tau):
     assert torch.allclose(h, expected, rtol=1e-12, atol=1e-12)
 
 
+def _assert_leak_kernel(cell, membrane):
+    """The membrane a threshold-free `cell` reaches at each step equals leak_kernel applied to its input."""
+    decays = sf.get_adapter(nn.Sequential(cell)).membrane_decays(cell)
+    x = torch.rand(T, 1, 3)
+    mem = []
+    for t in range(T):
+        cell(x[t])
+        mem.append(membrane().detach().clone())
+    expected = torch.einsum("ts,sbi->tbi", leak_kernel([float(d) for d in decays], T).float(), x)
+    assert torch.allclose(torch.stack(mem), expected, atol=1e-5)
+
+
 @needs_snntorch
 @pytest.mark.parametrize("kind", ["leaky", "if", "synaptic"])
 def test_leak_kernel_matches_the_neurons_own_decay(kind):
@@ -87,15 +99,8 @@ def test_leak_kernel_matches_the_neurons_own_decay(kind):
         neuron = snn.Synaptic(alpha=0.8, beta=0.6, threshold=1e9, init_hidden=True)
     else:
         neuron = _leaky(0.7 if kind == "leaky" else 1.0)
-    decays = sf.get_adapter(nn.Sequential(neuron)).membrane_decays(neuron)
-    x = torch.rand(T, 1, 3)
     neuron.reset_mem()
-    mem = []
-    for t in range(T):
-        neuron(x[t])
-        mem.append(neuron.mem.detach().clone())
-    expected = torch.einsum("ts,sbi->tbi", leak_kernel([float(d) for d in decays], T).float(), x)
-    assert torch.allclose(torch.stack(mem), expected, atol=1e-5)
+    _assert_leak_kernel(neuron, lambda: neuron.mem)
 
 
 # -- OBS and GPTQ on a quadratic -------------------------------------------------------------------------
@@ -412,12 +417,5 @@ def test_a_neuron_without_a_known_decay_is_named():
 def test_spikingjelly_leak_kernel_matches_its_neuron(kind):
     sj = pytest.importorskip("spikingjelly.activation_based.neuron")
     cell = sj.LIFNode(tau=2.0, decay_input=False, v_threshold=1e9) if kind == "lif" else sj.IFNode(v_threshold=1e9)
-    decays = sf.get_adapter(nn.Sequential(cell)).membrane_decays(cell)
-    x = torch.rand(T, 1, 3)
     cell.reset()
-    mem = []
-    for t in range(T):
-        cell(x[t])
-        mem.append(cell.v.detach().clone())
-    expected = torch.einsum("ts,sbi->tbi", leak_kernel([float(d) for d in decays], T).float(), x)
-    assert torch.allclose(torch.stack(mem), expected, atol=1e-5)
+    _assert_leak_kernel(cell, lambda: cell.v)

@@ -61,3 +61,14 @@ def test_cosine_schedule_decays_learning_rate_to_zero():
         sf.fit(model, data, schedule="step", progress=False)
     with pytest.raises(sf.SpikeFitValueError, match="needs data with a length"):
         sf.fit(model, iter(data), schedule="cosine", progress=False)
+
+
+@needs_snntorch
+def test_fit_refused_with_teacher_leaves_no_distillation_hooks():
+    from snn_spikefit.zoo.snntorch import dense_snn
+
+    teacher = dense_snn(64, 10, (8,))
+    student = copy.deepcopy(teacher)
+    with pytest.raises(sf.SpikeFitValueError, match="no batch"):
+        sf.fit(student, [], epochs=1, num_steps=2, teacher=teacher, progress=False)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in [*student.modules(), *teacher.modules()])

@@ -53,13 +53,14 @@ class _Job:
         self.settings = {"m": m, "bits": bits, "granularity": granularity,
                          "criterion": criterion if isinstance(criterion, str) else type(criterion).__name__}
         s = {"m": m, "bits": bits, "granularity": granularity, "init": "kmeans", "exclude": None}
-        self.original, self.work, self.sample = _prepare(model, data, s, lambda text: None, profile)
+        self.original, self.work, self.sample, self.check_before = _prepare(model, data, s, lambda text: None,
+                                                                             profile)
         self.steps = _trace_steps(data)
-        self.check_before = check(self.original, profile, sample=self.sample, num_steps=self.steps)
         _refuse_unfixable(self.check_before, profile)
         self.limits = {r: v for r, v in profile_budgets(profile).items() if r in ALLOCATION_RULES}
         self.groups = prunable_layers(self.work, self.sample, num_steps=self.steps) if self.limits else []
-        self.layout = Layout(layer_facts(self.original, self.sample, self.steps), self.groups, profile)
+        self.facts_before = layer_facts(self.original, self.sample, self.steps)
+        self.layout = Layout(self.facts_before, self.groups, profile)
         _refuse_impossible(self.layout, self.limits, profile)
         self.scores = {}
         if self.groups:  # core packing may cut a layer that breaks no budget
@@ -182,7 +183,7 @@ def _search(job: _Job, before, *, objective: str, max_epochs: int, lr: float, ma
 
 
 def _report(job, objective, max_epochs, before, after, report, model, facts, keep, packing, candidates):
-    used_before = rule_usage(layer_facts(job.original, job.sample, job.steps), job.profile)
+    used_before = rule_usage(job.facts_before, job.profile)
     used_after = rule_usage(facts, job.profile)
     budgets = tuple((r, lim, used_before.get(r), used_after.get(r)) for r, lim in profile_budgets(job.profile).items())
     allocation = tuple((g.neuron, g.producer, g.channels, keep[g.neuron]) for g in job.groups)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace as _replace
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -198,20 +198,20 @@ def _energy(profile: HardwareProfile, acs: float, macs: float, updates: float,
             graded_acs: float | None = None) -> tuple[float | None, str]:
     """Energy in mJ and how it was priced. On a chip with graded spikes (``profile.graded_spikes``) the
     ACs are ``graded_acs`` (one event per non-zero level) at ``e_graded_pj`` (else ``e_ac_pj``)."""
-    if profile.graded_spikes and graded_acs is not None:
-        e_ac = profile.e_graded_pj if profile.e_graded_pj is not None else profile.e_ac_pj
-        profile = _replace(profile, e_ac_pj=e_ac)
+    graded = bool(profile.graded_spikes) and graded_acs is not None
+    e_ac = profile.e_graded_pj if graded and profile.e_graded_pj is not None else profile.e_ac_pj
+    if graded:
         acs = graded_acs
     missing = []
-    if acs > 0 and profile.e_ac_pj is None:
+    if acs > 0 and e_ac is None:
         missing.append(f"{acs:.4g} ACs but no E_AC")
     if macs > 0 and profile.e_mac_pj is None:
         missing.append(f"{macs:.4g} MACs but no E_MAC")
     if missing:
         return None, f"unavailable under {profile.name}: {', '.join(missing)} published for this chip"
-    pj = (profile.e_ac_pj or 0.0) * acs + (profile.e_mac_pj or 0.0) * macs
-    note = f"E_AC={profile.e_ac_pj} pJ x ACs + E_MAC={profile.e_mac_pj} pJ x MACs"
-    if profile.graded_spikes and graded_acs is not None:
+    pj = (e_ac or 0.0) * acs + (profile.e_mac_pj or 0.0) * macs
+    note = f"E_AC={e_ac} pJ x ACs + E_MAC={profile.e_mac_pj} pJ x MACs"
+    if graded:
         note += " (graded spikes: one AC per non-zero level)"
     if profile.e_neuron_pj is not None:
         pj += profile.e_neuron_pj * updates

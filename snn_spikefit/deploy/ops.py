@@ -266,6 +266,7 @@ class OpCounter:
 
     def _hook(self, name: str, rule, w_bin: Tensor, w_ones: Tensor):
         acc = self._ops[name]
+        dense_of: dict[tuple[int, ...], float] = {}  # input shape -> dense count (same at every step)
 
         def fn(module, args, output):
             x = args[0].detach()
@@ -273,7 +274,10 @@ class OpCounter:
                 x_bin = (x != 0).to(w_bin.dtype)
                 spiking = not bool(((x != 0) & (x != 1) & (x != -1)).any())
                 effective = float(rule(module, x_bin, w_bin).sum(dtype=torch.float64))
-                dense = float(rule(module, torch.ones_like(x_bin), w_ones).sum(dtype=torch.float64))
+                dense = dense_of.get(tuple(x.shape))
+                if dense is None:
+                    dense = dense_of[tuple(x.shape)] = float(
+                        rule(module, torch.ones_like(x_bin), w_ones).sum(dtype=torch.float64))
                 if not spiking and self._levels(x):  # level k = k binary events per synapse
                     acc[0] += float(rule(module, x.to(w_bin.dtype), w_bin).sum(dtype=torch.float64))
                     acc[3] += effective

@@ -8,15 +8,11 @@ would; at the end the running statistics are the average over calls (what ``mome
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
+from . import all_reduce_sum as _sum
+
 __all__ = ["GlobalBatchStats"]
-
-
-def _sum(t: Tensor) -> Tensor:
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 class GlobalBatchStats:

@@ -183,7 +183,7 @@ def export_nir(
 def _check_finite(nodes: dict[str, nir.NIRNode]) -> None:
     """Refuse to write a node whose weights or parameters hold NaN/inf, naming the layer and the field."""
     for label, node in nodes.items():
-        if isinstance(node, nir.NIRGraph):  # a recurrent neuron's subgraph
+        if isinstance(node, nir.NIRGraph):  # a registered layer's to_nir may return a subgraph
             _check_finite({f"{label}.{k}": v for k, v in node.nodes.items()})
             continue
         for key, value in vars(node).items():
@@ -200,14 +200,15 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout
 
 def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | None,
             num_steps: int) -> nir.NIRGraph:
-    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
-        nodes, edges = export_graph_module(model, sample, dt, _codebook_of)
-        return _finish(nodes, edges, get_adapter(model), dt, for_importer)
-    graph = trace(model, sample, num_steps=num_steps)
-    adapter = graph.adapter
     codebooks: dict[int, list] = {}
     for layer in compressed_layers(model):
         codebooks.setdefault(id(layer.module), []).append(layer)
+    if isinstance(model, NIRGraphModule):  # an imported graph (recurrent ones cannot be traced)
+        nodes, edges = export_graph_module(
+            model, sample, dt, lambda label, module: _codebook_of(label, module, codebooks))
+        return _finish(nodes, edges, get_adapter(model), dt, for_importer)
+    graph = trace(model, sample, num_steps=num_steps)
+    adapter = graph.adapter
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
     edges: list[tuple[str, str]] = []
     names = {INPUT: "input"}

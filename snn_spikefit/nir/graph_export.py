@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import get_adapter
-from ..quantize.layers import compressed_layers
 from ..runtime import run
 from .common import Gain, layer_for_module
 
@@ -43,12 +42,12 @@ def _shapes(model: nn.Module, sample: Tensor, adapter) -> dict[int, tuple[tuple,
     return shapes
 
 
-def _node(key: str, module: nn.Module, shapes, adapter, dt: float, codebooks: dict, codebook_of) -> Any:
+def _node(key: str, module: nn.Module, shapes, adapter, dt: float, codebook_of: Callable) -> Any:
     in_shape, out_shape = shapes[id(module)]
     if adapter.is_neuron(module):
         return adapter.neuron_to_nir(module, dt=dt, shape=out_shape)
     node = layer_for_module(key, module).to_nir(module, in_shape, out_shape)
-    node.metadata.update(codebook_of(key, module, codebooks))
+    node.metadata.update(codebook_of(key, module))
     return node
 
 
@@ -56,13 +55,10 @@ def _node(key: str, module: nn.Module, shapes, adapter, dt: float, codebooks: di
 def export_graph_module(model: nn.Module, sample: Tensor, dt: float, codebook_of: Callable) -> tuple[dict, list]:
     """The NIR nodes and edges of ``model`` (a NIRGraphModule), Input ``"input"`` and Output ``"output"``.
 
-    ``codebook_of(label, module, codebooks)``: the ``spikefit.*`` metadata of a layer's codebook
+    ``codebook_of(label, module)``: the ``spikefit.*`` metadata of a layer's codebook
     (the exporter's, so both paths write the same keys).
     """
     adapter = get_adapter(model)
-    codebooks: dict[int, list] = {}
-    for layer in compressed_layers(model):
-        codebooks.setdefault(id(layer.module), []).append(layer)
     shapes = _shapes(model, sample, adapter)
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
     edges: list[tuple[str, str]] = []
@@ -72,7 +68,7 @@ def export_graph_module(model: nn.Module, sample: Tensor, dt: float, codebook_of
         prev = None
         for i, module in enumerate(mods):
             k = key if i == len(mods) - 1 else (f"{key}_gain" if i == 0 and isinstance(module, Gain) else f"{key}_{i}")
-            nodes[k] = _node(k, module, shapes, adapter, dt, codebooks, codebook_of)
+            nodes[k] = _node(k, module, shapes, adapter, dt, codebook_of)
             if prev is not None:
                 edges.append((prev, k))
             first.setdefault(name, k)

@@ -119,6 +119,7 @@ class NIRGraphModule(nn.Module):
         self.pred = {n: list(pred[n]) for n in list(built) + [output]}
         self.output, self.stateful, self.input_name = output, stateful, input_name
         self.recurrent = sorted(recurrent or ())
+        self._recurrent_set = frozenset(self.recurrent)  # looked up per node per step in forward
         self.shapes = {a: tuple(shapes[a]) for a, _ in self.recurrent} if self.recurrent else {}
         self.takes_state = {(n, i) for n, mods in built.items() for i, m in enumerate(mods)
                             if stateful and "state" in inspect.signature(m.forward).parameters}
@@ -152,10 +153,9 @@ class NIRGraphModule(nn.Module):
     def forward(self, x, state: dict | None = None):
         state = {} if state is None else state
         previous = state.get("recurrent", {}) if self.stateful else self._previous
-        delayed = {(a, b) for a, b in self.recurrent}
         values = {}
         for name in list(self.keys) + [self.output]:
-            ins = [self._delayed(p, previous, x) if (p, name) in delayed else (x if p not in values else values[p])
+            ins = [self._delayed(p, previous, x) if (p, name) in self._recurrent_set else (x if p not in values else values[p])
                    for p in self.pred[name]]
             h = ins[0] if len(ins) == 1 else torch.stack(torch.broadcast_tensors(*ins)).sum(0)
             if name == self.output:

@@ -123,10 +123,9 @@ def compress(
         if seed is not None:
             torch.manual_seed(seed)
         with clock("prepare"):
-            original, work, sample = _prepare(model, data, settings, say, profile)
+            original, work, sample, check_before = _prepare(model, data, settings, say, profile)
         stats_before = layer_stats(original)
         with clock("evaluate_before"):
-            check_before = check(original, profile, sample=sample, num_steps=_trace_steps(data))
             say("evaluating the original model")
             before = evaluate(original, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
         del original
@@ -245,8 +244,8 @@ def _trace_steps(data: LoadedData) -> int:
     return data.num_steps if data.num_steps is not None else 1
 
 
-def _refuse_structural(model: nn.Module, profile: HardwareProfile, sample: Any, steps: int) -> None:
-    """Refuse, before any training, a model breaking chip rules that no training can fix."""
+def _refuse_structural(model: nn.Module, profile: HardwareProfile, sample: Any, steps: int):
+    """``check``'s report of ``model``; refuses, before any training, rules that no training can fix."""
     report = check(model, profile, sample=sample, num_steps=steps)
     found = report.structural
     if found:
@@ -254,11 +253,13 @@ def _refuse_structural(model: nn.Module, profile: HardwareProfile, sample: Any, 
         raise ConstraintViolationError(
             f"the model breaks {len(found)} {profile.name} rule(s) that no training, codebook or pruning can "
             f"fix, so nothing was done: {lines}")
+    return report
 
 
 def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile: HardwareProfile
-             ) -> tuple[nn.Module, nn.Module, Any]:
-    """``(original, wrapped copy, sample)``: the copies ready, every failure that needs no training found."""
+             ) -> tuple[nn.Module, nn.Module, Any, Any]:
+    """``(original, wrapped copy, sample, check of the original)``: the copies ready, every failure that
+    needs no training found."""
     original = copy.deepcopy(model)
     check_fits(original, data)
     if is_wrapped(original):
@@ -276,12 +277,12 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile
     except UnsupportedLayerError as exc:
         raise UnsupportedLayerError(f"the compressed model could not be exported, so nothing was done: {exc}") \
             from None
-    _refuse_structural(original, profile, sample, _trace_steps(data))
+    checked = _refuse_structural(original, profile, sample, _trace_steps(data))
     if s.get("method") == "posttraining":  # other callers (chipfit) pass settings without a method
-        return original, copy.deepcopy(original), sample
+        return original, copy.deepcopy(original), sample, checked
     work = wrap(copy.deepcopy(original), m=s["m"], bits=s["bits"], granularity=s["granularity"], init=s["init"],
                 exclude=s["exclude"])
-    return original, work, sample
+    return original, work, sample, checked
 
 
 def _check_method(args: dict[str, Any], profile: HardwareProfile, prune: float) -> None:

@@ -138,6 +138,8 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
     totals: dict[str, Tensor] = {}
     samples = 0
     with eval_mode(model, clear=True):  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
+        # once, not per batch: a wrapped producer's weight is its quantizer's output, unchanged while scoring
+        weights = {p.neuron: getattr(modules[p.producer], p.producer_weight) for p in layers}
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
             for x, y in progress_bar(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
                                      progress=progress):
@@ -166,7 +168,7 @@ def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data:
                 for p in layers:
                     s = spikes[p.neuron].detach()
                     batch = LayerBatch(p.neuron, modules[p.producer], s, grads.get(p.neuron),
-                                       pre.get(p.neuron), getattr(modules[p.producer], p.producer_weight))
+                                       pre.get(p.neuron), weights[p.neuron])
                     value = crit(batch).detach().double()
                     totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
                 samples += int(s.shape[1])

@@ -121,10 +121,17 @@ def obs_prune(w: Tensor, hinv: Tensor, order: Tensor, counts: Tensor) -> tuple[T
 
 def nearest(w: Tensor, values: Tensor) -> Tensor:
     """Index of the nearest codeword of each ``w[g, i]`` in ``values[g]`` (as ``CodebookWeight.assign``)."""
+    return _nearest_sorted(w, *_sorted_bounds(values))
+
+
+def _sorted_bounds(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(order, bounds)``: the sort of each row of ``values`` and the midpoints between its neighbours."""
     order_values, order = torch.sort(values, dim=1)
-    bounds = (order_values[:, 1:] + order_values[:, :-1]) * 0.5
-    pos = torch.searchsorted(bounds.contiguous(), w.contiguous())
-    return torch.gather(order, 1, pos)
+    return order, ((order_values[:, 1:] + order_values[:, :-1]) * 0.5).contiguous()
+
+
+def _nearest_sorted(w: Tensor, order: Tensor, bounds: Tensor) -> Tensor:
+    return torch.gather(order, 1, torch.searchsorted(bounds, w.contiguous()))
 
 
 def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, zero: Tensor | None = None,
@@ -152,6 +159,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
     codes = torch.empty(rows, n, dtype=torch.long)
     latent = torch.empty(rows, n, dtype=torch.float32)
     vals64 = vals.double()
+    sorted_vals = _sorted_bounds(vals)  # once, not per column
     for i1 in range(0, n, block):
         i2 = min(n, i1 + block)
         err = torch.empty(rows, i2 - i1, dtype=torch.float64)
@@ -159,7 +167,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
             col = work[:, i].float()
             if mk is not None:
                 col = torch.where(mk[:, i], torch.zeros_like(col), col)
-            code = nearest(col[:, None], vals)[:, 0]
+            code = _nearest_sorted(col[:, None], *sorted_vals)[:, 0]
             if mk is not None:
                 code = torch.where(mk[:, i], zero.expand(rows), code)
             codes[:, i], latent[:, i] = code, col

@@ -17,11 +17,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from . import TargetError
 
-__all__ = ["targets_home", "find_python", "target_python", "target_site"]
+__all__ = ["targets_home", "find_python", "target_python", "target_site", "run_worker"]
 
 
 def targets_home() -> Path:
@@ -118,3 +121,25 @@ def target_site(name: str, *, packages: list[str], create: bool = True) -> str:
         raise TargetError(f"installing the {name} packages failed at `{' '.join(cmd)}`: {tail}")
     stamp.write_text(json.dumps(want))
     return str(home)
+
+
+def run_worker(cmd: list[str], worker: Path, arrays: dict, *, what: str, timeout_s: float,
+               env: dict | None = None, hint: str = "") -> dict:
+    """Run ``cmd + [worker, IN.npz, OUT.npz]`` on ``arrays`` written to ``IN.npz``; ``OUT.npz``'s arrays.
+
+    A timeout or a non-zero exit is a :class:`TargetError` naming ``what`` (and ``hint`` after a
+    timeout) with the last lines of the worker's output.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"spikefit-{what}-") as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, **arrays)
+        try:
+            done = subprocess.run([*cmd, str(worker), src, dst], capture_output=True, text=True,
+                                  timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"{what} did not finish within {timeout_s} s{hint}") from None
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+            raise TargetError(f"the {what} run failed (exit {done.returncode}):\n{tail}")
+        with np.load(dst, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}

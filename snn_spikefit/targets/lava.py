@@ -12,17 +12,13 @@ quantized inputs go to our simulation. ``network.simulate`` is our Loihi-faithfu
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import TargetError
 from ..errors import SpikeFitValueError, UnsupportedLayerError
-from .env import target_python
+from .env import run_worker, target_python
 from .lava_program import LavaProgram, LavaRefusal, compile_graph
 from .loihi_fixed import quantize_inputs, simulate_fixed
 
@@ -68,21 +64,10 @@ class LavaNetwork:
         """Per layer, Lava's spikes ``[N, T, *shape]`` on ``inputs [N, T, *in_shape]``."""
         x = self._feed(inputs)
         n, t = x.shape[:2]
-        python = self.target.python()
-        with tempfile.TemporaryDirectory(prefix="spikefit-lava-") as tmp:
-            prog, spikes = os.path.join(tmp, "program.npz"), os.path.join(tmp, "spikes.npz")
-            np.savez(prog, **self.program.arrays(self.mode, x))
-            try:
-                done = subprocess.run([python, "-I", str(WORKER), prog, spikes], capture_output=True, text=True,
-                                      timeout=self.target.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise TargetError(f"Lava did not finish within {self.target.timeout_s} s ({n} samples x {t} "
-                                  f"steps); Lava hangs on some parameter types: report the model") from None
-            if done.returncode != 0:
-                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-                raise TargetError(f"the Lava run failed (exit {done.returncode}):\n{tail}")
-            with np.load(spikes, allow_pickle=False) as f:
-                raw = [f[f"L{k}"] for k in range(len(self.layers))]
+        got = run_worker([self.target.python(), "-I"], WORKER, self.program.arrays(self.mode, x), what="Lava",
+                         timeout_s=self.target.timeout_s,
+                         hint=f" ({n} samples x {t} steps); Lava hangs on some parameter types: report the model")
+        raw = [got[f"L{k}"] for k in range(len(self.layers))]
         out = []
         for k, (s, layer) in enumerate(zip(raw, self.program.layers)):
             cols = s[:, 1 + k:1 + k + n * t]  # layer k of sample j, step i is column j*T + i + 1 + k

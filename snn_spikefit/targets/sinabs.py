@@ -15,16 +15,13 @@ applies its limits.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import TargetError
 from ..errors import SpikeFitValueError, UnsupportedLayerError
-from .env import target_site
+from .env import run_worker, target_site
 from .sinabs_program import SinabsProgram, SinabsRefusal, compile_sinabs
 
 __all__ = ["SinabsTarget", "SinabsNetwork", "SINABS_PACKAGES", "WORKER"]
@@ -50,21 +47,10 @@ class SinabsNetwork:
                                      f"got {list(x.shape)}")
         site = self.target.site()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")])))
-        with tempfile.TemporaryDirectory(prefix="spikefit-sinabs-") as tmp:
-            prog, spikes = os.path.join(tmp, "program.npz"), os.path.join(tmp, "spikes.npz")
-            np.savez(prog, **self.program.npz(x))
-            try:
-                done = subprocess.run([sys.executable, str(WORKER), prog, spikes], capture_output=True, text=True,
-                                      timeout=self.target.timeout_s, env=env)
-            except subprocess.TimeoutExpired:
-                raise TargetError(f"sinabs did not finish within {self.target.timeout_s} s") from None
-            if done.returncode != 0:
-                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-                raise TargetError(f"the sinabs run failed (exit {done.returncode}):\n{tail}")
-            with np.load(spikes, allow_pickle=False) as f:
-                out = [f[f"L{j}"] for j in range(len(self.layers))]
-                self.held = {k: f[k] for k in f.files if k.startswith("held")}
-        return out
+        got = run_worker([sys.executable], WORKER, self.program.npz(x), what="sinabs",
+                         timeout_s=self.target.timeout_s, env=env)
+        self.held = {k: v for k, v in got.items() if k.startswith("held")}
+        return [got[f"L{j}"] for j in range(len(self.layers))]
 
 
 class SinabsTarget:

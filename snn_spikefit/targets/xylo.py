@@ -14,17 +14,13 @@ chip configuration (``config_from_specification``), the limits are enforced here
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import TargetError
 from ..errors import SpikeFitValueError, UnsupportedLayerError
-from .env import target_python
+from .env import run_worker, target_python
 from .xylo_int import simulate_xylo
 from .xylo_spec import XyloRefusal, XyloSpec, compile_xylo
 
@@ -75,22 +71,10 @@ class XyloNetwork:
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
         """Per layer, xylosim's spike counts ``[N, T, n]`` on ``inputs [N, T, *in_shape]``."""
         c = self.counts(inputs)
-        python = self.target.python()
-        with tempfile.TemporaryDirectory(prefix="spikefit-xylo-") as tmp:
-            spec, spikes = os.path.join(tmp, "spec.npz"), os.path.join(tmp, "spikes.npz")
-            np.savez(spec, counts=c, **self.spec.arrays())
-            try:
-                done = subprocess.run([python, "-I", str(WORKER), spec, spikes], capture_output=True, text=True,
-                                      timeout=self.target.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise TargetError(f"xylosim did not finish within {self.target.timeout_s} s") from None
-            if done.returncode != 0:
-                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-                raise TargetError(f"the xylosim run failed (exit {done.returncode}):\n{tail}")
-            with np.load(spikes, allow_pickle=False) as f:
-                hidden, out = f["hidden"], f["out"]
-                self.held = {k: f[k] for k in ("held_in", "held_rec", "held_out")}
-        return self._split(hidden, out, np.asarray(inputs).shape[1])
+        got = run_worker([self.target.python(), "-I"], WORKER, dict(counts=c, **self.spec.arrays()),
+                         what="xylosim", timeout_s=self.target.timeout_s)
+        self.held = {k: got[k] for k in ("held_in", "held_rec", "held_out")}
+        return self._split(got["hidden"], got["out"], np.asarray(inputs).shape[1])
 
 
 class XyloTarget:
