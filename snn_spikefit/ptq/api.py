@@ -43,9 +43,16 @@ from ..train import recalibrate_bn
 from .codebook import fit_layer
 from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
 from .obs import hessian_error, obs_order, obs_prune, row_counts
+from .sparsegpt import sparsegpt_prune
 from .report import LayerPostTraining, PostTrainingReport
 
-__all__ = ["compress_posttraining", "lamp_counts"]
+__all__ = ["compress_posttraining", "lamp_counts", "PRUNERS", "EXACT_OBS_MAX_INPUTS"]
+
+#: ``pruner`` values: ``"auto"`` (exact OBS up to :data:`EXACT_OBS_MAX_INPUTS` inputs per row,
+#: SparseGPT above), ``"sparsegpt"`` (:mod:`.sparsegpt`), ``"obs"`` (exact greedy OBS, :mod:`.obs`).
+PRUNERS = ("auto", "sparsegpt", "obs")
+#: Largest row length ``n`` that ``pruner="auto"`` prunes by exact OBS (``rows x n^3`` work).
+EXACT_OBS_MAX_INPUTS = 256
 
 _BATCH = 64
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -62,8 +69,10 @@ class _Plan:
     gain2: Tensor | None
 
 
-def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations) -> None:
+def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner) -> None:
     check_module(model)
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
+        raise SpikeFitValueError(f"pruner={pruner!r} is not allowed; use one of {PRUNERS}")
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise SpikeFitValueError(f"sparsity={sparsity!r} is not allowed; use the fraction of weights to set to "
                                  f"zero, a number in [0, 1)")
@@ -214,7 +223,17 @@ def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps) ->
     return acc
 
 
-def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations):
+def _prune(rows: Tensor, hd: Tensor, k: int, gain2: Tensor | None, pruner: str) -> tuple[Tensor, Tensor]:
+    """``k`` weights of ``rows`` removed by exact OBS or SparseGPT (``pruner``, see :data:`PRUNERS`)."""
+    if pruner == "obs" or (pruner == "auto" and rows.shape[1] <= EXACT_OBS_MAX_INPUTS):
+        hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
+        order, cost = obs_order(rows, hinv)
+        return obs_prune(rows, hinv, order, row_counts(cost, k, gain2))
+    return sparsegpt_prune(rows, hd, k, gain2=gain2)
+
+
+def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations,
+                    pruner="auto"):
     w0 = plan.module.weight.detach()
     rows = w0.reshape(w0.shape[0], -1).double().cpu()
     h = acc.hessian()
@@ -223,9 +242,7 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
     mask = None
     work = rows
     if k > 0:
-        hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
-        order, cost = obs_order(rows, hinv)
-        work, mask = obs_prune(rows, hinv, order, row_counts(cost, k, gain2))
+        work, mask = _prune(rows, hd, k, gain2, pruner)
     fit = None
     final = work.float()
     if m is not None or bits is not None:
@@ -252,6 +269,7 @@ def compress_posttraining(
     exclude: str | Sequence[str] | None = None,
     iterations: int = 6,
     recalibrate: bool = False,
+    pruner: str = "auto",
     progress: bool | None = None,
 ) -> PostTrainingReport:
     """Prune and quantize ``model`` in place from calibration inputs alone (no training).
@@ -271,6 +289,9 @@ def compress_posttraining(
         iterations: one-shot CAT's assignment/refit rounds at most.
         recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
             calibration inputs (no gradient; the clustered baselines do it once, on training batches).
+        pruner: ``"auto"`` (default: exact greedy OBS for rows of at most
+            :data:`EXACT_OBS_MAX_INPUTS` inputs, SparseGPT's blockwise masks and lazy updates
+            for longer ones), ``"sparsegpt"`` or ``"obs"`` for every layer.
         progress: a tqdm bar over layers (``None``: the library switch, :func:`snn_spikefit.set_progress`).
 
     Returns:
@@ -281,7 +302,7 @@ def compress_posttraining(
         UnsupportedLayerError: a layer it cannot handle (named); ``exclude`` it.
         On any error the model is left as it was.
     """
-    _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations)
+    _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner)
     batches = _calibration(calib_data, num_steps)
     start = time.perf_counter()
     plans = _plans(model, batches, num_steps, include, exclude)
@@ -301,7 +322,7 @@ def compress_posttraining(
                 continue
             acc = _hessian(model, plan, batches, num_steps)
             final, fit, mask, err = _compress_layer(plan, acc, k, m=m, bits=bits, granularity=granularity,
-                                                    damping=float(damping), iterations=iterations)
+                                                    damping=float(damping), iterations=iterations, pruner=pruner)
             w = plan.module.weight
             w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
             results.append(fit)
@@ -309,13 +330,7 @@ def compress_posttraining(
             if recalibrate:  # the next layer's Hessian sees this layer's outputs with statistics that fit them
                 recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
         if quantize:
-            store_m = m if m is not None else 2**bits - 1
-            for plan, fit in zip(plans, results):
-                form = fit.form(plan.module.weight.shape, store_m, bits)
-                frozen = FrozenCodebook.from_form(form, m=store_m, bits=bits, granularity=granularity)
-                frozen.to(plan.module.weight.device)
-                install_frozen(plan.module, frozen)
-                installed.append(plan.module)
+            _install(plans, results, m, bits, granularity, installed)
     except BaseException:
         for module in installed:
             remove_parametrization(module, leave_parametrized=True)
@@ -323,6 +338,17 @@ def compress_posttraining(
         raise
     return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping), samples,
                               tuple(rows), time.perf_counter() - start)
+
+
+def _install(plans: list[_Plan], results: list, m, bits, granularity: str, installed: list[nn.Module]) -> None:
+    """Every layer's fit as a ``FrozenCodebook`` (appended to ``installed`` as it goes, for the rollback)."""
+    store_m = m if m is not None else 2**bits - 1
+    for plan, fit in zip(plans, results):
+        form = fit.form(plan.module.weight.shape, store_m, bits)
+        frozen = FrozenCodebook.from_form(form, m=store_m, bits=bits, granularity=granularity)
+        frozen.to(plan.module.weight.device)
+        install_frozen(plan.module, frozen)
+        installed.append(plan.module)
 
 
 def _row(plan: _Plan, final: Tensor | None, fit, mask: Tensor | None, err: float, seconds: float
