@@ -53,6 +53,10 @@ __all__ = ["compress_posttraining", "lamp_counts", "PRUNERS", "EXACT_OBS_MAX_INP
 PRUNERS = ("auto", "sparsegpt", "obs")
 #: Largest row length ``n`` that ``pruner="auto"`` prunes by exact OBS (``rows x n^3`` work).
 EXACT_OBS_MAX_INPUTS = 256
+#: One-shot CAT's codebook starts (:data:`snn_spikefit.ptq.codebook.STARTS`), each alternated, the best kept.
+CAT_STARTS: tuple[str, ...] = ("kmeans",)
+#: Correct each compressed layer's bias for the mean output shift on the calibration data.
+BIAS_CORRECTION = False
 
 _BATCH = 64
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -248,7 +252,7 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
     if m is not None or bits is not None:
         groups = rows.shape[0] if granularity == "channel" else 1
         fit = fit_layer(work.float(), hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
-                        iterations=iterations)
+                        iterations=iterations, starts=CAT_STARTS)
         final = fit.quantized
     base = hessian_error(rows, h, gain2)
     err = hessian_error(final.double() - rows, h, gain2) / base if base > 0 else 0.0
@@ -324,6 +328,9 @@ def compress_posttraining(
             final, fit, mask, err = _compress_layer(plan, acc, k, m=m, bits=bits, granularity=granularity,
                                                     damping=float(damping), iterations=iterations, pruner=pruner)
             w = plan.module.weight
+            if BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None:
+                shift = acc.bias_shift(final.double() - w.detach().reshape(w.shape[0], -1).double().cpu())
+                plan.module.bias.data.add_(shift.to(device=w.device, dtype=w.dtype))
             w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
             results.append(fit)
             rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))

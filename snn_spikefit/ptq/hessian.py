@@ -97,6 +97,8 @@ class HessianAccumulator:
         n = module.weight[0].numel()
         self.sum = torch.zeros(n, n, dtype=torch.float64)
         self.m = 0           # samples x positions
+        self.bias_cross = torch.zeros(n, dtype=torch.float64)  # sum (K 1)^T (K S)
+        self.bias_sq = 0.0                                     # sum (K 1)^T (K 1)
         self.samples = 0
         self._kernels: dict[int, Tensor] = {}
 
@@ -110,8 +112,22 @@ class HessianAccumulator:
         rows, L = patches(self.module, filtered.reshape(-1, *steps.shape[2:]))
         # rows are [(t, b, position), in]; the sum over t, b, positions of row outer products is sum (KS)^T (KS)
         self.sum += (rows.T @ rows).cpu()
+        # the bias enters every step as a constant input 1: its filtered trace is K 1
+        k1 = k.sum(dim=1)
+        self.bias_cross += torch.einsum("t,tjn->n", k1, rows.reshape(T, -1, rows.shape[-1])).cpu()
+        self.bias_sq += float(k1 @ k1) * steps.shape[1] * L
         self.samples += steps.shape[1]
         self.m += steps.shape[1] * L
+
+    def bias_shift(self, delta: Tensor) -> Tensor:
+        """The bias change ``db`` that best cancels a weight change ``delta`` (``[R, n]``) on the data.
+
+        ``min_db sum |K S delta_r + K 1 db_r|^2`` gives ``db_r = -(sum (K1)^T K S) delta_r /
+        sum |K 1|^2``: the filtered mean shift of the output removed (bias correction).
+        """
+        if self.bias_sq <= 0:
+            return torch.zeros(delta.shape[0], dtype=torch.float64)
+        return -(delta.double() @ self.bias_cross) / self.bias_sq
 
     def hessian(self) -> Tensor:
         """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped)."""
