@@ -91,3 +91,8 @@ def test_bias_shift_is_the_least_squares_bias_for_a_weight_change(conv):
         target = -(v @ delta[r]).reshape(-1, 1)
         best = torch.linalg.lstsq(design, target).solution[0, 0]
         assert float(db[r]) == pytest.approx(float(best), rel=1e-9, abs=1e-12)
+        # the bias-absorbing Hessian measures the error that is left after the correction
+        left = ((design * db[r] - target) ** 2).sum() * 2 / acc.m
+        absorbed = acc.hessian(absorb_bias=True)
+        assert float(delta[r] @ absorbed @ delta[r]) == pytest.approx(float(left), rel=1e-9)
+        assert float(delta[r] @ acc.hessian() @ delta[r]) >= float(left)

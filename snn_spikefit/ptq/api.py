@@ -240,7 +240,7 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
                     pruner="auto"):
     w0 = plan.module.weight.detach()
     rows = w0.reshape(w0.shape[0], -1).double().cpu()
-    h = acc.hessian()
+    h = acc.hessian(absorb_bias=BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None)
     hd = damped(h, damping)
     gain2 = plan.gain2.expand(rows.shape[0]).clone() if plan.gain2 is not None else None
     mask = None
@@ -256,6 +256,18 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
         final = fit.quantized
     base = hessian_error(rows, h, gain2)
     err = hessian_error(final.double() - rows, h, gain2) / base if base > 0 else 0.0
+    return final, fit, mask, err
+
+
+def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], num_steps, options: dict):
+    """Measure the layer's Hessian on the model as it is now, compress it, write the weight (and bias) back."""
+    acc = _hessian(model, plan, batches, num_steps)
+    final, fit, mask, err = _compress_layer(plan, acc, k, **options)
+    w = plan.module.weight
+    if BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None:
+        shift = acc.bias_shift(final.double() - w.detach().reshape(w.shape[0], -1).double().cpu())
+        plan.module.bias.data.add_(shift.to(device=w.device, dtype=w.dtype))
+    w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
     return final, fit, mask, err
 
 
@@ -318,23 +330,15 @@ def compress_posttraining(
     rows: list[LayerPostTraining] = []
     try:
         results = []
+        options = dict(m=m, bits=bits, granularity=granularity, damping=float(damping), iterations=iterations,
+                       pruner=pruner)
         for plan, k in _progress(list(zip(plans, ks)), progress):
             t0 = time.perf_counter()
-            if k == 0 and not quantize:
-                results.append(None)
-                rows.append(_row(plan, None, None, None, 0.0, time.perf_counter() - t0))
-                continue
-            acc = _hessian(model, plan, batches, num_steps)
-            final, fit, mask, err = _compress_layer(plan, acc, k, m=m, bits=bits, granularity=granularity,
-                                                    damping=float(damping), iterations=iterations, pruner=pruner)
-            w = plan.module.weight
-            if BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None:
-                shift = acc.bias_shift(final.double() - w.detach().reshape(w.shape[0], -1).double().cpu())
-                plan.module.bias.data.add_(shift.to(device=w.device, dtype=w.dtype))
-            w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
+            final, fit, mask, err = (None, None, None, 0.0) if k == 0 and not quantize else _apply_layer(
+                model, plan, k, batches, num_steps, options)
             results.append(fit)
             rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
-            if recalibrate:  # the next layer's Hessian sees this layer's outputs with statistics that fit them
+            if recalibrate and final is not None:  # the next layer's Hessian sees outputs with fitting statistics
                 recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
         if quantize:
             _install(plans, results, m, bits, granularity, installed)

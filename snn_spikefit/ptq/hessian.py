@@ -129,9 +129,19 @@ class HessianAccumulator:
             return torch.zeros(delta.shape[0], dtype=torch.float64)
         return -(delta.double() @ self.bias_cross) / self.bias_sq
 
-    def hessian(self) -> Tensor:
-        """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped)."""
-        return self.sum * (2.0 / max(self.m, 1))
+    def hessian(self, *, absorb_bias: bool = False) -> Tensor:
+        """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped).
+
+        ``absorb_bias``: the Hessian of the weights when the bias is re-fitted to every weight
+        change (:meth:`bias_shift`): the Schur complement ``(2 / m) (A - s s^T / c)`` of the bias in
+        the Hessian of ``[w, b]`` (``A = sum (KS)^T (KS)``, ``s = sum (KS)^T (K1)``, ``c = sum |K1|^2``),
+        so that ``dw^T H dw`` is the error left after the bias correction.
+        """
+        a = self.sum
+        if absorb_bias and self.bias_sq > 0:
+            a = a - torch.outer(self.bias_cross, self.bias_cross) / self.bias_sq
+            a = (a + a.T) * 0.5
+        return a * (2.0 / max(self.m, 1))
 
 
 def damped(h: Tensor, damping: float) -> Tensor:
