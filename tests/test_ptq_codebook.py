@@ -75,7 +75,7 @@ def test_bias_shift_is_the_least_squares_bias_for_a_weight_change(conv):
     plan = _plans(model, [spikes], None, None, None)[0]
     acc = _hessian(model, plan, [spikes], None)
     delta = torch.randn(3, layer.weight[0].numel(), dtype=torch.float64)
-    db = acc.bias_shift(delta)
+    db = acc.bias_shift(delta, torch.zeros_like(delta))  # the weights move from 0 to delta
     # explicit: the membrane error of (delta, db) over every sample, position and step, K written out
     k = torch.tril(0.5 ** (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp_min(0).double())
     with torch.no_grad():
@@ -96,3 +96,28 @@ def test_bias_shift_is_the_least_squares_bias_for_a_weight_change(conv):
         absorbed = acc.hessian(absorb_bias=True)
         assert float(delta[r] @ absorbed @ delta[r]) == pytest.approx(float(left), rel=1e-9)
         assert float(delta[r] @ acc.hessian() @ delta[r]) >= float(left)
+
+
+def test_asymmetric_target_is_the_least_squares_fit_to_the_reference_output():
+    from snn_spikefit.ptq.hessian import HessianAccumulator
+
+    g = torch.Generator().manual_seed(4)
+    layer = nn.Linear(6, 3)
+    acc, same = HessianAccumulator(layer, (0.5,)), HessianAccumulator(layer, (0.5,))
+    now = (torch.rand(T, 40, 6, generator=g) < 0.4).float()        # inputs after earlier layers were compressed
+    ref = (torch.rand(T, 40, 6, generator=g) < 0.4).float()        # inputs of the original model
+    acc.add(now, ref)
+    same.add(now)
+    w = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    h = acc.hessian()
+    assert torch.equal(same.target(w, damped(h, 0.0)), w)           # no reference: the weights themselves
+    k = torch.tril(0.5 ** (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp_min(0).double())
+    xq = torch.einsum("ts,sbn->tbn", k, now.double()).reshape(-1, 6)
+    x = torch.einsum("ts,sbn->tbn", k, ref.double()).reshape(-1, 6)
+    expected = torch.linalg.lstsq(xq, x @ w.T).solution.T          # min |Xq w' - X w|^2 per row
+    assert torch.allclose(acc.target(w, damped(h, 0.0)), expected, atol=1e-9)
+    # with the bias absorbed: the weights of the least-squares fit with a free bias column
+    k1 = k.sum(dim=1)[:, None].expand(T, 40).reshape(-1, 1)
+    both = torch.linalg.lstsq(torch.cat([xq, k1], 1), x @ w.T).solution.T
+    hb = acc.hessian(absorb_bias=True)
+    assert torch.allclose(acc.target(w, damped(hb, 0.0), absorb_bias=True), both[:, :6], atol=1e-9)

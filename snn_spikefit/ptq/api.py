@@ -22,6 +22,7 @@ unchanged, and ``wrap(model, init="frozen")`` fine-tunes it with CAT. Pruning al
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -57,6 +58,8 @@ EXACT_OBS_MAX_INPUTS = 256
 CAT_STARTS: tuple[str, ...] = ("kmeans",)
 #: Correct each compressed layer's bias for the mean output shift on the calibration data.
 BIAS_CORRECTION = False
+#: Asymmetric calibration: each layer's target is the original model's output on the original inputs.
+ASYMMETRIC = False
 
 _BATCH = 64
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -207,23 +210,31 @@ def lamp_counts(weights: Sequence[Tensor], sparsity: float) -> list[int]:
 
 
 @torch.no_grad()
-def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps) -> HessianAccumulator:
-    acc = HessianAccumulator(plan.module, plan.decays)
+def _inputs(model: nn.Module, module: nn.Module, name: str, x: Tensor, num_steps) -> Tensor:
+    """The inputs ``module`` receives at every step of a run of ``model`` on ``x``: ``[T, B, ...]``."""
     seen: list[Tensor] = []
-    handle = plan.module.register_forward_hook(lambda _m, args, _o: seen.append(args[0].detach()))
+    handle = module.register_forward_hook(lambda _m, args, _o: seen.append(args[0].detach()))
     try:
         with eval_mode(model, clear=True):
-            for x in batches:
-                seen.clear()
-                run(model, x, num_steps=num_steps)
-                steps = num_steps if num_steps is not None else x.shape[0]
-                if len(seen) != steps:
-                    raise UnsupportedLayerError(
-                        f"layer {plan.name!r} was called {len(seen)} times in a run of {steps} steps; "
-                        f"post-training compression needs one call per step (no shared layers)")
-                acc.add(torch.stack(seen))
+            run(model, x, num_steps=num_steps)
     finally:
         handle.remove()
+    steps = num_steps if num_steps is not None else x.shape[0]
+    if len(seen) != steps:
+        raise UnsupportedLayerError(
+            f"layer {name!r} was called {len(seen)} times in a run of {steps} steps; "
+            f"post-training compression needs one call per step (no shared layers)")
+    return torch.stack(seen)
+
+
+@torch.no_grad()
+def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps,
+             reference: nn.Module | None = None) -> HessianAccumulator:
+    acc = HessianAccumulator(plan.module, plan.decays)
+    ref_module = dict(reference.named_modules())[plan.name] if reference is not None else None
+    for x in batches:
+        ref = _inputs(reference, ref_module, plan.name, x, num_steps) if reference is not None else None
+        acc.add(_inputs(model, plan.module, plan.name, x, num_steps), ref)
     return acc
 
 
@@ -239,9 +250,10 @@ def _prune(rows: Tensor, hd: Tensor, k: int, gain2: Tensor | None, pruner: str) 
 def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations,
                     pruner="auto"):
     w0 = plan.module.weight.detach()
-    rows = w0.reshape(w0.shape[0], -1).double().cpu()
-    h = acc.hessian(absorb_bias=BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None)
+    absorb = BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None
+    h = acc.hessian(absorb_bias=absorb)
     hd = damped(h, damping)
+    rows = acc.target(w0.reshape(w0.shape[0], -1).double().cpu(), hd, absorb_bias=absorb)
     gain2 = plan.gain2.expand(rows.shape[0]).clone() if plan.gain2 is not None else None
     mask = None
     work = rows
@@ -259,13 +271,14 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
     return final, fit, mask, err
 
 
-def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], num_steps, options: dict):
+def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], num_steps, options: dict,
+                 reference: nn.Module | None = None):
     """Measure the layer's Hessian on the model as it is now, compress it, write the weight (and bias) back."""
-    acc = _hessian(model, plan, batches, num_steps)
+    acc = _hessian(model, plan, batches, num_steps, reference)
     final, fit, mask, err = _compress_layer(plan, acc, k, **options)
     w = plan.module.weight
     if BIAS_CORRECTION and getattr(plan.module, "bias", None) is not None:
-        shift = acc.bias_shift(final.double() - w.detach().reshape(w.shape[0], -1).double().cpu())
+        shift = acc.bias_shift(final, w.detach().reshape(w.shape[0], -1).cpu())
         plan.module.bias.data.add_(shift.to(device=w.device, dtype=w.dtype))
     w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
     return final, fit, mask, err
@@ -330,12 +343,13 @@ def compress_posttraining(
     rows: list[LayerPostTraining] = []
     try:
         results = []
+        reference = copy.deepcopy(model).eval() if ASYMMETRIC and len(plans) > 1 else None
         options = dict(m=m, bits=bits, granularity=granularity, damping=float(damping), iterations=iterations,
                        pruner=pruner)
         for plan, k in _progress(list(zip(plans, ks)), progress):
             t0 = time.perf_counter()
             final, fit, mask, err = (None, None, None, 0.0) if k == 0 and not quantize else _apply_layer(
-                model, plan, k, batches, num_steps, options)
+                model, plan, k, batches, num_steps, options, reference)
             results.append(fit)
             rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
             if recalibrate and final is not None:  # the next layer's Hessian sees outputs with fitting statistics
