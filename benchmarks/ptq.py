@@ -13,6 +13,7 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
   the suite's clustered post-training baseline (scikit-learn k-means on the INT8 grid), each
   with BatchNorm re-estimated on 16 training batches (the suite's treatment of k-means) and on
   the calibration samples only (what one-shot CAT is given), so both are compared on equal data;
+  one-shot CAT and SBC also with last session's settings (``PREVIOUS``), measured in the same run;
   SBC uniform also with BatchNorm re-estimated on the calibration samples (``recalibrate=True``);
 * 50 / 80 / 90 % unstructured sparsity: SBC (OBS masks: exact greedy OBS on rows of at most 256
   inputs, SparseGPT's blockwise masks and lazy updates above; at 90 % also exact OBS everywhere)
@@ -59,6 +60,9 @@ EXACT_OBS_AT = 0.9
 CALIB_PER_CLASS = (0.5, 1, 4, 16)
 CODEBOOKS = ((2, 8), (3, 8), (4, 8), (16, 8), (4, 4))
 CHIPS = ("loihi", "truenorth")
+#: compress_posttraining's settings before asymmetric calibration, bias correction and the codebook damping.
+PREVIOUS = {"asymmetric": False, "bias_correction": False, "damping": 0.01}
+PREVIOUS_LABEL = "no asymmetric target, no bias correction, 1 % damping"
 
 
 def _layers(model):
@@ -171,8 +175,9 @@ def _codebook_rows(b: _Bench, m_: int, bits: int) -> None:
     b.add("codebook", "clustered post-training (k-means) + BN on the calibration set", setting,
           lambda m: kmeans(m, calib_recal))
     b.add("codebook", "one-shot CAT", setting, cat)
-    b.add("codebook", "one-shot CAT + BN on the calibration set", setting, lambda m: cat(m, calib_recal))
     b.add("codebook", "one-shot CAT + BN on 16 training batches", setting, lambda m: cat(m, run.recal))
+    b.add("codebook", "one-shot CAT, last session's settings (" + PREVIOUS_LABEL + ")", setting,
+          lambda m: b.ptq(m, m=m_, bits=bits, **PREVIOUS))
 
 
 def run_one(cfg, name: str, seed: int, per_class: float, progress: bool) -> list[dict]:
@@ -184,6 +189,8 @@ def run_one(cfg, name: str, seed: int, per_class: float, progress: bool) -> list
         b.add("uniform", "SBC (GPTQ, spike Hessian)", f"{bits}-bit", lambda m, bits=bits: b.ptq(m, bits=bits))
         b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
               lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
+        b.add("uniform", "SBC, last session's settings (" + PREVIOUS_LABEL + ")", f"{bits}-bit",
+              lambda m, bits=bits: b.ptq(m, bits=bits, **PREVIOUS))
     for m_, bits in CODEBOOKS:
         _codebook_rows(b, m_, bits)
     for s in SPARSITIES:
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> Table:
     group.add_argument("--quick", action="store_const", const="quick", dest="mode")
     group.add_argument("--full", action="store_const", const="full", dest="mode")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--seeds", type=int, help="number of seeds (first-seed .. first-seed + N - 1)")
+    ap.add_argument("--seeds", type=int, help="number of seeds (first-seed .. first-seed + N - 1); 0: only --merge")
     ap.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     ap.add_argument("--merge", metavar="JSON", action="append", default=[],
                     help="add the runs of an earlier ptq_<mode>.json (other seeds) to the summary; repeatable")
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> Table:
     mode = args.mode or "quick"
     cfg = MODES[mode]
     datasets = ("fashion-mnist",) if mode == "full" else ("digits",)
-    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds)) if args.seeds else cfg.seeds
+    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds)) if args.seeds is not None else cfg.seeds
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     start, rows = time.perf_counter(), []
