@@ -26,7 +26,7 @@ from .xylo_spec import XyloRefusal, XyloSpec, compile_xylo
 
 __all__ = ["XyloTarget", "XyloNetwork", "XYLO_PACKAGES", "WORKER"]
 
-XYLO_PACKAGES = ["xylosim==0.1.3", "numpy"]
+XYLO_PACKAGES = ["xylosim==0.1.3", "rockpool==3.1.0", "numpy"]
 WORKER = Path(__file__).with_name("xylo_worker.py")
 
 
@@ -82,6 +82,7 @@ class XyloTarget:
 
     name = "xylo"
     modes = ("fixed",)
+    keeps_state = ("fixed",)  # verify runs a model trained in Xylo's order as trained (see verify.py)
     timeout_s = 900
 
     def python(self) -> str:
