@@ -120,7 +120,7 @@ def trained_xylo(batches=30):
 
 @pytest.mark.slow
 @needs_snntorch
-def test_trained_for_xylo_our_simulation_is_xylosim_spike_for_spike(xylo):
+def test_trained_for_xylo_our_simulation_is_xylosim_spike_for_spike(xylo, tmp_path):
     """wrap(hardware="xylo") -> CAT -> freeze: sf.run's spikes == xylosim's at every step of 50, every layer."""
     _, x, y = _data(SAMPLES)
     net = trained_xylo()
@@ -133,6 +133,13 @@ def test_trained_for_xylo_our_simulation_is_xylosim_spike_for_spike(xylo):
         assert row.differing_int == 0
     acc = report.accuracy["fixed"]
     assert acc["ours"] == acc["target"] == acc["ours_int"]
+    # through a .nir file: the importer gives the neurons Xylo's update back, the same spikes again
+    path = tmp_path / "xylo.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.export_nir(net, torch.zeros(1, 16), path)
+    again = verify(str(path), (x, y), target="xylo", modes=("fixed",), num_steps=STEPS)
+    assert [(r.ours, r.target, r.differing) for r in again.layers] == [(r.ours, r.target, 0) for r in report.layers]
     network = xylo.build(_graph(net))
     network.run(np.zeros((1, 3, 16)))
     codes = [layer.codes for layer in network.spec.layers]

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 
-__all__ = ["XyloRule", "xylo_threshold", "weight_lsb", "xylo_rules", "LO", "HI", "INPUT_QUANTUM",
+__all__ = ["XyloRule", "xylo_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO", "HI", "INPUT_QUANTUM",
            "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
 
 LO, HI = -(2 ** 15), 2 ** 15 - 1
@@ -181,3 +181,23 @@ def xylo_rules(model: nn.Module, fmt: Any, neurons: list[tuple[str, nn.Module]])
     return {name: XyloRule(fmt, src, quantum=INPUT_QUANTUM if src is first else 1.0,
                            most=MAX_SPIKES_OUT if name == readout else MAX_SPIKES_HIDDEN)
             for name, src in inputs.items()}
+
+
+def restore_chip_state(graph: Any, model: nn.Module) -> nn.Module:
+    """After import: neurons exported with ``spikefit.chip_state = "xylo"`` get Xylo's update back.
+
+    ``quantize_state(model, hardware="xylo")`` gives the same neurons the same rules as before export
+    (the current-based subtract-reset neurons behind integer weights); a model where that set differs
+    from the marked nodes is refused by name, so an imported model never runs a different neuron.
+    """
+    marked = sorted(k for k, n in graph.nodes.items() if (getattr(n, "metadata", None) or {}).get(CHIP_STATE_KEY))
+    if not marked:
+        return model
+    from .state import quantize_state, state_rules
+
+    quantize_state(model, hardware="xylo")
+    got = sorted(n for n, r in state_rules(model).items() if isinstance(r, XyloRule))
+    if len(got) != len(marked):
+        raise UnsupportedLayerError(f"NIR nodes {marked} carry {CHIP_STATE_KEY}='xylo' but Xylo's update fits "
+                                    f"the imported neurons {got}; export the model again")
+    return model
