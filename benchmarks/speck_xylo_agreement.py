@@ -4,7 +4,7 @@ tests/test_xylo.py (m=4, bits=8, trained briefly on digits), run in each toolcha
     .venv/bin/python benchmarks/speck_xylo_agreement.py [--samples 100] [--steps 50] [--out res.json]
 
 sinabs: conv Conv(1,4,3)-IF-AvgPool-Conv(4,8,3)-IF-Flatten-Linear(128,10)-IF, subtract reset with
-bias and zero reset without; spikes of our float64 simulation vs sinabs' layers. Xylo: dense
+biases (rounded to the weight grid: ``sf.round_biases``; Speck holds integer biases) and zero reset without; spikes of our float64 simulation vs sinabs' layers. Xylo: dense
 16-40-8 snnTorch Synaptic (alpha 0.5, beta 0.875, subtract), digits 0..7 pooled to 4x4; xylosim
 vs our integer model of the Xylo core (agreement) and vs our float simulation (Xylo's arithmetic):
 once trained with plain ``wrap(m=4, bits=8)`` (our float simulation is snnTorch's equations), once

@@ -22,6 +22,10 @@ update ``beta_q * v + x - r * theta * s`` (``beta_q``: the nearest decay the chi
 The update follows the neuron's own equations (snnTorch's reset-delay and zero-reset
 conventions included): only precision, rounding, decays and range are the chip's.
 
+A format of ``order="xylo"`` (the Xylo profile) gives current-based subtract-reset neurons Xylo's
+own update instead (:mod:`.xylo_state`: the reset before the leak, the current decaying after its
+input, several spikes a step), so a network trained with it is Xylo's program exactly.
+
 The neuron keeps its class and its constants; :func:`strip_state` (and
 :func:`snn_spikefit.strip`) gives back the plain neuron. Neuron access goes through the
 adapter (:meth:`~snn_spikefit.Adapter.attach_state_rule`).
