@@ -125,13 +125,17 @@ def test_sinabs_refusals_say_why_and_the_fix():
     sf.freeze(biased)
     with pytest.raises(UnsupportedLayerError, match="bias .* weight LSBs .*not an integer.*round_biases"):
         target.build(_graph(biased))
+    off = [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
+    assert [v.layer for v in off] == ["0", "6"] and "round_biases" in off[0].hint
     with torch.no_grad():
         biased[0].bias.fill_(200 * float(biased[0].parametrizations.weight[0].scale))
     with pytest.raises(UnsupportedLayerError, match="200 weight LSBs exceeds Speck's 8-bit biases"):
         target.build(_graph(biased))
+    assert {("speck_bias", "0")} <= {(v.rule, v.layer) for v in sf.check(biased, "speck").violations}
     report = sf.round_biases(biased, bits=8)
     assert report.to_dict()["layers"][0]["clipped"] == 4
     target.build(_graph(biased))
+    assert not [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
 
 
 @needs_snntorch
@@ -163,6 +167,7 @@ def test_sinabs_program_folds_the_scale_into_the_threshold():
     net = _conv("subtract", True)
     sf.wrap(net, m=4, bits=8)
     sf.freeze(net)
+    sf.round_biases(net, bits=8)
     program = get_target("sinabs").build(_graph(net)).program
     iaf = [op for op in program.ops if op["kind"] == "iaf"]
     pools = [op for op in program.ops if op["kind"] == "sumpool"]
@@ -180,6 +185,7 @@ def test_check_speck_memory_rules_follow_sinabs():
     small = _conv("subtract", True)
     sf.wrap(small, m=4, bits=8)
     sf.freeze(small)
+    sf.round_biases(small, bits=8)
     assert sf.check(small, "speck", sample=torch.zeros(1, 1, 8, 8)).ok
     get_target("sinabs").build(_graph(small))
     # sinabs memory_summary: kernel = c * 2**(ceil(log2 9) + ceil(log2 128)) = 64 * 2**11; neurons = 128 * 2**(5+5)
