@@ -180,18 +180,22 @@ def _codebook_rows(b: _Bench, m_: int, bits: int) -> None:
           lambda m: b.ptq(m, m=m_, bits=bits, **PREVIOUS))
 
 
-def run_one(cfg, name: str, seed: int, per_class: float, progress: bool) -> list[dict]:
+def run_one(cfg, name: str, seed: int, per_class: float, progress: bool, targets: bool = False) -> list[dict]:
+    """Every row for one seed; ``targets``: only the rows of the issue's targets (4-bit SBC, m = 2, 3, 4
+    codebooks, the sparsity rows and their cost), for a machine too busy for the whole table."""
     run = _Run(cfg, name, seed, progress)
     b = _Bench(run, per_class)
     b.add("fp32", "FP32", "-", lambda m: m)
-    for bits in (4, 2):
-        b.add("uniform", "round-to-nearest", f"{bits}-bit", lambda m, bits=bits: round_to_nearest(m, bits))
+    for bits in (4,) if targets else (4, 2):
+        if not targets:
+            b.add("uniform", "round-to-nearest", f"{bits}-bit", lambda m, bits=bits: round_to_nearest(m, bits))
         b.add("uniform", "SBC (GPTQ, spike Hessian)", f"{bits}-bit", lambda m, bits=bits: b.ptq(m, bits=bits))
-        b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
-              lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
+        if not targets:
+            b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
+                  lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
         b.add("uniform", "SBC, last session's settings (" + PREVIOUS_LABEL + ")", f"{bits}-bit",
               lambda m, bits=bits: b.ptq(m, bits=bits, **PREVIOUS))
-    for m_, bits in CODEBOOKS:
+    for m_, bits in CODEBOOKS[:3] if targets else CODEBOOKS:
         _codebook_rows(b, m_, bits)
     for s in SPARSITIES:
         variants = [("magnitude (LAMP)", lambda m, s=s: magnitude_prune(m, s)),
@@ -201,10 +205,11 @@ def run_one(cfg, name: str, seed: int, per_class: float, progress: bool) -> list
         for method, fn in variants:
             model = b.add("sparsity", method, f"{s:.0%}", fn)
             b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
-    model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
-        m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
-    b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
-    for k in CALIB_PER_CLASS:
+    if not targets:
+        model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
+            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
+        b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+    for k in () if targets else CALIB_PER_CLASS:
         calib = calibration(run.train, k, seed)
         b.add("calibration", "SBC 4-bit", f"{k:g}/class ({calib.shape[0]})", lambda m, c=calib: b.ptq(m, c, bits=4))
         b.add("calibration", "one-shot CAT m=4 b=4", f"{k:g}/class ({calib.shape[0]})",
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> Table:
                     help="add the runs of an earlier ptq_<mode>.json (other seeds) to the summary; repeatable")
     ap.add_argument("--per-class", type=float, default=16, help="calibration samples per class (default 16)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--targets", action="store_true", help="only the rows of the issue's targets (see run_one)")
     args = ap.parse_args(argv)
     mode = args.mode or "quick"
     cfg = MODES[mode]
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> Table:
     start, rows = time.perf_counter(), []
     for name in datasets:
         for seed in seeds:
-            rows += run_one(cfg, name, seed, args.per_class, not args.no_progress)
+            rows += run_one(cfg, name, seed, args.per_class, not args.no_progress, args.targets)
     for path in args.merge:
         earlier = json.loads(Path(path).read_text())
         rows = [r for r in earlier["rows"] if r["seed"] not in seeds] + rows
