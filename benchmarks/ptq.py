@@ -26,7 +26,8 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
 * cost: CPU seconds of each compression vs one training epoch, one thread, same run.
 
 Calibration: ``--per-class`` samples of each class from the training split (default 16). Results:
-``ptq_<mode>.md`` (mean +- std over seeds), ``.csv``, ``_runs.csv`` and ``.json`` in ``--out``.
+``ptq_<mode>.md`` (mean +- std over seeds), ``.csv``, ``_runs.csv`` and ``.json`` in ``--out``
+(``ptq_<mode>_targets.*`` with ``--targets``).
 """
 
 from __future__ import annotations
@@ -278,11 +279,12 @@ def main(argv: list[str] | None = None) -> Table:
     head = (f"# One-shot post-training compression ({mode})\n\ncommand: `{command}`\n\nseeds {list(seeds)}, "
             f"T={cfg.num_steps}, calibration {args.per_class:g} samples per class, budgets {budget}, "
             f"{time.perf_counter() - start:.0f} s wall\n\n")
-    (out / f"ptq_{mode}.md").write_text(head + table.to_markdown() + "\n")
-    table.to_csv(out / f"ptq_{mode}.csv")
+    stem = f"ptq_{mode}" + ("_targets" if args.targets else "")
+    (out / f"{stem}.md").write_text(head + table.to_markdown() + "\n")
+    table.to_csv(out / f"{stem}.csv")
     cols = _columns(rows)
-    Table(cols, rows=[[r.get(c) for c in cols] for r in rows]).to_csv(out / f"ptq_{mode}_runs.csv")
-    (out / f"ptq_{mode}.json").write_text(json.dumps({"command": command, "seeds": list(seeds), "rows": rows},
+    Table(cols, rows=[[r.get(c) for c in cols] for r in rows]).to_csv(out / f"{stem}_runs.csv")
+    (out / f"{stem}.json").write_text(json.dumps({"command": command, "seeds": list(seeds), "rows": rows},
                                                      indent=1, default=str))
     print(table)
     return table
