@@ -292,6 +292,13 @@ def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], n
     return final, fit, mask, err
 
 
+def _defaults(m, damping, asymmetric, bias_correction):
+    """``None`` settings resolved: one-shot CAT (``m`` given) or SBC as published."""
+    cat = m is not None
+    return ((CODEBOOK_DAMPING if cat else DAMPING) if damping is None else damping,
+            cat if asymmetric is None else asymmetric, cat if bias_correction is None else bias_correction)
+
+
 def _run_layers(model, plans, ks, batches, num_steps, options, rows, *, quantize, asymmetric, recalibrate,
                 progress) -> list:
     """Compress every layer in model order (each one's Hessian on the model as compressed so far)."""
@@ -323,8 +330,8 @@ def compress_posttraining(
     iterations: int = 6,
     recalibrate: bool = False,
     pruner: str = "auto",
-    asymmetric: bool = True,
-    bias_correction: bool = True,
+    asymmetric: bool | None = None,
+    bias_correction: bool | None = None,
     progress: bool | None = None,
 ) -> PostTrainingReport:
     """Prune and quantize ``model`` in place from calibration inputs alone (no training).
@@ -345,15 +352,12 @@ def compress_posttraining(
         iterations: one-shot CAT's assignment/refit rounds at most.
         recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
             calibration inputs (no gradient; the clustered baselines do it once, on training batches).
-        pruner: ``"auto"`` (default: exact greedy OBS for rows of at most
-            :data:`EXACT_OBS_MAX_INPUTS` inputs, SparseGPT's blockwise masks and lazy updates
-            for longer ones), ``"sparsegpt"`` or ``"obs"`` for every layer.
-        asymmetric: each layer approaches the original model's output on the original inputs
-            (``min |K S_q w' - K S w|^2``, ``S_q`` the inputs after the layers before it were
-            compressed), not its own old weights on the new inputs; costs a second forward pass.
-        bias_correction: layers with a bias re-fit it in closed form to each weight change, and
-            the weights are compressed against the Hessian left after that (the bias's Schur
-            complement), so the mean output shift costs nothing.
+        pruner: ``"auto"``: exact greedy OBS for rows of up to :data:`EXACT_OBS_MAX_INPUTS` inputs,
+            SparseGPT (:mod:`.sparsegpt`) for longer ones; ``"sparsegpt"`` or ``"obs"``: every layer.
+        asymmetric: each layer approaches the original output on the original inputs (``min |K S_q w'
+            - K S w|^2``, ``S_q``: inputs after the earlier layers were compressed; a second forward pass).
+        bias_correction: biases re-fitted in closed form to each weight change, the weights compressed
+            against the Hessian left after that (Schur complement). Both ``None``: on with ``m``, else off.
         progress: a tqdm bar over layers (``None``: the library switch, :func:`snn_spikefit.set_progress`).
 
     Returns:
@@ -364,14 +368,13 @@ def compress_posttraining(
         UnsupportedLayerError: a layer it cannot handle (named); ``exclude`` it.
         On any error the model is left as it was.
     """
+    damping, asymmetric, bias_correction = _defaults(m, damping, asymmetric, bias_correction)
     _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner,
                 dict(asymmetric=asymmetric, bias_correction=bias_correction, recalibrate=recalibrate))
     batches = _calibration(calib_data, num_steps)
-    damping = (CODEBOOK_DAMPING if m is not None else DAMPING) if damping is None else float(damping)
     start = time.perf_counter()
     plans = _plans(model, batches, num_steps, include, exclude)
     ks = lamp_counts([p.module.weight for p in plans], float(sparsity))
-    samples = sum(int(b.shape[0 if num_steps is not None else 1]) for b in batches)
     quantize = m is not None or bits is not None
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     installed: list[nn.Module] = []
@@ -388,7 +391,8 @@ def compress_posttraining(
             remove_parametrization(module, leave_parametrized=True)
         model.load_state_dict(snapshot)
         raise
-    return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping), samples,
+    return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping),
+                              sum(int(b.shape[0 if num_steps is not None else 1]) for b in batches),
                               tuple(rows), time.perf_counter() - start)
 
 

@@ -15,8 +15,9 @@ Columns are taken in blocks of ``block``: at the start of a block the mask of it
 columns is chosen over the whole block (all rows) from the costs above, the block's
 columns are pruned one by one with the update inside the block, and the accumulated
 errors reach the later columns in one matrix product (lazy batched update):
-``O(n^3 + rows n^2)`` in all. Block ``[i1, i2)`` removes ``floor(k i2 / n) -
-floor(k i1 / n)`` weights, so the layer loses exactly ``k``.
+``O(n^3 + rows n^2)`` in all. Each block removes as many weights as it holds among the
+layer's ``k`` cheapest by their starting costs (columns differ: an input that never spikes
+costs nothing), so the layer loses exactly ``k``.
 
 For a fixed mask whose removed weights are, in every row, a prefix of the columns,
 the result equals the closed-form OBS update ``w -= H^-1[:, J] ([H^-1]_JJ)^-1 w_J``
@@ -60,6 +61,19 @@ def _block_mask(w1: Tensor, d1: Tensor, count: int, gain2: Tensor | None) -> Ten
     return mask
 
 
+def _block_counts(w: Tensor, d: Tensor, k: int, gain2: Tensor | None, block: int) -> Tensor:
+    """Weights each column block loses: where the layer's ``k`` cheapest weights lie by their starting costs.
+
+    Columns differ in importance (an input that never spikes costs nothing to cut), so blocks do
+    not all lose the same fraction; inside a block the mask is chosen again on the updated weights.
+    """
+    score = w * w / (d * d)[None, :]
+    if gain2 is not None:
+        score = score * gain2.double()[:, None]
+    cols = torch.sort(score.flatten(), stable=True).indices[:k] % w.shape[1]
+    return torch.bincount(cols // block, minlength=(w.shape[1] + block - 1) // block)
+
+
 def _prune_block(w1: Tensor, u1: Tensor, m1: Tensor) -> Tensor:
     """Zero ``w1[m1]`` column by column, each error compensated inside the block; returns ``e / U_qq``."""
     err = torch.zeros_like(w1)
@@ -93,10 +107,12 @@ def sparsegpt_prune(w: Tensor, h: Tensor, k: int, *, gain2: Tensor | None = None
     d = u.diagonal()
     work = w.double().clone()
     out_mask = torch.zeros(rows, n, dtype=torch.bool) if mask is None else mask.clone()
-    for i1 in range(0, n, max(1, block)):
-        i2 = min(n, i1 + max(1, block))
+    step = max(1, block)
+    counts = _block_counts(work, d, k, gain2, step) if mask is None else None
+    for b, i1 in enumerate(range(0, n, step)):
+        i2 = min(n, i1 + step)
         if mask is None:
-            out_mask[:, i1:i2] = _block_mask(work[:, i1:i2], d[i1:i2], k * i2 // n - k * i1 // n, gain2)
+            out_mask[:, i1:i2] = _block_mask(work[:, i1:i2], d[i1:i2], int(counts[b]), gain2)
         w1 = work[:, i1:i2].clone()
         err = _prune_block(w1, u[i1:i2, i1:i2], out_mask[:, i1:i2])
         work[:, i1:i2] = w1
