@@ -125,3 +125,13 @@ def test_unknown_pruner_is_refused_and_the_model_untouched():
     with pytest.raises(SpikeFitValueError, match=r"pruner='greedy' is not allowed; use one of \('auto', "):
         sf.compress_posttraining(net, torch.rand(4, 300), sparsity=0.5, pruner="greedy", progress=False)
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_blocks_lose_weights_where_the_cheap_columns_are():
+    # inputs 4..7 barely ever spike (tiny H diagonal): all 4 x 4 removals belong to the second block
+    h = torch.diag(torch.tensor([5.0, 4.0, 6.0, 5.0, 1e-4, 2e-4, 1e-4, 3e-4], dtype=torch.float64))
+    g = torch.Generator().manual_seed(5)
+    w = (torch.rand(4, 8, generator=g, dtype=torch.float64) + 0.5) * torch.sign(torch.randn(4, 8, generator=g))
+    pruned, mask = sparsegpt_prune(w, h, 16, block=4)
+    assert not bool(mask[:, :4].any()) and bool(mask[:, 4:].all())
+    assert torch.equal(pruned[:, :4], w[:, :4])
