@@ -17,10 +17,10 @@ from torch import nn
 __all__ = ["conv_snn", "dense_snn", "vgg_snn", "recurrent_snn"]
 
 
-def _leaky(beta: float, threshold: float) -> nn.Module:
+def _leaky(beta: float, threshold: float, learn_threshold: bool = False) -> nn.Module:
     import snntorch as snn
 
-    return snn.Leaky(beta=beta, threshold=threshold, init_hidden=True)
+    return snn.Leaky(beta=beta, threshold=threshold, init_hidden=True, learn_threshold=learn_threshold)
 
 
 def conv_snn(
@@ -33,15 +33,20 @@ def conv_snn(
     threshold: float = 1.0,
     batch_norm: bool = False,
     bias: bool = True,
+    learn_threshold: bool = False,
 ) -> nn.Sequential:
-    """Conv -> [BN] -> AvgPool(2) -> Leaky blocks, then Flatten -> Linear read-out."""
+    """Conv -> [BN] -> AvgPool(2) -> Leaky blocks, then Flatten -> Linear read-out.
+
+    ``learn_threshold=True`` makes each neuron layer's threshold one trained scalar (snnTorch's
+    ``learn_threshold``).
+    """
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
     for c in channels:
         layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=bias))
         if batch_norm:
             layers.append(nn.BatchNorm2d(c))
-        layers += [nn.AvgPool2d(2), _leaky(beta, threshold)]
+        layers += [nn.AvgPool2d(2), _leaky(beta, threshold, learn_threshold)]
         c_in, size = c, size // 2
     layers += [nn.Flatten(), nn.Linear(c_in * size * size, num_classes)]
     return nn.Sequential(*layers)
