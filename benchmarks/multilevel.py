@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -44,6 +45,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.suite import _seed_all  # noqa: E402
 from snn_spikefit.data.datasets import digits, fashion_mnist, make_loader  # noqa: E402
+from snn_spikefit.deploy.metrics import _energy  # noqa: E402
 from snn_spikefit.neurons.multilevel import MultiLevelNeuron  # noqa: E402
 
 ROWS = [("binary T=4", 2, 4), ("L=2 T=1", 2, 1), ("L=4 T=1", 4, 1), ("L=8 T=1", 8, 1)]
@@ -67,13 +69,12 @@ class Recipe:
                 f"learn_thr={int(self.learn_threshold)} alpha={self.alpha:g}")
 
 
-def grid(dataset: str, epochs: list[int] | None) -> list[Recipe]:
-    """Candidate recipes: the previous session's recipe, then lr x epochs x threshold x slope."""
+def grid(args) -> list[Recipe]:
+    """Candidate recipes: the previous session's recipe (digits), then epochs x lr x threshold x slope."""
     old = Recipe(epochs=15, lr=2e-3, schedule=None, batch_norm=False)
-    eps = epochs or ([15, 30] if dataset == "digits" else [4])
-    cands = [Recipe(epochs=e, lr=lr, learn_threshold=lt, alpha=a)
-             for e, lr, lt, a in itertools.product(eps, [2e-3, 5e-3, 1e-2], [False, True], [1.0, 2.0])]
-    return ([old] if dataset == "digits" else []) + cands
+    cands = [Recipe(epochs=e, lr=lr, learn_threshold=bool(lt), alpha=a)
+             for e, lr, lt, a in itertools.product(args.epochs, args.lrs, args.learn_threshold, args.alphas)]
+    return ([old] if args.dataset == "digits" else []) + cands
 
 
 def splits(dataset: str, fit_size: int | None, val_size: int, test_size: int | None):
@@ -116,12 +117,14 @@ def train_row(recipe: Recipe, levels: int, steps: int, seed: int, fit_ds, image_
 def measure(model, ds, steps: int) -> dict:
     loader = make_loader(ds, 256)
     binary = sf.evaluate(model, loader, hardware="generic-45nm", num_steps=steps, progress=False)
-    graded = sf.evaluate(model, loader, hardware=GRADED, num_steps=steps, progress=False)
     ops = binary.to_dict()
+    graded_acs = sum(layer["graded"] for layer in ops["layers"])
+    # the same counted ops priced by the library under the graded profile (one evaluate pass, not two)
+    graded_mj, _ = _energy(GRADED, binary.acs, binary.macs, binary.neuron_updates, graded_acs)
     thresholds = [round(float(m.threshold), 4) for m in model.modules() if isinstance(m, MultiLevelNeuron)]
     return {"accuracy": binary.accuracy, "acs": binary.acs,
-            "graded_acs": sum(layer["graded"] for layer in ops["layers"]), "macs": binary.macs,
-            "energy_binary_uj": binary.energy_mj * 1e3, "energy_graded_uj": graded.energy_mj * 1e3,
+            "graded_acs": graded_acs, "macs": binary.macs,
+            "energy_binary_uj": binary.energy_mj * 1e3, "energy_graded_uj": graded_mj * 1e3,
             "size_kb": binary.size_mb * 1e3, "thresholds": thresholds}
 
 
@@ -161,18 +164,46 @@ def render(args, recipe: Recipe, summary: list[dict], sizes: tuple[int, int, int
     lines = [f"# Multi-level neurons vs binary ({args.dataset}, conv_snn, seeds {args.seeds})", "",
              f"Recipe (chosen on the validation split, the same for every row): {recipe.label()}. "
              f"Split: fit {sizes[0]}, validation {sizes[1]}, test {sizes[2]} images.", "",
-             "| row | test accuracy % (sd) | ACs binary-event | ACs graded | MACs | energy uJ binary-event (x T=4) "
-             "| energy uJ graded (x T=4) | size kB |", "|---|---|---|---|---|---|---|---|"]
+             "| row | test accuracy % (sd) | ACs binary-event (x T=4) | ACs graded | MACs | energy uJ binary-event "
+             "(x T=4) | energy uJ graded (x T=4) | size kB |", "|---|---|---|---|---|---|---|---|"]
     for r in summary:
-        lines.append(f"| {r['row']} | {r['accuracy']:.2f} ({r['accuracy_sd']:.2f}) | {r['acs']:.0f} | "
+        lines.append(f"| {r['row']} | {r['accuracy']:.2f} ({r['accuracy_sd']:.2f}) | {r['acs']:.0f} "
+                     f"({r['acs'] / base['acs']:.2f}) | "
                      f"{r['graded_acs']:.0f} | {r['macs']:.0f} | {r['energy_binary_uj']:.4f} "
                      f"({r['energy_binary_uj'] / base['energy_binary_uj']:.2f}) | {r['energy_graded_uj']:.4f} "
                      f"({r['energy_graded_uj'] / base['energy_graded_uj']:.2f}) | {r['size_kb']:.1f} |")
+    commands = getattr(args, "commands", None) or [args.argv]
     lines += ["", "sd: population standard deviation over seeds. `L=2 T=1` is binary T=1 (same spikes). "
               "Energy: E_AC x ACs + E_MAC x MACs (Horowitz 45 nm), per inference; graded: one AC per non-zero "
-              "level (generic-45nm-graded is this script's assumption, not a chip). Command: "
-              f"`python benchmarks/multilevel.py {' '.join(args.argv)}`"]
+              "level (generic-45nm-graded is this script's assumption, not a chip). Command(s): "
+              + "; ".join(f"`python benchmarks/multilevel.py {shlex.join(c)}`" for c in commands)]
     return lines
+
+
+def merge(args) -> int:
+    """Re-render one table from the ``.json`` of runs made separately (e.g. one seed per process)."""
+    parts = [json.loads(Path(p).read_text()) for p in args.merge]
+    recipes = {json.dumps(p["recipe"], sort_keys=True) for p in parts}
+    if len(recipes) != 1 or len({tuple(p["sizes"]) for p in parts}) != 1:
+        raise SystemExit(f"--merge needs runs of one recipe and one split, got {sorted(recipes)}")
+    runs = [r for p in parts for r in p["runs"]]
+    args.seeds = sorted({r["seed"] for r in runs})
+    args.commands = [p.get("argv", []) for p in parts] + [args.argv]
+    recipe, sizes = Recipe(**parts[0]["recipe"]), tuple(parts[0]["sizes"])
+    return write(args, recipe, runs, sizes, [])
+
+
+def write(args, recipe: Recipe, runs: list[dict], sizes, table: list[dict]) -> int:
+    summary = summarise(runs)
+    lines = render(args, recipe, summary, sizes)
+    stem = args.out / f"multilevel_{args.dataset}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
+    Path(f"{stem}.json").write_text(json.dumps({"recipe": asdict(recipe), "sizes": sizes, "argv": args.argv,
+                                                "runs": runs, "summary": summary, "selection": table},
+                                               indent=1) + "\n")
+    print("\n".join(lines))
+    return 0
 
 
 def render_select(args, table: list[dict], recipe: Recipe) -> list[str]:
@@ -183,7 +214,7 @@ def render_select(args, table: list[dict], recipe: Recipe) -> list[str]:
         mark = " **(chosen)**" if r["recipe"] == recipe.label() else ""
         lines.append(f"| {r['recipe']}{mark} | " + " | ".join(f"{r['val'][lbl]:.2f}" for lbl, _, _ in ROWS)
                      + f" | {r['mean']:.2f} | {r['cpu_s']:.0f} |")
-    lines += ["", f"Command: `python benchmarks/multilevel.py {' '.join(args.argv)}`"]
+    lines += ["", f"Command: `python benchmarks/multilevel.py {shlex.join(args.argv)}`"]
     return lines
 
 
@@ -192,21 +223,28 @@ def parse(argv):
     ap.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--select-seeds", type=int, nargs="+", default=[100], help="seeds of the selection phase")
-    ap.add_argument("--epochs", type=int, nargs="+", help="epochs of the grid (default: digits 15 30, fmnist 4)")
+    ap.add_argument("--epochs", type=int, nargs="+", help="grid: epochs (default: digits 15 30, fmnist 4)")
+    ap.add_argument("--lrs", type=float, nargs="+", default=[2e-3, 5e-3, 1e-2], help="grid: learning rates")
+    ap.add_argument("--learn-threshold", type=int, nargs="+", default=[0, 1], help="grid: 0 fixed, 1 learned")
+    ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 2.0], help="grid: surrogate slopes")
     ap.add_argument("--recipe", help="skip selection: a JSON Recipe, e.g. '{\"lr\": 0.005}'")
     ap.add_argument("--fit-size", type=int, help="training images used (default: all but validation)")
     ap.add_argument("--val-size", type=int, default=0, help="validation images (default digits 1/5, fmnist 5000)")
     ap.add_argument("--test-size", type=int, help="fashion-mnist: first N test images (default all 10000)")
+    ap.add_argument("--merge", nargs="+", help="only re-render the table from these runs' .json files")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.dataset == "fashion-mnist" and not args.val_size:
         args.val_size = 5000
+    args.epochs = args.epochs or ([15, 30] if args.dataset == "digits" else [4])
     return args
 
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.merge:
+        return merge(args)
     torch.set_num_threads(1)
     fit_ds, val_ds, test_ds = splits(args.dataset, args.fit_size, args.val_size, args.test_size)
     image_size = int(test_ds[0][0].shape[-1])
@@ -216,7 +254,7 @@ def main(argv=None) -> int:
     if args.recipe:
         recipe, table = Recipe(**json.loads(args.recipe)), []
     else:
-        recipe, table = select(grid(args.dataset, args.epochs), args.select_seeds, fit_ds, val_ds, image_size, log)
+        recipe, table = select(grid(args), args.select_seeds, fit_ds, val_ds, image_size, log)
         Path(f"{stem}_select.md").write_text("\n".join(render_select(args, table, recipe)) + "\n")
     log(f"recipe: {recipe.label()}")
     runs = []
@@ -225,14 +263,7 @@ def main(argv=None) -> int:
             model = train_row(recipe, levels, steps, seed, fit_ds, image_size)
             runs.append({"row": label, "seed": seed, **measure(model, test_ds, steps)})
             log(f"seed {seed} {label}: {runs[-1]['accuracy']:.2f} % thresholds {runs[-1]['thresholds']}")
-    summary = summarise(runs)
-    sizes = (len(fit_ds), len(val_ds), len(test_ds))
-    lines = render(args, recipe, summary, sizes)
-    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
-    Path(f"{stem}.json").write_text(json.dumps({"recipe": asdict(recipe), "sizes": sizes, "runs": runs,
-                                                "summary": summary, "selection": table}, indent=1) + "\n")
-    print("\n".join(lines))
-    return 0
+    return write(args, recipe, runs, (len(fit_ds), len(val_ds), len(test_ds)), table)
 
 
 if __name__ == "__main__":
