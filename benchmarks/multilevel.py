@@ -121,7 +121,7 @@ def measure(model, ds, steps: int) -> dict:
     graded_acs = sum(layer["graded"] for layer in ops["layers"])
     # the same counted ops priced by the library under the graded profile (one evaluate pass, not two)
     graded_mj, _ = _energy(GRADED, binary.acs, binary.macs, binary.neuron_updates, graded_acs)
-    thresholds = [round(float(m.threshold), 4) for m in model.modules() if isinstance(m, MultiLevelNeuron)]
+    thresholds = [round(float(m.threshold.detach()), 4) for m in model.modules() if isinstance(m, MultiLevelNeuron)]
     return {"accuracy": binary.accuracy, "acs": binary.acs,
             "graded_acs": graded_acs, "macs": binary.macs,
             "energy_binary_uj": binary.energy_mj * 1e3, "energy_graded_uj": graded_mj * 1e3,
