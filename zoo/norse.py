@@ -91,7 +91,9 @@ class ResidualBlock(nn.Module):
 
     ``forward(x, state) -> (out, state)``: ``state`` is a dict of the cells' states, as
     ``norse.torch.SequentialState`` threads them. ``kind="sew"``: ``out = n2(conv2(n1(conv1(x)))) + x``;
-    ``kind="sparse"``: a barrier cell after the addition.
+    ``kind="sparse"``: a barrier cell after the addition, with threshold ``(1 - beta) * threshold``: Norse's
+    Euler step scales its input by ``1 - beta`` (``v <- beta v + (1 - beta) I``) and no weight in front
+    of it absorbs that, so it fires where snnTorch's ``Leaky`` (``u <- beta u + I``) would on the same sum.
     """
 
     def __init__(self, channels: int, kind: str = "sew", *, beta: float = 0.5, threshold: float = 1.0,
@@ -103,7 +105,7 @@ class ResidualBlock(nn.Module):
         self.conv1, self.n1 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
         self.conv2, self.n2 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
         if kind == "sparse":
-            self.barrier = lif_box(beta, threshold, dt=dt)
+            self.barrier = lif_box(beta, (1.0 - beta) * threshold, dt=dt)
 
     def forward(self, x, state=None):
         state = {} if state is None else state
