@@ -110,3 +110,18 @@ def test_adding_a_tensor_to_itself_is_refused_by_name():
     with pytest.raises(sf.UnsupportedLayerError, match=r"addition 'add' adds the output of NIR node\(s\) \['lif'\] "
                                                        r"more than once .*scale the weights instead"):
         sf.export_nir(Twice(), torch.rand(2, 3))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_wrapped_pruned_frozen_residual_model_round_trips_with_its_codebooks(framework):
+    model, x = _net(framework, "sparse"), torch.rand(5, 1, 8, 8) * 3
+    sf.wrap(model, m=4, bits=4)
+    sf.prune(model, [(x, torch.arange(5))], amount=0.5, criterion="fsc", num_steps=T, progress=False)
+    sf.freeze(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = sf.export_nir(model, x)
+    assert "spikefit.codes" in graph.nodes["blocks_1_conv2"].metadata
+    back = sf.import_nir(graph, framework)
+    _same_run(model, back, x)
+    assert all(layer.weight.unique().numel() <= 4 for layer in sf.compressed_layers(back))
