@@ -167,25 +167,9 @@ def _add_node(nodes: dict, order: list, producers: dict, keep: list):
     return on_add
 
 
-@torch.no_grad()
-def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Graph:
-    """Trace the data flow of one step of ``model`` on ``sample`` (a static ``[B, ...]`` input).
-
-    The model's state is reset before and after, and it runs in eval mode (its
-    modules' modes are restored), so tracing changes nothing. Only the first call of each
-    module is recorded (a model that loops over time inside ``forward`` calls
-    its modules once per step), and the additions of the first step.
-    """
-    adapter = get_adapter(model)
-    problem = adapter.step_problem(model)
-    if problem is not None:
-        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
-    producers: dict[int, str] = {}
-    keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
-    nodes: dict[str, TraceNode] = {}
-    order: list[str] = []
-    watch = _AddWatch(producers, keep, _add_node(nodes, order, producers, keep))
-
+def _hooks(model: nn.Module, adapter: Adapter, watch: _AddWatch, nodes: dict, order: list, producers: dict,
+           keep: list, returned: list) -> list:
+    """Hooks that record each leaf module's first call as a node, and the scope and step ``watch`` needs."""
     def pre(name: str):
         def fn(module, args):
             watch.depth += 1
@@ -225,19 +209,40 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
         if not returned:
             returned.append(out)
 
-    handles = []
-    returned: list[Any] = []
     leaves = leaf_modules(model, adapter)
     leaf_ids = {id(m) for _, m in leaves}
-    handles.append(model.register_forward_hook(finish))
+    inside = [n for n, m in leaves if adapter.is_neuron(m)]
+    handles = [model.register_forward_hook(finish)]
     for name, module in model.named_modules():
         if name and id(module) not in leaf_ids and ".parametrizations" not in f".{name}" and not any(
-                name.startswith(n + ".") for n, m in leaves if adapter.is_neuron(m)):
-            handles.append(module.register_forward_pre_hook(enter(name)))
-            handles.append(module.register_forward_hook(leave))
+                name.startswith(n + ".") for n in inside):
+            handles += [module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave)]
     for name, module in leaves:
-        handles.append(module.register_forward_pre_hook(pre(name)))
-        handles.append(module.register_forward_hook(hook(name, adapter.is_neuron(module))))
+        handles += [module.register_forward_pre_hook(pre(name)),
+                    module.register_forward_hook(hook(name, adapter.is_neuron(module)))]
+    return handles
+
+
+@torch.no_grad()
+def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Graph:
+    """Trace the data flow of one step of ``model`` on ``sample`` (a static ``[B, ...]`` input).
+
+    The model's state is reset before and after, and it runs in eval mode (its
+    modules' modes are restored), so tracing changes nothing. Only the first call of each
+    module is recorded (a model that loops over time inside ``forward`` calls
+    its modules once per step), and the additions of the first step.
+    """
+    adapter = get_adapter(model)
+    problem = adapter.step_problem(model)
+    if problem is not None:
+        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
+    producers: dict[int, str] = {}
+    keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
+    nodes: dict[str, TraceNode] = {}
+    order: list[str] = []
+    watch = _AddWatch(producers, keep, _add_node(nodes, order, producers, keep))
+    returned: list[Any] = []
+    handles = _hooks(model, adapter, watch, nodes, order, producers, keep, returned)
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample
     producers[id(x)] = INPUT
     keep.append(x)
