@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.overrides import TorchFunctionMode
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 from ..reports import Report
@@ -61,7 +60,8 @@ from ..runtime import check_input, check_module, run
 from ..table import Table
 from ..adapter import get_adapter
 from ..quantize.layers import layer_name
-from ..trace import ADD_FUNCTIONS, Recorder
+from ..trace import Recorder
+from .spike_sums import SpikeSums, may_add, storage
 
 __all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
            "register_op_rule", "connection_layers", "neuron_weights"]
@@ -202,28 +202,6 @@ class OpCounts(Report):
                 "layers": [asdict(layer) for layer in self.layers], "neurons": [asdict(n) for n in self.neurons]}
 
 
-def _storage(t: Tensor) -> int | None:
-    try:
-        return t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):  # a tensor without storage (meta, sparse)
-        return None
-
-
-class _SpikeSums(TorchFunctionMode):
-    """Marks the sum of two neuron outputs (or sums of them) as spike counts, by storage."""
-
-    def __init__(self, emitted: dict[int, Tensor]) -> None:
-        super().__init__()
-        self.emitted = emitted
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if (func in ADD_FUNCTIONS and len(args) == 2 and not kwargs and isinstance(out, Tensor) and _storage(out)
-                and all(isinstance(a, Tensor) and self.emitted.get(_storage(a)) is not None for a in args)):
-            self.emitted[_storage(out)] = out
-        return out
-
-
 class OpCounter:
     """Count operations while a model runs: a context manager with hooks on connection layers and neurons.
 
@@ -245,7 +223,7 @@ class OpCounter:
         self._ops: dict[str, list[float]] = {n: [0.0] * 4 for n, _ in self.layers}  # acs, macs, dense, graded
         self._ops.update({n: [0.0] * 4 for n, _, _ in self.owned})
         self._emitted: dict[int, Tensor] = {}  # storage pointer -> a neuron's output (or a sum of them) this batch
-        self._sums = _SpikeSums(self._emitted)
+        self._sums = SpikeSums(self._emitted) if may_add(model) else None
         self._spikes: dict[str, list[float]] = {n: [0.0, 0.0] for n in self.recorder.neurons}  # nonzero, total
         self._neurons: dict[str, int] = {}
         self._handles: list[Any] = []
@@ -269,11 +247,13 @@ class OpCounter:
             for module in self.recorder.neurons.values():
                 self._handles.append(module.register_forward_hook(self._emit_hook()))
         self.recorder.__enter__()
-        self._sums.__enter__()
+        if self._sums is not None:
+            self._sums.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._sums.__exit__(*exc)
+        if self._sums is not None:
+            self._sums.__exit__(*exc)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -284,13 +264,13 @@ class OpCounter:
 
         def fn(module, args, output):
             spk = adapter.spikes(module, output)
-            if isinstance(spk, Tensor) and _storage(spk) is not None:
-                self._emitted[_storage(spk)] = spk
+            if isinstance(spk, Tensor) and storage(spk) is not None:
+                self._emitted[storage(spk)] = spk
         return fn
 
     def _levels(self, x: Tensor) -> bool:
         """``x`` is (a view of) a neuron's output this batch, or a sum of them, holding levels 0, 1, 2, ..."""
-        if self._emitted.get(_storage(x)) is None:
+        if self._emitted.get(storage(x)) is None:
             return False
         return bool(((x >= 0) & (x == torch.floor(x))).all())
 
