@@ -201,3 +201,16 @@ def test_norse_residual_model_prunes_in_groups():
         "stem_lif", 3, ("blocks.0.n2", "blocks.1.n2"))
     assert sf.run(model, x, num_steps=T).shape == before.shape
     assert model.stem.out_channels == model.blocks[1].conv2.out_channels == 3 and model.fc.in_features == 48
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 2}, {"scope": "global"}])
+def test_iterative_and_global_pruning_keep_groups_together(kwargs):
+    model, data = _net("sparse"), _data()
+    report = sf.prune(model, data, amount=0.5, criterion="l1", num_steps=T, progress=False, **kwargs)
+    kept = report.layers[0].channels_after
+    assert report.layers[0].neuron == "stem_lif" and kept < 6
+    assert model.stem.out_channels == kept and model.fc.in_features == kept * 16
+    for b in model.blocks:
+        assert b.conv2.out_channels == b.conv1.in_channels == kept
+    assert sum(6 - r.channels_after for r in report.layers) == 9  # half of 3 x 6 channels, per layer or global
+    assert sf.run(model, _data()[0][0], num_steps=T).shape == (T, 4, 10)
