@@ -119,8 +119,9 @@ def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
                 log.append((key, "problem", f"{n.name!r} adds flattened features"))
             continue
         key = space[ins[0]]
-        if len(ins) != 1:
-            log.append((key, "problem", f"{n.name!r} combines inputs {n.inputs}"))
+        for i in ins[1:]:  # a module of several inputs: none of them can be followed
+            for k in {key, space[i]}:
+                log.append((k, "problem", f"{n.name!r} combines inputs {n.inputs}"))
         if n.is_neuron:
             if owns_input(n.module):
                 log.append((key, "problem", f"spiking layer {n.name!r} owns its input weights"))
