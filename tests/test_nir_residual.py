@@ -45,7 +45,8 @@ def _same_run(model, back, x):
     assert torch.equal(out, out2)
     assert len(spikes) == len(spikes2)
     for name, s in spikes.items():
-        assert torch.equal(spikes2[f"layers.{name.replace('.', '_')}.0"], s), name
+        key = f"layers.{name.replace('.', '_')}."  # the node's last module: 'layers.<node>.<i>'
+        assert torch.equal(next(v for k, v in spikes2.items() if k.startswith(key)), s), name
     return spikes
 
 
@@ -125,3 +126,18 @@ def test_wrapped_pruned_frozen_residual_model_round_trips_with_its_codebooks(fra
     back = sf.import_nir(graph, framework)
     _same_run(model, back, x)
     assert all(layer.weight.unique().numel() <= 4 for layer in sf.compressed_layers(back))
+
+
+@pytest.mark.skipif(not (HAS_SNNTORCH and HAS_NORSE), reason="needs snntorch and norse")
+@pytest.mark.parametrize("kind", ["sew", "sparse"])
+def test_norse_residual_runs_exactly_in_snntorch_and_the_reverse_is_refused_by_name(kind):
+    x = torch.rand(5, 1, 8, 8) * 3
+    norse_model = _net("norse", kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = sf.import_nir(sf.export_nir(norse_model, x), "snntorch")
+        _same_run(norse_model, back, x)
+        graph = sf.export_nir(_net("snntorch", kind), x)
+    with pytest.raises(sf.UnsupportedLayerError, match=r"node 'stem_lif': NIR LIF with "
+                                                       r"spikefit.reset_mechanism='subtract' cannot run exactly in Norse"):
+        sf.import_nir(graph, "norse")
