@@ -158,7 +158,9 @@ class NIRGraphModule(nn.Module):
         for name in list(self.keys) + [self.output]:
             ins = [self._delayed(p, previous, x) if (p, name) in self._recurrent_set else (x if p not in values else values[p])
                    for p in self.pred[name]]
-            h = ins[0] if len(ins) == 1 else torch.stack(torch.broadcast_tensors(*ins)).sum(0)
+            h = ins[0]
+            for other in ins[1:]:  # an addition trace() sees: residual graphs prune and count like their source
+                h = h + other
             if name == self.output:
                 break
             for i, module in enumerate(self.layers[self.keys[name]]):
