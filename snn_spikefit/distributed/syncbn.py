@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import is_distributed, unwrap_ddp
+from . import all_reduce_sum, is_distributed, unwrap_ddp
 
 __all__ = ["SyncBatchNorm1d", "SyncBatchNorm2d", "SyncBatchNorm3d", "sync_batchnorm", "unsync_batchnorm"]
 
@@ -65,17 +65,18 @@ class _GlobalBatchNorm:
         dims = [d for d in range(x.ndim) if d != 1]
         shape = [1] * x.ndim
         shape[1] = x.shape[1]
-        total = _all_reduce(torch.cat([x.sum(dims), x.new_full((1,), x.numel() // x.shape[1])]))
-        n = total[-1].detach()
-        mean = total[:-1] / n
-        centred = x - mean.reshape(shape)
+        # an exact count (int64), and float16/bfloat16 statistics in float32 (as F.batch_norm computes them)
+        n = int(all_reduce_sum(torch.tensor([x.numel() // x.shape[1]], dtype=torch.int64, device=x.device)))
+        xs = x.to(torch.promote_types(x.dtype, torch.float32))
+        mean = _all_reduce(xs.sum(dims)) / n
+        centred = xs - mean.reshape(shape)
         var = _all_reduce(centred.pow(2).sum(dims)) / n
         out = centred * torch.rsqrt(var.reshape(shape) + self.eps)  # type: ignore[attr-defined]
         if self.affine:  # type: ignore[attr-defined]
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)  # type: ignore[attr-defined]
         if self.track_running_stats and self.running_mean is not None:  # type: ignore[attr-defined]
-            self._update_running(mean.detach(), var.detach() * n / (n - 1) if n > 1 else var.detach())
-        return out
+            self._update_running(mean.detach(), var.detach() * (n / (n - 1) if n > 1 else 1.0))
+        return out.to(x.dtype)
 
     @torch.no_grad()
     def _update_running(self, mean: Tensor, var: Tensor) -> None:
