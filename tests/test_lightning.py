@@ -20,15 +20,18 @@ pytestmark = [needs_snntorch, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _launch(devices, out):
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "lightning_script.py"), "--devices", str(devices),
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=HERE)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _launch(*runs):
+    """Run ``lightning_script.py`` once per ``(devices, out)``, all at once (they share no files or ports)."""
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "lightning_script.py"), "--devices", str(devices),
+                               "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+             for devices, out in runs]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
 
 
 def test_callback_on_two_ddp_devices_trains_prunes_and_freezes_as_one_device(tmp_path):
-    _launch(1, tmp_path / "one")
-    _launch(2, tmp_path / "two")
+    _launch((1, tmp_path / "one"), (2, tmp_path / "two"))
     load = lambda name: torch.load(tmp_path / name, weights_only=False)  # noqa: E731
     one, r0, r1 = load("one.rank0.pt"), load("two.rank0.pt"), load("two.rank1.pt")
     assert r0["kept"] == r1["kept"] == one["kept"]
