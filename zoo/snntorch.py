@@ -14,7 +14,7 @@ from typing import Sequence, Union
 
 from torch import nn
 
-__all__ = ["conv_snn", "dense_snn", "vgg_snn", "recurrent_snn"]
+__all__ = ["conv_snn", "dense_snn", "vgg_snn", "recurrent_snn", "xylo_snn"]
 
 
 def _leaky(beta: float, threshold: float) -> nn.Module:
@@ -115,3 +115,30 @@ def recurrent_snn(
         snn.RLeaky(beta=beta, threshold=threshold, linear_features=hidden, init_hidden=True),
         nn.Linear(hidden, num_classes),
     )
+
+
+def xylo_snn(
+    in_features: int = 16,
+    num_classes: int = 8,
+    hidden: Sequence[int] = (40,),
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.875,
+    threshold: float = 1.0,
+) -> nn.Sequential:
+    """A network Xylo Audio 2 can run as it is: (bias-free Linear -> Synaptic) per layer, spiking read-out.
+
+    ``Synaptic(alpha, beta, reset_mechanism="subtract")`` with power-of-two decays (``1 - 2**-k``: 0.5 is
+    ``dash_syn = 1``, 0.875 ``dash_mem = 3``); <= 16 inputs, <= 1000 hidden and <= 8 read-out neurons.
+    Train it with ``wrap(net, hardware="xylo")``: its neurons then compute Xylo's own integers
+    (:mod:`snn_spikefit.neurons.xylo_state`), and the frozen network runs the same spikes in xylosim.
+    """
+    import snntorch as snn
+
+    layers: list[nn.Module] = []
+    f = in_features
+    for h in (*hidden, num_classes):
+        layers += [nn.Linear(f, h, bias=False), snn.Synaptic(alpha=alpha, beta=beta, threshold=threshold,
+                                                             init_hidden=True, reset_mechanism="subtract")]
+        f = h
+    return nn.Sequential(*layers)

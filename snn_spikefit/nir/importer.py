@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..neurons.xylo_state import restore_chip_state
 from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
@@ -387,7 +388,8 @@ def _build(graph: nir.NIRGraph, adapter, dt: float, max_bytes: int) -> nn.Module
     if not chain or not order:
         return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state, recurrent=recurrent,
                               shapes=shapes, input_name=inp)
-    return adapter.nir_container([item for name in order for item in _named(name, built[name])])
+    container = adapter.nir_container([item for name in order for item in _named(name, built[name])])
+    return restore_chip_state(graph, container)  # neurons trained in a chip's own order (Xylo) get it back
 
 
 def _named(name: str, modules: list[nn.Module]) -> list[tuple[str, nn.Module]]:
