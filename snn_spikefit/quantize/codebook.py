@@ -272,9 +272,8 @@ class CodebookWeight(Quantizer):
         self._cache.clear()
 
 
-#: ``torch.compile`` runs the codebook forward eagerly: its cache key is identities and version counters
-#: (``torch.is_inference_mode_enabled``, ``id``, ``_version``: untraceable, and guards on ids recompile per
-#: layer), the cache and re-seeding mutate Python state, and re-seeding is a data-dependent loop.
+#: ``torch.compile`` runs the codebook forward eagerly (untraceable cache key, Python state, data-dependent
+#: re-seeding: README "torch.compile")
 _eager_forward = torch.compiler.disable(lambda quantizer, weight: quantizer._forward(weight))
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 
