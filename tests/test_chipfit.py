@@ -237,7 +237,7 @@ def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(di
     register_check_rule("neurons", neurons_with_reserve, replace=True)
     try:
         report = sf.fit_to_chip(dense((300,)), digits, hardware=sf.HardwareProfile("n200", max_neurons=200),
-                                max_epochs=0, progress=False)
+                                max_epochs=0, margins=(1.0,), progress=False)
     finally:
         register_check_rule("neurons", original, replace=True)
     assert [c.ok for c in report.candidates] == [False, True] and report.ok
@@ -284,3 +284,73 @@ def test_fit_to_speck_keeps_each_layer_within_one_core_even_where_the_limit_is_u
     assert [a[2:] for a in report.allocation] == [(32, 16), (8, 8)]
     assert report.ok and not report.check_after.violations
     assert report.cores == 3 and report.core_map[0][3] == 65535
+
+
+# -- candidates chosen on a validation split ------------------------------------------------------------
+
+def test_split_validation_holds_out_a_seeded_disjoint_fraction():
+    from torch.utils.data import TensorDataset
+
+    from snn_spikefit.chipfit.validation import split_validation
+    from snn_spikefit.data import LoadedData
+
+    ds = TensorDataset(torch.arange(100.0).unsqueeze(1), torch.arange(100) % 2)
+    data = LoadedData.from_splits(ds, ds)
+
+    def ids(batches):
+        return sorted(int(v) for x, _ in batches for v in x.flatten())
+
+    rest, val = split_validation(data, 0.2, seed=3)
+    held, kept = ids(val), ids([rest.train.dataset[i] for i in range(len(rest.train.dataset))])
+    assert len(held) == 20 and len(kept) == 80 and sorted(held + kept) == list(range(100))
+    assert ids(split_validation(data, 0.2, seed=3)[1]) == held != ids(split_validation(data, 0.2, seed=4)[1])
+    assert ids(data.test) == list(range(100))  # the test split is untouched
+    # any other iterable of batches: every 5th batch is held out, the rest trains in order
+    batches = [(torch.full((2, 1), float(i)), torch.zeros(2, dtype=torch.long)) for i in range(10)]
+    rest, val = split_validation(LoadedData("b", batches, batches, 4, (1,), 2), 0.2)
+    assert [int(x[0]) for x, _ in val] == [4, 9] and [int(x[0]) for x, _ in rest.train] == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+def test_fit_to_chip_keeps_the_passing_candidate_best_on_validation(digits):
+    report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=0, margins=(1.0, 0.8),
+                            progress=False)
+    cands = report.candidates
+    assert [c.margin for c in cands] == [1.0, 0.8] and all(c.ok and c.val_accuracy is not None for c in cands)
+    best = max(range(len(cands)), key=lambda i: (cands[i].val_accuracy, -i))  # ties: the larger margin
+    assert report.chosen == best and report.after.accuracy == cands[best].accuracy
+    assert [a[3] for a in report.allocation] == [list(cands[best].keep.values())[0]]
+    assert "26 validation samples held out" in str(report)  # round(0.2 * 128) training samples
+    # without a validation split the first passing margin is kept and the others are not trained
+    plain = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=0, margins=(1.0, 0.8),
+                           validation=None, progress=False)
+    assert len(plain.candidates) == 1 and plain.candidates[0].val_accuracy is None and plain.chosen == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"validation": 0.7}, r"validation=0.7 is not allowed; use a fraction .* in \(0, 0.5\]"),
+    ({"validation": True}, r"validation=True is not allowed"),
+    ({"margins": ()}, r"margins=\(\) is not allowed; use a non-empty tuple of numbers in \(0, 1\]"),
+    ({"margins": (1.0, 1.5)}, r"margins=\(1.0, 1.5\) is not allowed"),
+    ({"distill": {"temp": 2.0}}, r"\['temp'\] are no Distiller keywords"),
+    ({"distill": "yes"}, r"distill='yes' is not allowed; use False, True or a dict"),
+])
+def test_bad_selection_and_distill_arguments_are_refused_by_name(digits, kwargs, match):
+    model = dense((300,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sf.SpikeFitValueError, match=match):
+        sf.fit_to_chip(model, digits, hardware="truenorth", max_epochs=0, progress=False, **kwargs)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_distill_fine_tunes_against_the_original_with_the_pruned_channels_matched(digits):
+    runs = {}
+    logits_only = {"membrane_weight": 0.0, "logit_weight": 2.0}
+    for distill in (False, True, logits_only):
+        report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=1, margins=(1.0,),
+                                distill=distill, progress=False)
+        assert report.ok and [a[2:] for a in report.allocation] == [(300, 256)]  # membranes cut to 256 channels
+        runs[str(distill)] = report
+    assert runs["True"].settings["distill"] == {} and runs["False"].settings["distill"] is None
+    w = {k: r.model[3].weight for k, r in runs.items()}
+    assert not torch.equal(w["False"], w["True"]) and not torch.equal(w["True"], w[str(logits_only)])
+    assert runs[str(logits_only)].settings["distill"] == logits_only
