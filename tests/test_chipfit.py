@@ -346,11 +346,25 @@ def test_distill_fine_tunes_against_the_original_with_the_pruned_channels_matche
     runs = {}
     logits_only = {"membrane_weight": 0.0, "logit_weight": 2.0}
     for distill in (False, True, logits_only):
-        report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=1, margins=(1.0,),
-                                distill=distill, progress=False)
+        report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=3, margins=(1.0,),
+                                distill=distill, progress=False)  # 3 epochs of one batch: Adam's first step is sign(g)
         assert report.ok and [a[2:] for a in report.allocation] == [(300, 256)]  # membranes cut to 256 channels
         runs[str(distill)] = report
     assert runs["True"].settings["distill"] == {} and runs["False"].settings["distill"] is None
-    w = {k: r.model[3].weight for k, r in runs.items()}
+    w = {k: torch.cat([r.model[1].weight.flatten(), r.model[3].weight.flatten()]) for k, r in runs.items()}
     assert not torch.equal(w["False"], w["True"]) and not torch.equal(w["True"], w[str(logits_only)])
     assert runs[str(logits_only)].settings["distill"] == logits_only
+
+
+def test_a_membrane_beyond_the_state_bits_is_refitted_with_coarser_weights(digits):
+    # 8-bit weights: the hidden membrane reaches 1287 weight LSBs, a 10-bit membrane holds +-511
+    chip = sf.HardwareProfile("mem10", max_neurons=210, weight_bits=8, membrane_bits=10)
+    report = sf.fit_to_chip(dense((300,)), digits, hardware=chip, max_epochs=0, margins=(1.0,), progress=False)
+    assert report.ok and report.settings["bits"] == 6  # ceil(log2(1287 / 511)) = 2 bits fewer
+    assert "no channel allocation changes that" in report.notes[0] and "refitted with bits=6" in report.notes[0]
+    assert sf.check(report.model, chip, sample=digits.sample(1), num_steps=4).ok
+    # bits given by the user: not changed behind their back, the report says why it fails
+    given = sf.fit_to_chip(dense((300,)), digits, hardware=chip, bits=8, max_epochs=0, margins=(1.0,),
+                           progress=False)
+    assert not given.ok and {v.rule for v in given.check_after.errors} == {"membrane_range"}
+    assert "not refitted with coarser weights (bits/m were given)" in given.notes[0]

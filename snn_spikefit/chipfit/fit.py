@@ -16,6 +16,8 @@ snn_spikefit.errors.SpikeFitValueError: generic-45nm gives no budget to fit: ...
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -231,5 +233,39 @@ def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile,
                    num_batches=num_batches, progress=progress, val=val, distill=distill)
         before = evaluate(job.original, loaded.test, hardware=profile, num_steps=loaded.num_steps,
                           progress=progress)
-        return search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries,
-                      margins=margins)
+        report = search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries,
+                        margins=margins)
+        notes = []
+        while not report.ok:  # a membrane beyond the chip's state bits: no channel count fixes it, coarser weights do
+            coarser, why = _coarser_bits(report, user_bits=bits, user_m=m)
+            notes += [why] if why else []
+            if coarser is None:
+                break
+            job = _Job(model, loaded, profile, m=None, bits=coarser, granularity=granularity, criterion=criterion,
+                       num_batches=num_batches, progress=progress, val=val, distill=distill)
+            report = search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries,
+                            margins=margins)
+        return replace(report, notes=tuple(notes) + report.notes) if notes else report
+
+
+def _coarser_bits(report: FitToChipReport, *, user_bits, user_m) -> tuple[int | None, str]:
+    """``(bits to fit again with, why)`` when ``membrane_range`` is the only error left; else ``(None, why)``.
+
+    The state LSB is the input layer's weight LSB ``s`` (:func:`~snn_spikefit.neurons.state.default_scales`);
+    a membrane ``v`` needs ``|v| / s`` LSBs. One weight bit fewer doubles ``s`` and halves that count,
+    so a peak ``p`` over a limit ``P`` needs ``k = ceil(log2(p / P))`` bits fewer.
+    """
+    errors = report.check_after.errors
+    rules = {v.rule for v in errors}
+    bits = report.settings["bits"]
+    if rules != {"membrane_range"}:
+        return None, ""
+    worst = max(errors, key=lambda v: v.actual / v.limit)
+    k = max(1, math.ceil(math.log2(worst.actual / worst.limit)))
+    head = (f"membrane_range: the membrane of {worst.layer} reaches {worst.actual} state LSBs, the chip holds "
+            f"+-{worst.limit}; no channel allocation changes that (the LSB is the input weights' LSB)")
+    if user_bits is not None or user_m is not None or bits is None or bits - k < 2:
+        why = ("bits/m were given" if user_bits is not None or user_m is not None
+               else f"{bits} - {k} weight bits would leave fewer than 2")
+        return None, f"{head}; not refitted with coarser weights ({why}): lower the input weights or the threshold"
+    return bits - k, f"{head}: refitted with bits={bits - k} ({k} fewer: a {2 ** k}x coarser LSB)"
