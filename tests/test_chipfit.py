@@ -368,3 +368,28 @@ def test_a_membrane_beyond_the_state_bits_is_refitted_with_coarser_weights(digit
                            progress=False)
     assert not given.ok and {v.rule for v in given.check_after.errors} == {"membrane_range"}
     assert "not refitted with coarser weights (bits/m were given)" in given.notes[0]
+
+
+def test_cli_refuses_distill_and_validation_without_fit(tmp_path):
+    from test_cli import run_cli
+    (tmp_path / "factories.py").write_text(
+        "from snn_spikefit.zoo.snntorch import dense_snn\ndef small():\n    return dense_snn(64, 10, hidden=(8,))\n")
+    torch.save(dense((8,)).state_dict(), tmp_path / "small.pt")
+    for flag in (["--distill"], ["--validation", 0.1]):
+        code, _, stderr = run_cli("compress", tmp_path / "small.pt", "--model-factory",
+                                  f"{tmp_path / 'factories.py'}:small", "--hardware", "truenorth", *flag, "--limit", 64,
+                                  "--no-progress", "--out", tmp_path / "x.nir")
+        assert code != 0 and "--validation and --distill are not allowed without --fit" in stderr
+
+
+def test_akida_has_only_a_weight_bit_budget_and_the_report_says_why_cores_are_not_one(digits):
+    from snn_spikefit.chipfit import profile_budgets
+
+    assert profile_budgets(sf.get_profile("akida")) == {"weight_bits": 8}
+    report = sf.fit_to_chip(dense((32,)), digits, hardware="akida", max_epochs=0, progress=False)
+    # Akida's 8 bits are marked uncertain: float weights (32 bits, 4x over) are a warning, not an error
+    assert [(v.rule, v.severity, v.actual) for v in report.check_before.violations] == [("weight_bits", "warning", 32)] * 2
+    assert report.ok and not report.check_after.violations and report.settings["bits"] == 8
+    assert report.allocation == () and len(report.candidates) == 1  # no allocation budget: every margin is the same
+    assert any("80 cores but no neurons per core" in n for n in report.notes)
+    assert any(n.startswith("weight_bits: marked uncertain") for n in report.notes)

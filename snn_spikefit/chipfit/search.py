@@ -80,10 +80,13 @@ def _notes(job, candidates, chosen: int) -> tuple[str, ...]:
         notes.append(f"chosen: {candidates[chosen].name}, the passing candidate with the highest accuracy on "
                      f"{n} validation samples held out of the training data; accuracy is on the test split")
     profile: HardwareProfile = job.profile
-    soft = [r for r in job.limits if _FIELD[r] in profile.uncertain]
+    soft = [r for r in profile_budgets(profile) if _FIELD[r] in profile.uncertain]
     if soft:
         notes.append(f"{', '.join(soft)}: marked uncertain in the {profile.name} profile (check warns, it does "
-                     f"not fail); fit_to_chip keeps within it all the same")
+                     f"not fail); fit_to_chip keeps within {'it' if len(soft) == 1 else 'them'} all the same")
+    if profile.cores is not None and profile.neurons_per_core is None:
+        notes.append(f"cores: {profile.name} gives {profile.cores} cores but no neurons per core, so neither "
+                     f"check nor fit_to_chip can count the cores a layer takes (not a budget here)")
     return tuple(notes)
 
 
