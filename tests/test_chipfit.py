@@ -247,7 +247,7 @@ def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(di
 
 def test_fit_packs_130_neurons_into_one_core_of_128_when_no_budget_is_broken(digits):
     chip = sf.HardwareProfile("chip128", neurons_per_core=128, cores=100, weight_bits=8)
-    report = sf.fit_to_chip(dense((130,)), digits, hardware=chip, max_epochs=0, progress=False)
+    report = sf.fit_to_chip(dense((130,)), digits, hardware=chip, max_epochs=0, margins=(1.0,), progress=False)
     assert "cores" not in {v.rule for v in report.check_before.errors} and report.ok
     assert [a[2:] for a in report.allocation] == [(130, 128)]
     assert "130 neurons would take 2 cores of 128" in report.packing[0]
@@ -342,6 +342,7 @@ def test_bad_selection_and_distill_arguments_are_refused_by_name(digits, kwargs,
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow  # three fine-tunes
 def test_distill_fine_tunes_against_the_original_with_the_pruned_channels_matched(digits):
     runs = {}
     logits_only = {"membrane_weight": 0.0, "logit_weight": 2.0}
@@ -356,6 +357,7 @@ def test_distill_fine_tunes_against_the_original_with_the_pruned_channels_matche
     assert runs[str(logits_only)].settings["distill"] == logits_only
 
 
+@pytest.mark.slow  # three fits, each check runs the membranes
 def test_a_membrane_beyond_the_state_bits_is_refitted_with_coarser_weights(digits):
     # 8-bit weights: the hidden membrane reaches 1287 weight LSBs, a 10-bit membrane holds +-511
     chip = sf.HardwareProfile("mem10", max_neurons=210, weight_bits=8, membrane_bits=10)
