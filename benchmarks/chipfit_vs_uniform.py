@@ -116,15 +116,18 @@ def run_seed(key, hardware, factory, data, seed, args):
     base = sf.accuracy(model, data.test, num_steps=4)
     rep = sf.fit_to_chip(model, data, hardware=hardware, max_epochs=args.epochs, seed=seed, progress=False,
                          validation=0.2, distill=args.distill)
-    torch.manual_seed(seed)
-    job = _Job(model, rest, sf.get_profile(hardware), m=None, bits=None, granularity=None, criterion="fsc",
-               num_batches=8, progress=False, val=val, all_groups=True)
-    tried = uniform(job, args.epochs, seed)
+    tried = []
+    if not args.fit_only:
+        torch.manual_seed(seed)
+        job = _Job(model, rest, sf.get_profile(hardware), m=None, bits=None, granularity=None, criterion="fsc",
+                   num_batches=8, progress=False, val=val, all_groups=True)
+        tried = uniform(job, args.epochs, seed)
     (vr, vc), (tr, tc) = _pick(tried, lambda c: c.val_accuracy), _pick(tried, lambda c: c.accuracy)
     passing = [c.accuracy for _, c in tried if c.ok]
     chosen = rep.candidates[rep.chosen]
     return dict(key=key, hardware=hardware, seed=seed, base=base, fit=rep.after.accuracy, fit_ok=rep.ok,
-                fit_name=chosen.name, fit_n=len(rep.candidates), alloc=", ".join(f"{a[2]}->{a[3]}" for a in rep.allocation),
+                fit_name=chosen.name, fit_n=len(rep.candidates),
+                alloc=", ".join(f"{a[2]}->{a[3]}" for a in rep.allocation),
                 uni=None if vc is None else vc.accuracy, uni_ratio=vr, uni_n=len(tried),
                 oracle=None if tc is None else tc.accuracy, oracle_ratio=tr,
                 uni_mean=statistics.mean(passing) if passing else None)
@@ -146,8 +149,10 @@ def _summary(rows):
         return f"{statistics.mean(vals):.2f} +- {statistics.pstdev(vals):.2f}" if vals else "-"
     fit, uni = [r["fit"] for r in rows], [r["uni"] for r in rows]
     diff = [f - u for f, u in zip(fit, uni) if u is not None]
-    return (f"| {rows[0]['key']} | {rows[0]['hardware']} | {ms(fit)} | {ms(uni)} | {_f(statistics.mean(diff) if diff else None, '+.2f')} "
-            f"| {sum(r['fit_ok'] for r in rows)}/{len(rows)} | {ms([r['oracle'] for r in rows])} | {ms([r['uni_mean'] for r in rows])} |")
+    gap = _f(statistics.mean(diff) if diff else None, "+.2f")
+    return (f"| {rows[0]['key']} | {rows[0]['hardware']} | {ms(fit)} | {ms(uni)} | {gap} "
+            f"| {sum(r['fit_ok'] for r in rows)}/{len(rows)} | {ms([r['oracle'] for r in rows])} "
+            f"| {ms([r['uni_mean'] for r in rows])} |")
 
 
 HEAD = ("| case | oversize | seed | trained | fit_to_chip acc | fit ok | kept (of tried) | allocation | uniform acc, "
@@ -164,6 +169,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--distill", action="store_true", help="fit_to_chip distils from the original")
     ap.add_argument("--only", nargs="*", help="cases to run (keys of cases())")
+    ap.add_argument("--fit-only", action="store_true", help="leave the uniform grid out (e.g. with --distill)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "chipfit_vs_uniform.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -180,6 +186,7 @@ def main() -> None:
         summary.append(_summary(rows))
     command = ("python benchmarks/chipfit_vs_uniform.py " + f"--seeds {args.seeds} --pretrain {args.pretrain} "
                f"--epochs {args.epochs}" + (" --distill" if args.distill else "")
+               + (" --fit-only" if args.fit_only else "")
                + (f" --only {' '.join(args.only)}" if args.only else ""))
     text = (f"# fit_to_chip vs the uniform prune ratio passing check, both chosen on a validation split (digits, "
             f"{args.seeds} seeds, pretrain {args.pretrain} epochs, fine-tune {args.epochs} epochs per candidate"

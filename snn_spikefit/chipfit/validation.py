@@ -72,7 +72,8 @@ def split_validation(data: LoadedData, fraction: float, *, seed: int = 0) -> tup
     batches = list(loader)
     if len(batches) < 2:
         raise SpikeFitValueError(f"validation={fraction:g} needs at least 2 training batches to hold one out; "
-                                 f"data {data.name!r} gave {len(batches)} (use validation=None, or a Dataset/DataLoader)")
+                                 f"data {data.name!r} gave {len(batches)} (use validation=None, or a "
+                                 f"Dataset/DataLoader)")
     k = max(2, round(1 / fraction))
     held = {i for i in range(len(batches)) if i % k == k - 1} or {len(batches) - 1}
     val = [b for i, b in enumerate(batches) if i in held]
