@@ -396,3 +396,11 @@ def test_akida_has_only_a_weight_bit_budget_and_the_report_says_why_cores_are_no
     assert report.allocation == () and len(report.candidates) == 1  # no allocation budget: every margin is the same
     assert any("80 cores but no neurons per core" in n for n in report.notes)
     assert any(n.startswith("weight_bits: marked uncertain") for n in report.notes)
+
+
+def test_a_margin_no_allocation_meets_is_skipped_and_said(digits):
+    chip = sf.HardwareProfile("fan70", fan_in=70, weight_bits=8)  # the input layer's 64 inputs fit 70, not 0.8 * 70
+    report = sf.fit_to_chip(dense((100,)), digits, hardware=chip, max_epochs=0, margins=(1.0, 0.8), progress=False)
+    assert report.ok and [c.margin for c in report.candidates] == [1.0]
+    assert [a[2:] for a in report.allocation] == [(100, 70)]
+    assert any(n.startswith("margin 0.8 not tried: no channel allocation meets the fan_in budget") for n in report.notes)

@@ -14,7 +14,10 @@ after it are not tried. When none passes, the last one tried is reported (``repo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..deploy.hardware import HardwareProfile
+from ..errors import SpikeFitValueError
 from .allocate import allocate
 from .budgets import _FIELD, Layout, core_map, profile_budgets
 from .report import FitToChipReport
@@ -33,12 +36,21 @@ def _better(cand, best) -> bool:
     return cand.val_accuracy is not None and cand.val_accuracy > best.val_accuracy
 
 
-def _margin_tries(job, margin: float, *, objective: str, max_epochs: int, lr: float, max_tries: int, seen: dict):
-    """Yield ``(alloc, trained)`` for one margin: tighten the budgets check still finds broken."""
+def _margin_tries(job, margin: float, *, objective: str, max_epochs: int, lr: float, max_tries: int, seen: dict,
+                  skipped: list):
+    """Yield ``(alloc, trained)`` for one margin: tighten the budgets check still finds broken.
+
+    A margin (or a tightened try) no allocation meets -- the part of a budget no pruning lowers, such
+    as the input layer's fan-in, is over it -- ends that margin's tries (said in ``skipped``).
+    """
     limits = {r: v * margin for r, v in job.limits.items()}
     effective = margin
     for attempt in range(1, max_tries + 1):
-        alloc = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost)
+        try:
+            alloc = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost)
+        except SpikeFitValueError as exc:
+            skipped.append(f"margin {round(effective, 4):g} not tried: {exc}")
+            return
         key = tuple(sorted(alloc.keep.items()))
         if key in seen:
             trained = seen[key]
@@ -59,18 +71,21 @@ def _margin_tries(job, margin: float, *, objective: str, max_epochs: int, lr: fl
 def search(job, before, *, objective: str, max_epochs: int, lr: float, max_tries: int,
            margins: tuple[float, ...]) -> FitToChipReport:
     """Try every margin (see the module text); the report of the kept candidate."""
-    candidates, best, best_i, seen = [], None, -1, {}
+    candidates, best, best_i, seen, skipped = [], None, -1, {}, []
     for margin in margins:
         for alloc, trained in _margin_tries(job, margin, objective=objective, max_epochs=max_epochs, lr=lr,
-                                            max_tries=max_tries, seen=seen):
+                                            max_tries=max_tries, seen=seen, skipped=skipped):
             cand = trained[4]
             candidates.append(cand)
             if _better(cand, best):
                 best, best_i, kept = cand, len(candidates) - 1, (alloc, trained)
         if job.val is None and best is not None and best.ok:
             break  # no validation data: the first passing margin is kept
+    if best is None:  # every margin was refused: the first one names the budget
+        raise SpikeFitValueError("; ".join(skipped))
     alloc, (model, report, after, facts, _) = kept
-    return _report(job, objective, max_epochs, before, after, report, model, facts, alloc, candidates, best_i)
+    return replace(_report(job, objective, max_epochs, before, after, report, model, facts, alloc, candidates,
+                           best_i), notes=_notes(job, candidates, best_i) + tuple(skipped))
 
 
 def _notes(job, candidates, chosen: int) -> tuple[str, ...]:
@@ -101,5 +116,4 @@ def _report(job, objective, max_epochs, before, after, report, model, facts, all
                                                  one_core_per_layer=job.profile.layer_fits_one_core))
     settings = dict(job.settings, max_epochs=max_epochs)
     return FitToChipReport(job.profile.name, objective, settings, budgets, allocation, tuple(alloc.packing), before,
-                           after, job.check_before, report, cmap, tuple(candidates), model, chosen,
-                           _notes(job, candidates, chosen))
+                           after, job.check_before, report, cmap, tuple(candidates), model, chosen)
