@@ -1,5 +1,8 @@
 """Check rules of two chips whose toolchains enforce more than the profile's numbers: Speck and Xylo.
 
+A rule runs for the profiles that name it in ``chip_rules`` (so a copy of the Speck profile under
+another name keeps them); ``bias_bits`` runs for any profile with that field.
+
 ``speck_memory`` (sinabs 3.1.3 ``backend/dynapcnn``: ``DynapcnnLayer.memory_summary`` and
 ``DynapcnnConfigBuilder.get_constraints``): each layer takes one of 9 cores; a core holds
 ``kernel = c * 2**(ceil(log2(kh*kw)) + ceil(log2(f)))`` weights, ``neuron = f * 2**(ceil(log2(H)) +
@@ -78,7 +81,7 @@ def _assign(needs: list[tuple[int, int]]) -> bool:
 
 
 def speck_memory(ctx: CheckContext) -> None:
-    if ctx.profile.name != "speck":
+    if "speck_memory" not in ctx.profile.chip_rules:
         return
     needs, before = [], len(ctx.violations)
     for f in ctx.layers:
@@ -138,7 +141,7 @@ def _dash_of(value, lo: int) -> int | None:
 
 
 def xylo_layers(ctx: CheckContext) -> None:
-    if ctx.profile.name != "xylo":
+    if "xylo_layers" not in ctx.profile.chip_rules:
         return
     dense = [f for f in ctx.layers if f.recurrent_of is None]
     if dense:
