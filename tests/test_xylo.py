@@ -150,10 +150,8 @@ def test_trained_for_xylo_our_simulation_is_xylosim_spike_for_spike(xylo, tmp_pa
         assert len(np.unique(c)) <= 4
 
 
-@pytest.mark.slow
-@needs_snntorch
-def test_xylo_state_multi_spike_and_saturation_in_xylosim(xylo):
-    """Large weights, low thresholds, full inputs: several hidden spikes a step and saturating currents."""
+def _loud_net():
+    """Three Synaptic layers, weights x8 and low thresholds: several spikes a step and saturating currents."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(16, 12, bias=False), _syn(alpha=0.75, beta=0.5, threshold=0.05),
                         nn.Linear(12, 10, bias=False), _syn(threshold=0.2), nn.Linear(10, 4, bias=False),
@@ -162,6 +160,14 @@ def test_xylo_state_multi_spike_and_saturation_in_xylosim(xylo):
         for m in net:
             if isinstance(m, nn.Linear):
                 m.weight.mul_(8.0)
+    return net
+
+
+@pytest.mark.slow
+@needs_snntorch
+def test_xylo_state_multi_spike_and_saturation_in_xylosim(xylo):
+    """Large weights, low thresholds, full inputs: several hidden spikes a step and saturating currents."""
+    net = _loud_net()
     sf.wrap(net, hardware="xylo")
     sf.freeze(net)
     x = np.random.default_rng(0).integers(0, 16, (3, 30, 16)) / 15
@@ -175,14 +181,7 @@ def test_xylo_state_multi_spike_and_saturation_in_xylosim(xylo):
 @needs_snntorch
 def test_xylosim_saturation_and_recurrent_hops(xylo):
     """Three layers (one recurrent hop), large weights and full inputs: int16 saturation on both sides."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(16, 12, bias=False), _syn(alpha=0.75, beta=0.5, threshold=0.05),
-                        nn.Linear(12, 10, bias=False), _syn(threshold=0.2), nn.Linear(10, 4, bias=False),
-                        _syn(threshold=0.2))
-    with torch.no_grad():
-        for m in net:
-            if isinstance(m, nn.Linear):
-                m.weight.mul_(8.0)
+    net = _loud_net()
     _frozen(net)
     network = xylo.build(_graph(net))
     x = np.random.default_rng(0).integers(0, 16, (3, 30, 16)) / 15
