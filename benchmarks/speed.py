@@ -208,7 +208,7 @@ def kmeans_rows(quick: bool, large: bool) -> None:
 
 def fsc_rows(quick: bool) -> None:
     from snn_spikefit.pruning.importance import get_criterion
-    from snn_spikefit.pruning.prune import _default_loss, _score
+    from snn_spikefit.pruning.prune import default_loss, score_channels
     from snn_spikefit.pruning.surgery import prunable_layers
     from snn_spikefit.zoo.snntorch import conv_snn
 
@@ -224,8 +224,8 @@ def fsc_rows(quick: bool) -> None:
         step()
 
     def score():
-        _score(model, layers, get_criterion("fsc"), [(x, y)], num_batches=1, num_steps=4, loss_fn=_default_loss,
-               progress=False, desc="")
+        score_channels(model, layers, get_criterion("fsc"), [(x, y)], num_batches=1, num_steps=4, loss_fn=default_loss,
+                       progress=False, desc="")
 
     add_ratios("FSC scoring / training step, conv SNN T=4 B=64", interleaved({"train": train, "fsc": score},
                5 if quick else 15), "train", target="<= 1.2", label="one calibration batch")

@@ -28,9 +28,9 @@ from ..deploy.hardware import HardwareProfile, as_profile
 from ..deploy.metrics import evaluate
 from ..deploy.rules import layer_facts
 from ..errors import SpikeFitValueError
-from ..pipeline.steps import _as_data, _prepare, _trace_steps
+from ..pipeline.steps import as_data, prepare_model, steps_to_trace
 from ..pruning.importance import get_criterion
-from ..pruning.prune import _default_loss, _score
+from ..pruning.prune import default_loss, score_channels
 from ..pruning.surgery import prunable_layers, remove_channels
 from ..quantize.bias import round_biases_for
 from ..quantize.wrap import freeze
@@ -67,9 +67,9 @@ class _Job:
                          "criterion": criterion if isinstance(criterion, str) else type(criterion).__name__,
                          "distill": self.distill}
         s = {"m": m, "bits": bits, "granularity": granularity, "init": "kmeans", "exclude": None}
-        self.original, self.work, self.sample, self.check_before = _prepare(model, data, s, lambda text: None,
-                                                                             profile)
-        self.steps = _trace_steps(data)
+        self.original, self.work, self.sample, self.check_before = prepare_model(model, data, s, lambda text: None,
+                                                                                 profile)
+        self.steps = steps_to_trace(data)
         _refuse_unfixable(self.check_before, profile)
         self.limits = {r: v for r, v in profile_budgets(profile).items() if r in ALLOCATION_RULES}
         scored = self.limits or all_groups  # all_groups: prunable even where no allocation budget applies
@@ -79,9 +79,9 @@ class _Job:
         _refuse_impossible(self.layout, self.limits, profile)
         self.scores = {}
         if self.groups:  # core packing may cut a layer that breaks no budget
-            self.scores, _ = _score(self.work, self.groups, get_criterion(criterion), data.train,
-                                    num_batches=num_batches, num_steps=data.num_steps, loss_fn=_default_loss,
-                                    progress=progress, desc="scoring channels")
+            self.scores, _ = score_channels(self.work, self.groups, get_criterion(criterion), data.train,
+                                            num_batches=num_batches, num_steps=data.num_steps, loss_fn=default_loss,
+                                            progress=progress, desc="scoring channels")
         self.cost = {c.out_group: c.synapses / max(c.out_channels, 1) for c in self.layout.conns if c.out_group}
 
     def _kept(self, keep: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -224,7 +224,7 @@ def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile,
     _check_args(objective, max_epochs, lr, profile)
     margins, fraction = check_margins(margins), check_fraction(validation)
     _distill_kwargs(distill)
-    loaded = _as_data(data, num_steps, 0 if seed is None else seed)
+    loaded = as_data(data, num_steps, 0 if seed is None else seed)
     val = None
     if fraction is not None:
         loaded, val = split_validation(loaded, fraction, seed=0 if seed is None else seed)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..deploy.check import CheckReport
 from ..deploy.metrics import DeployReport
-from ..pipeline.report import PLOTS_EXTRA, _figure, have_matplotlib
+from ..pipeline.report import PLOTS_EXTRA, new_figure, have_matplotlib
 from ..reports import Report
 from ..table import Table
 
@@ -158,7 +158,7 @@ def trade_off_plot(path: str | os.PathLike, candidates, limits: dict[str, Any], 
         warnings.warn(f"matplotlib is not installed: PNG plot skipped (pip install "
                       f"\"snn-spikefit[{PLOTS_EXTRA}]\")", UserWarning, stacklevel=3)
         return None
-    fig = _figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     for c in candidates:
         ax.scatter([_use(c, limits)], [c.accuracy], color="#1f77b4" if c.ok else "#d62728", marker="o")

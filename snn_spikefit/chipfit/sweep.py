@@ -10,7 +10,7 @@ from torch import nn
 
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import SpikeFitValueError
-from ..pipeline.steps import _as_data
+from ..pipeline.steps import as_data
 from .allocate import allocate
 from .budgets import profile_budgets
 from .fit import _check_args, _Job
@@ -43,7 +43,7 @@ def chip_sweep(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, 
     for mg in margins:
         if isinstance(mg, bool) or not isinstance(mg, (int, float)) or not 0 < mg <= 1:
             raise SpikeFitValueError(f"margin {mg!r} is not allowed; use numbers in (0, 1]")
-    loaded = _as_data(data, num_steps, 0 if seed is None else seed)
+    loaded = as_data(data, num_steps, 0 if seed is None else seed)
     candidates = []
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:

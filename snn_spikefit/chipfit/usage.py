@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..deploy.check import _layer_bits
+from ..deploy.check import layer_bits
 from ..deploy.hardware import HardwareProfile
 from ..deploy.rules import LayerFacts
 from ..quantize.quantizer import distinct_per_row
@@ -24,7 +24,7 @@ def rule_usage(facts: Sequence[LayerFacts], profile: HardwareProfile) -> dict[st
         out["distinct_weights_per_layer"] = max(int(distinct_per_row(f.rows.reshape(1, -1), nonzero=True)[0])
                                                 for f in layers)
     if "weight_bits" in budgets and layers:
-        out["weight_bits"] = max(_layer_bits(f.module, f.quantizer, f.weight, profile.weight_bits) for f in layers)
+        out["weight_bits"] = max(layer_bits(f.module, f.quantizer, f.weight, profile.weight_bits) for f in layers)
     if "kernel_size" in budgets:
         sizes = [max(f.module.kernel_size) for f in facts if f.is_conv]
         if sizes:

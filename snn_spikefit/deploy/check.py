@@ -145,7 +145,7 @@ def _distinct_nonzero(rows: Tensor) -> Tensor:
     return distinct_per_row(rows, nonzero=True)
 
 
-def _layer_bits(module: nn.Module, quantizer, weight: Tensor, chip_bits: int) -> int:
+def layer_bits(module: nn.Module, quantizer, weight: Tensor, chip_bits: int) -> int:
     if quantizer is not None:
         return quantizer.bits if quantizer.bits is not None else 32
     qmax = 2 ** (chip_bits - 1) - 1
@@ -196,7 +196,7 @@ def _distinct_per_layer(ctx: CheckContext) -> None:
 def _weight_bits(ctx: CheckContext) -> None:
     lim = ctx.profile.weight_bits
     for f in ctx.layers if lim is not None else ():
-        bits = _layer_bits(f.module, f.quantizer, f.weight, lim)
+        bits = layer_bits(f.module, f.quantizer, f.weight, lim)
         if bits > lim:
             ctx.add("weight_bits", "weight_bits", f.name, lim, bits,
                     f"{ctx.chip} weights have {lim} bits: {ctx.rewrap}wrap(model, m=..., "

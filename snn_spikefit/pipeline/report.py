@@ -105,7 +105,7 @@ def have_matplotlib() -> bool:
     return True
 
 
-def _figure(width: float = 7.0, height: float = 3.5):
+def new_figure(width: float = 7.0, height: float = 3.5):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -118,7 +118,7 @@ def _bars_before_after(path: Path, names: Sequence[str], before: Sequence[float]
                        title: str, ylabel: str, limit: float | None = None, log: bool = False) -> Path:
     import numpy as np
 
-    fig = _figure(max(5.0, 1.0 + 0.9 * len(names)))
+    fig = new_figure(max(5.0, 1.0 + 0.9 * len(names)))
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(names))
     ax.bar(x - 0.2, before, 0.4, label="before", color="#999999")
@@ -141,7 +141,7 @@ def _bars_before_after(path: Path, names: Sequence[str], before: Sequence[float]
 def _codebook_plot(path: Path, books: list[dict[str, Any]]) -> Path:
     import numpy as np
 
-    fig = _figure(max(5.0, 3.2 * len(books)), 3.5)
+    fig = new_figure(max(5.0, 3.2 * len(books)), 3.5)
     for i, book in enumerate(books):
         ax = fig.add_subplot(1, len(books), i + 1)
         values = np.asarray(book["codebook_int"] if book["codebook_int"] is not None else book["codebook"], dtype=float)
@@ -164,7 +164,7 @@ def _ratio_plot(path: Path, before: dict[str, Any], after: dict[str, Any]) -> Pa
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b and a and a > 0 and b > 0:
             labels.append(label)
             ratios.append(a / b)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(labels))
     ax.bar(x, ratios, color=["#2ca02c" if r >= 1 else "#ff7f0e" for r in ratios])

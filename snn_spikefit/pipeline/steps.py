@@ -124,7 +124,7 @@ def compress(
         if seed is not None:
             torch.manual_seed(seed)
         with clock("prepare"):
-            original, work, sample, check_before = _prepare(model, data, settings, say, profile)
+            original, work, sample, check_before = prepare_model(model, data, settings, say, profile)
         stats_before = layer_stats(original)
         with clock("evaluate_before"):
             say("evaluating the original model")
@@ -146,9 +146,9 @@ def compress(
         with clock("evaluate_after"):
             say("evaluating the compressed model")
             after = evaluate(work, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)
-            check_after = check(work, profile, sample=sample, num_steps=_trace_steps(data))
+            check_after = check(work, profile, sample=sample, num_steps=steps_to_trace(data))
         with clock("export"):
-            graph = export_nir(work, sample, num_steps=_trace_steps(data))
+            graph = export_nir(work, sample, num_steps=steps_to_trace(data))
     summary = codebook_summary(work)
     layers = _join_layers(stats_before, layer_stats(work))
     record: dict[str, Any] = {
@@ -223,10 +223,10 @@ def _check_arguments(model: Any, data: Any, args: dict[str, Any]) -> tuple[Hardw
                 "criterion": criterion, "criterion_name": criterion if isinstance(criterion, str) else
                 getattr(criterion, "__name__", type(criterion).__name__), "epochs": epochs, "lr": float(lr),
                 "method": args["method"], "calib": args["calib"], "sparsity": float(args["sparsity"])}
-    return profile, _as_data(data, args["num_steps"], 0 if seed is None else seed), settings
+    return profile, as_data(data, args["num_steps"], 0 if seed is None else seed), settings
 
 
-def _as_data(data: Any, num_steps: int | None, seed: int) -> LoadedData:
+def as_data(data: Any, num_steps: int | None, seed: int) -> LoadedData:
     if isinstance(data, LoadedData):
         if num_steps is not None and num_steps != data.num_steps:
             raise SpikeFitValueError(f"num_steps={num_steps!r} is not allowed with data {data.name!r}, loaded "
@@ -241,7 +241,7 @@ def _as_data(data: Any, num_steps: int | None, seed: int) -> LoadedData:
                             f"(train, test) datasets or loaders, got {type(data).__name__}")
 
 
-def _trace_steps(data: LoadedData) -> int:
+def steps_to_trace(data: LoadedData) -> int:
     """Steps ``check``/``export_nir`` trace the one-sample input for (a model's own loop needs its count)."""
     return data.num_steps if data.num_steps is not None else 1
 
@@ -258,7 +258,7 @@ def _refuse_structural(model: nn.Module, profile: HardwareProfile, sample: Any, 
     return report
 
 
-def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile: HardwareProfile
+def prepare_model(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile: HardwareProfile
              ) -> tuple[nn.Module, nn.Module, Any, Any]:
     """``(original, wrapped copy, sample, check of the original)``: the copies ready, every failure that
     needs no training found."""
@@ -275,11 +275,11 @@ def _prepare(model: nn.Module, data: LoadedData, s: dict[str, Any], say, profile
     try:  # find what NIR cannot hold before spending time on training
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_nir(copy.deepcopy(original), sample, num_steps=_trace_steps(data))
+            export_nir(copy.deepcopy(original), sample, num_steps=steps_to_trace(data))
     except UnsupportedLayerError as exc:
         raise UnsupportedLayerError(f"the compressed model could not be exported, so nothing was done: {exc}") \
             from None
-    checked = _refuse_structural(original, profile, sample, _trace_steps(data))
+    checked = _refuse_structural(original, profile, sample, steps_to_trace(data))
     if s.get("method") == "posttraining":  # other callers (chipfit) pass settings without a method
         return original, copy.deepcopy(original), sample, checked
     work = wrap(copy.deepcopy(original), m=s["m"], bits=s["bits"], granularity=s["granularity"], init=s["init"],
@@ -356,7 +356,7 @@ def check_fits(model: nn.Module, data: LoadedData, *, model_name: str = "model",
     x = data.sample(2)
     try:
         with eval_mode(model, clear=True):
-            out = scores(run(model, x, num_steps=_trace_steps(data)))
+            out = scores(run(model, x, num_steps=steps_to_trace(data)))
     except Exception as exc:
         if isinstance(exc, SpikeFitError) and not isinstance(exc, InputMismatchError):
             raise

@@ -104,7 +104,7 @@ class PruneReport(Report):
 
 # -- scoring ---------------------------------------------------------------------------------------
 
-def _default_loss(output: Any, y: Tensor) -> Tensor:
+def default_loss(output: Any, y: Tensor) -> Tensor:
     scores = output.sum(dim=0)
     classes = scores.shape[-1] if scores.ndim >= 2 else 0
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1 \
@@ -136,9 +136,9 @@ def _combine(parts: list[Tensor]) -> Tensor:
     return sum(s / s.mean() if s.mean() > 0 else s for s in (t.double() for t in parts)).float()
 
 
-def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
-           num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
-           ) -> tuple[dict[str, Tensor], int]:
+def score_channels(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
+                   num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
+                   ) -> tuple[dict[str, Tensor], int]:
     """Scores per layer (or group: its members' combined, :func:`_combine`), and the calibration samples."""
     modules = dict(model.named_modules())
     if not crit.needs_data:
@@ -328,7 +328,7 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
     _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data)
     crit = get_criterion(criterion)
     crit_name = criterion if isinstance(criterion, str) else type(crit).__name__
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     first = next(iter(data), None)
     if first is None:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
@@ -352,8 +352,8 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
         if step > 1:
             layers = prunable_layers(model, sample, ignore=ignore, num_steps=trace_steps)
         desc = f"scoring {crit_name}" + (f" {step}/{steps}" if steps > 1 else "")
-        scores, samples = _score(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
-                                 loss_fn=loss_fn, progress=progress, desc=desc)
+        scores, samples = score_channels(model, layers, crit, data, num_batches=num_batches, num_steps=num_steps,
+                                         loss_fn=loss_fn, progress=progress, desc=desc)
         counts = {p.neuron: p.channels for p in layers}
         keep = _choose(layers, scores, counts, originals, amount, scope, step, steps)
         check_same(checksum(*[keep[p.neuron] for p in layers]), f"prune round {step}: the kept channels")

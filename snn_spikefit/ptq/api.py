@@ -36,7 +36,7 @@ from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerErro
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import compressed_layers, install_frozen, remove_parametrization
 from ..quantize.quantizer import distinct_per_row
-from ..quantize.wrap import GRANULARITIES, _as_patterns, _check_int, _select_layers
+from ..quantize.wrap import GRANULARITIES, as_patterns, check_int, select_layers
 from ..progress import progress_bar
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
 from ..trace import trace
@@ -91,9 +91,9 @@ def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, itera
         raise SpikeFitValueError(f"sparsity={sparsity!r} is not allowed; use the fraction of weights to set to "
                                  f"zero, a number in [0, 1)")
     if bits is not None:
-        _check_int("bits", bits, 2, 8, "weights are quantized to 2..8-bit signed integers")
+        check_int("bits", bits, 2, 8, "weights are quantized to 2..8-bit signed integers")
     if m is not None:
-        _check_int("m", m, 2, None, "a codebook needs at least 2 values")
+        check_int("m", m, 2, None, "a codebook needs at least 2 values")
         if bits is not None and m > 2**bits - 1:
             raise SpikeFitValueError(
                 f"m={m} is not allowed with bits={bits}: a {bits}-bit signed codebook holds at most "
@@ -101,12 +101,12 @@ def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, itera
     if granularity not in GRANULARITIES:
         raise SpikeFitValueError(f"granularity={granularity!r} is not allowed; use one of {GRANULARITIES}")
     if num_steps is not None:
-        _check_int("num_steps", num_steps, 1, None, "steps a static input is fed for (None: time-major data)")
+        check_int("num_steps", num_steps, 1, None, "steps a static input is fed for (None: time-major data)")
     if damping is not None and (isinstance(damping, bool) or not isinstance(damping, (int, float))
                                 or not 0 <= damping < 1e3):
         raise SpikeFitValueError(f"damping={damping!r} is not allowed; use a number >= 0 (0.01: 1 % of the "
                                  f"mean Hessian diagonal; None: the default)")
-    _check_int("iterations", iterations, 1, None, "one-shot CAT alternates assignment and refit")
+    check_int("iterations", iterations, 1, None, "one-shot CAT alternates assignment and refit")
     if compressed_layers(model):
         raise SpikeFitValueError("model already carries quantizers (wrap/freeze/a baseline); "
                                  "compress_posttraining takes a plain trained model (call strip(model) first)")
@@ -164,7 +164,7 @@ def _follow(graph, name: str, adapter: Adapter) -> tuple[str, tuple, Tensor | No
 
 def _plans(model: nn.Module, batches: list[Tensor], num_steps, include, exclude) -> list[_Plan]:
     adapter = get_adapter(model)
-    layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
+    layers = select_layers(model, as_patterns("include", include), as_patterns("exclude", exclude))
     if not layers:
         raise SpikeFitValueError(f"model has no compressible layer (after include={include!r}, exclude={exclude!r})")
     for name, module, param in layers:

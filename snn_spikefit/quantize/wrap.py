@@ -46,7 +46,7 @@ GRANULARITIES = ("layer", "channel")
 MAX_M = 2**16
 
 
-def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
+def check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpikeFitTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low or (high is not None and value > high):
@@ -55,7 +55,7 @@ def _check_int(name: str, value: object, low: int, high: int | None, what: str) 
     return value
 
 
-def _as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | None:
+def as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -72,7 +72,7 @@ def _as_patterns(name: str, value: str | Iterable[str] | None) -> list[str] | No
     return pats
 
 
-def _select_layers(
+def select_layers(
     model: nn.Module, include: list[str] | None, exclude: list[str] | None
 ) -> list[tuple[str, nn.Module, str]]:
     found = candidates(model)
@@ -158,10 +158,10 @@ def wrap(
     refuse_ddp(model, "wrap")  # wrap first: DDP then broadcasts rank 0's codebooks to every rank
     m = 4 if m is None else m
     granularity = "layer" if granularity is None else granularity
-    _check_int("m", m, 2, MAX_M, "a codebook needs at least 2 values, and its codes are stored in at most 16 "
+    check_int("m", m, 2, MAX_M, "a codebook needs at least 2 values, and its codes are stored in at most 16 "
                                  "bits")
     if bits is not None:
-        _check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
+        check_int("bits", bits, 2, 8, "codebooks are quantized to 2..8-bit signed integers")
         if m > 2**bits - 1:
             raise SpikeFitValueError(
                 f"m={m} is not allowed with bits={bits}: a {bits}-bit signed codebook holds "
@@ -179,7 +179,7 @@ def wrap(
             f"call snn_spikefit.strip(model) first"
         )
     fmt = _state_format(hardware, state_bits, state)
-    layers = _select_layers(model, _as_patterns("include", include), _as_patterns("exclude", exclude))
+    layers = select_layers(model, as_patterns("include", include), as_patterns("exclude", exclude))
     if not layers:
         raise SpikeFitValueError(
             f"model has no compressible layer to wrap (types "
@@ -215,7 +215,7 @@ def _state_format(hardware, state_bits, state) -> StateFormat | None:
     if state is False:
         return None
     if state_bits is not None:
-        _check_int("state_bits", state_bits, 2, 32, "neuron state is held in 2..32-bit signed integers")
+        check_int("state_bits", state_bits, 2, 32, "neuron state is held in 2..32-bit signed integers")
         return StateFormat(state_bits, state_bits, name=f"{state_bits}-bit state")
     fmt = StateFormat.from_profile(hardware) if hardware is not None else None
     if fmt is None and state:
