@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..deploy.check import cores_needed
 from ..deploy.hardware import HardwareProfile
 from ..deploy.rules import LayerFacts
 
@@ -54,13 +55,6 @@ def profile_budgets(profile: HardwareProfile) -> dict[str, int]:
             continue  # check cannot count cores without the neurons per core
         out[rule] = value
     return out
-
-
-def cores_needed(neurons: Sequence[int], profile: HardwareProfile) -> int:
-    """Cores the layers take, as the ``cores`` rule counts them."""
-    if profile.layer_fits_one_core:
-        return len(neurons)
-    return sum(math.ceil(n / profile.neurons_per_core) for n in neurons)
 
 
 def core_map(layers: Sequence[tuple[str, int]], *, neurons_per_core: int, one_core_per_layer: bool = False

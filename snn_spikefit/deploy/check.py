@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -228,12 +228,20 @@ def _neurons_per_core(ctx: CheckContext) -> None:
                     f"smaller maps")
 
 
+def cores_needed(neurons: Sequence[int], profile: HardwareProfile) -> int:
+    """Cores that layers of ``neurons`` take: one each when a layer must fit one core, else
+    ``sum(ceil(n / neurons_per_core))`` (what the ``cores`` rule and ``fit_to_chip``'s packing count)."""
+    if profile.layer_fits_one_core:
+        return len(neurons)
+    return sum(math.ceil(n / profile.neurons_per_core) for n in neurons)
+
+
 def _cores(ctx: CheckContext) -> None:
     prof = ctx.profile
     counts = [f.neurons for f in ctx.layers if f.neurons is not None and f.recurrent_of is None]
     if prof.neurons_per_core is None or prof.cores is None or not counts:
         return
-    needed = len(counts) if prof.layer_fits_one_core else sum(math.ceil(n / prof.neurons_per_core) for n in counts)
+    needed = cores_needed(counts, prof)
     if needed > prof.cores:
         ctx.add("cores", "cores", "(model)", prof.cores, needed,
                 f"the layers need {needed} cores of {prof.neurons_per_core} neurons, {ctx.chip} has "
