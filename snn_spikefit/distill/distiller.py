@@ -27,7 +27,8 @@ membranes whose shapes still differ are refused by name, never broadcast.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class Distiller:
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, layers: Any = "auto",
                  membrane_weight: float = 1.0, logit_weight: float = 1.0, temperature: float = 4.0,
-                 prune_report: Any = None) -> None:
+                 prune_report: Any = None, normalize: str | None = None, teacher_bn: str = "match") -> None:
         self.teacher, self.student = check_module(teacher, "teacher"), check_module(student, "student")
         if teacher is student:
             raise SpikeFitValueError("teacher and student are the same module; distil from a copy "
@@ -105,6 +106,11 @@ class Distiller:
         self.membrane_weight = _number("membrane_weight", membrane_weight)
         self.logit_weight = _number("logit_weight", logit_weight)
         self.temperature = _number("temperature", temperature, positive=True)
+        if normalize not in (None, "variance"):
+            raise SpikeFitValueError(f"normalize={normalize!r} is not allowed; use None or 'variance'")
+        if teacher_bn not in ("match", "running"):
+            raise SpikeFitValueError(f"teacher_bn={teacher_bn!r} is not allowed; use 'match' or 'running'")
+        self.normalize, self.teacher_bn = normalize, teacher_bn
         self.pairs = self._pairs(layers) if self.membrane_weight > 0 else []
         self.kept = self._kept(prune_report)
         self._student_tap = _Tap(student, [s for s, _ in self.pairs], detach=False)
@@ -156,11 +162,33 @@ class Distiller:
         Both are reset first (:func:`snn_spikefit.run`), so their states start together.
         """
         self.clear()
-        with torch.no_grad(), eval_mode(self.teacher, clear=True):
+        with torch.no_grad(), eval_mode(self.teacher, clear=True), self._teacher_batch_stats():
             t_out = run(self.teacher, x, num_steps=num_steps)
         s_out = run(self.student, x, num_steps=num_steps)
         self._outputs = (_first(t_out).detach(), _first(s_out))
         return s_out
+
+    @contextmanager
+    def _teacher_batch_stats(self) -> Iterator[None]:
+        """While the student trains, the teacher's BatchNorm normalises with the batch's statistics too.
+
+        Its running statistics are neither used nor updated (``track_running_stats`` off for the
+        call); on exit every BatchNorm has its mode and flag back.
+        """
+        bns = [m for m in self.teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if self.teacher_bn != "match" or not self.student.training or not bns:
+            yield
+            return
+        saved = [(m, m.training, m.track_running_stats) for m in bns]
+        try:
+            for m in bns:
+                m.train()
+                m.track_running_stats = False
+            yield
+        finally:
+            for m, mode, track in saved:
+                m.train(mode)
+                m.track_running_stats = track
 
     def record(self, teacher_output: Any, student_output: Any) -> None:
         """Tell the distiller the outputs of a run made by your own loop (both models ran on the same input)."""
@@ -207,7 +235,10 @@ class Distiller:
                     f"membranes of student {s_name!r} {tuple(s.shape[1:])} and teacher {t_name!r} "
                     f"{tuple(t.shape[1:])} differ in shape; a pruned student needs prune_report= (its PruneReport), "
                     f"other layers can be left out with layers={{...}}")
-            terms.append(F.mse_loss(s, t))
+            term = F.mse_loss(s, t)
+            if self.normalize == "variance":
+                term = term / (t.var(unbiased=False) + 1e-6)
+            terms.append(term)
         if not terms:
             return self._zero()
         return torch.stack(terms).mean()
