@@ -48,6 +48,9 @@ CONFIGS: dict[str, tuple[str, dict | None]] = {
     "ft-var-small": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.1, "normalize": "variance"}),
     "fp32-small": ("fp32", {"membrane_weight": 0.1, "logit_weight": 0.1}),
     "fp32-var-small": ("fp32", {"membrane_weight": 0.1, "logit_weight": 0.1, "normalize": "variance"}),
+    "ft-small-t1": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.1, "temperature": 1.0}),
+    "ft-tiny": ("ft", {"membrane_weight": 0.03, "logit_weight": 0.03}),
+    "ft-mem-small": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.0}),
 }
 
 
@@ -106,13 +109,13 @@ def main(argv=None) -> int:
         sw = _Sweep(seed, args.val, False)
         rows.append({"seed": seed, "m": "-", "config": "FP32", "val": sw.score(sw.fp32)})
         rows.append({"seed": seed, "m": "-", "config": "FP32 + fine-tune", "val": sw.score(sw.teachers["ft"])})
+        print(rows[-2], rows[-1], flush=True)
         for m in args.ms:
             for name in args.configs:
                 teacher, kwargs = CONFIGS[name]
                 model = sw.finetune(sf.wrap(copy.deepcopy(sw.fp32), m=m, bits=4), sw.teachers.get(teacher), kwargs)
                 rows.append({"seed": seed, "m": m, "config": name, "val": sw.score(model)})
-        for r in rows[-len(args.ms) * len(args.configs) - 2:]:
-            print(r, flush=True)
+                print(rows[-1], flush=True)
         _write(Path(args.out), args.tag, command, rows, time.perf_counter() - begin)
     return 0
 
