@@ -198,13 +198,13 @@ def test_batchnorm_teacher_matches_a_training_student_and_keeps_its_statistics()
 def test_variance_normalised_membrane_loss_is_mse_over_teacher_variance():
     teacher = _teacher()
     student = sf.wrap(copy.deepcopy(teacher), m=2, bits=4)
-    d = sf.Distiller(teacher, student, normalize="variance", logit_weight=0.0)
+    d = sf.Distiller(teacher, student, normalize="variance", membrane_weight=1.0, logit_weight=0.0)
     d.run(_x(), num_steps=4)
     s_mem, t_mem = d.membranes()
     hand = torch.stack([F.mse_loss(s_mem[n], t_mem[n]) / (t_mem[n].var(unbiased=False) + 1e-6)
                         for n in ("2", "5")]).mean()
     assert torch.allclose(d.loss(), hand)
-    plain = sf.Distiller(teacher, student, logit_weight=0.0)  # unnormalised: the plain mean of the MSEs
+    plain = sf.Distiller(teacher, student, membrane_weight=1.0, logit_weight=0.0)  # unnormalised: the plain mean of the MSEs
     plain.run(_x(), num_steps=4)
     s_mem, t_mem = plain.membranes()
     assert torch.allclose(plain.loss(), torch.stack([F.mse_loss(s_mem[n], t_mem[n]) for n in ("2", "5")]).mean())
