@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from .errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError, refuse_duplicate
 from .neurons.access import NeuronStateAccess
 
 __all__ = [
@@ -304,11 +304,7 @@ def register_adapter(adapter: Adapter, *, replace: bool = False) -> Adapter:
     if not isinstance(adapter, Adapter):
         raise SpikeFitTypeError(f"adapter must be an snn_spikefit.Adapter instance, got {type(adapter).__name__}")
     _discover()
-    if adapter.name in _REGISTRY and not replace:
-        raise SpikeFitValueError(
-            f"an adapter named {adapter.name!r} is already registered ({_REGISTRY[adapter.name]!r}); "
-            f"pass replace=True to replace it"
-        )
+    refuse_duplicate("an adapter named", adapter.name, _REGISTRY, replace=replace)
     _REGISTRY[adapter.name] = adapter
     return adapter
 

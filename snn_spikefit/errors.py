@@ -15,6 +15,7 @@ __all__ = [
     "UnsupportedLayerError",
     "NotWrappedError",
     "InputMismatchError",
+    "refuse_duplicate",
 ]
 
 
@@ -40,3 +41,17 @@ class NotWrappedError(SpikeFitValueError):
 
 class InputMismatchError(SpikeFitValueError):
     """A layer of a model cannot take the input it is given (shape or dtype); the message names the layer."""
+
+
+def refuse_duplicate(kind: str, key, taken, *, replace: bool, label: str | None = None) -> None:
+    """The one rule every registry follows: a key already in ``taken`` needs ``replace=True``.
+
+    ``kind`` names what is registered ("a check rule named", "surgery for"), ``label`` how the key
+    is shown (default ``repr(key)``). The message lists what is registered, so a typo is visible.
+    """
+    if replace or key not in taken:
+        return
+    shown = label if label is not None else repr(key)
+    names = [getattr(k, "__name__", k) for k in taken]
+    raise SpikeFitValueError(f"{kind} {shown} is already registered; pass replace=True to replace it "
+                             f"(registered: {names})")

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 
 __all__ = [
     "EventDatasetSpec", "EVENT_DATASETS", "register_event_dataset", "event_dataset", "load_events",
@@ -73,8 +73,8 @@ def register_event_dataset(spec: EventDatasetSpec, *, replace: bool = False) -> 
     """Make another tonic dataset class usable by :func:`load_events` (and ``--data tonic:NAME``)."""
     if not isinstance(spec, EventDatasetSpec):
         raise SpikeFitTypeError(f"spec must be an EventDatasetSpec, got {type(spec).__name__}")
-    if spec.name in EVENT_DATASETS and not replace and EVENT_DATASETS[spec.name] != spec:
-        raise SpikeFitValueError(f"an event data set named {spec.name!r} is registered; pass replace=True")
+    if EVENT_DATASETS.get(spec.name) != spec:  # the identical spec again is harmless
+        refuse_duplicate("an event data set named", spec.name, EVENT_DATASETS, replace=replace)
     EVENT_DATASETS[spec.name] = spec
     return spec
 

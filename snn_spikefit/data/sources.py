@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitError, SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 from .datasets import FASHION_MNIST_ROOT, digits, fashion_mnist, make_loader
 from .events import time_major as as_time_major
 
@@ -180,9 +180,7 @@ def register_data_source(name: str, fn: Callable[..., Any], *, prefix: bool = Fa
                                  f"that does not end in .py")
     if not callable(fn):
         raise SpikeFitTypeError(f"data source {name!r}: fn must be callable, got {type(fn).__name__}")
-    if name in DATA_SOURCES and not replace:
-        raise SpikeFitValueError(f"a data source named {name!r} is already registered; pass replace=True to "
-                                 f"replace it")
+    refuse_duplicate("a data source named", name, DATA_SOURCES, replace=replace)
     source = DataSource(name, fn, bool(prefix), bool(time_major), str(help))
     DATA_SOURCES[name] = source
     return source

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any, Mapping
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 from ..table import Table
 
 __all__ = ["HardwareProfile", "list_profiles", "get_profile", "register_profile", "as_profile",
@@ -236,9 +236,8 @@ def register_profile(profile: HardwareProfile, *, replace: bool = False) -> Hard
     _load_builtin()
     if not isinstance(profile, HardwareProfile):
         raise SpikeFitTypeError(f"profile must be a HardwareProfile, got {type(profile).__name__}")
-    if profile.name in _REGISTRY and not replace and _REGISTRY[profile.name] != profile:
-        raise SpikeFitValueError(f"a profile named {profile.name!r} is already registered; "
-                                 f"pass replace=True to replace it")
+    if _REGISTRY.get(profile.name) != profile:  # registering the identical profile again is harmless
+        refuse_duplicate("a profile named", profile.name, _REGISTRY, replace=replace)
     _REGISTRY[profile.name] = profile
     return profile
 

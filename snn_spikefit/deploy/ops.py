@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 from ..reports import Report
 from ..runtime import check_input, check_module, run
 from ..table import Table
@@ -88,9 +88,7 @@ def register_op_rule(layer_type: type[nn.Module], fn: Callable[[nn.Module, Tenso
         raise SpikeFitTypeError(f"layer_type must be an nn.Module subclass, got {layer_type!r}")
     if not callable(fn):
         raise SpikeFitTypeError(f"fn must be callable (module, x, w) -> Tensor, got {fn!r}")
-    if layer_type in OP_RULES and not replace:
-        raise SpikeFitValueError(f"an operation rule for {layer_type.__name__} is already registered "
-                                 f"({OP_RULES[layer_type]!r}); pass replace=True to replace it")
+    refuse_duplicate("an operation rule for", layer_type, OP_RULES, replace=replace, label=layer_type.__name__)
     OP_RULES[layer_type] = fn
     return fn
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..adapter import Adapter, get_adapter
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 from ..nir.importer import NIRGraphModule
 from ..quantize.layers import compressed_layers
 from ..trace import trace
@@ -193,9 +193,7 @@ def register_check_rule(name: str, fn: CheckRule, *, replace: bool = False) -> C
         raise SpikeFitValueError(f"name={name!r} is not allowed; use a non-empty string")
     if not callable(fn):
         raise SpikeFitTypeError(f"fn must be callable as fn(ctx: CheckContext), got {type(fn).__name__}")
-    if name in _RULES and not replace:
-        raise SpikeFitValueError(f"a check rule named {name!r} is already registered; pass replace=True "
-                                 f"to replace it (registered: {list(_RULES)})")
+    refuse_duplicate("a check rule named", name, _RULES, replace=replace)
     _RULES[name] = fn
     return fn
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError, refuse_duplicate
 
 __all__ = [
     "Gain", "RecurrentNIR", "NirLayer", "register_nir_layer", "layer_for_module", "layer_for_node",
@@ -271,9 +271,8 @@ def register_nir_layer(torch_type: type, nir_types: type | tuple[type, ...],
     if not callable(to_nir) or (nir_types and not callable(from_nir)):
         raise SpikeFitTypeError("to_nir must be callable, and from_nir too unless nir_types is () (export only)")
     existing = [entry for entry in _LAYERS if entry.torch_type is torch_type]
-    if existing and not replace:
-        raise SpikeFitValueError(f"a NIR layer for {torch_type.__name__} is already registered; "
-                                 "pass replace=True to replace it")
+    refuse_duplicate("a NIR layer for", torch_type, [entry.torch_type for entry in _LAYERS], replace=replace,
+                     label=torch_type.__name__)
     for entry in existing:
         _LAYERS.remove(entry)
     layer = NirLayer(torch_type, nir_types, to_nir, from_nir)

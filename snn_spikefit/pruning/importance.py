@@ -46,7 +46,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, refuse_duplicate
 
 __all__ = [
     "Criterion", "LayerBatch", "FSC", "SVS", "SCA", "Taylor", "L1", "Random", "FunctionCriterion",
@@ -209,8 +209,7 @@ def register_criterion(name: str, criterion: Criterion, *, replace: bool = False
         raise SpikeFitTypeError(
             f"criterion must be an snn_spikefit.importance.Criterion instance, got {type(criterion).__name__}"
         )
-    if name in CRITERIA and not replace:
-        raise SpikeFitValueError(f"a criterion named {name!r} is already registered; pass replace=True to replace it")
+    refuse_duplicate("a criterion named", name, CRITERIA, replace=replace)
     CRITERIA[name] = criterion
     return criterion
 

@@ -57,7 +57,7 @@ from ..adapter import Adapter
 from ..nir.importer import NIRGraphModule
 from ..quantize.layers import select_channels
 from ..quantize.quantizer import Quantizer
-from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
+from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError, refuse_duplicate
 from ..runtime import eval_mode
 from ..trace import INPUT, UNKNOWN, Graph, trace
 
@@ -183,8 +183,7 @@ def register_surgery(module_type: type, surgery: Surgery, *, replace: bool = Fal
         raise SpikeFitTypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
     if not isinstance(surgery, Surgery):
         raise SpikeFitTypeError(f"surgery must be a snn_spikefit.surgery.Surgery, got {type(surgery).__name__}")
-    if module_type in SURGERY and not replace:
-        raise SpikeFitValueError(f"surgery for {module_type.__name__} is already registered; pass replace=True")
+    refuse_duplicate("surgery for", module_type, SURGERY, replace=replace, label=module_type.__name__)
     SURGERY[module_type] = surgery
     return surgery
 

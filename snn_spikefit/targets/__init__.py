@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..errors import SpikeFitError, SpikeFitValueError
+from ..errors import SpikeFitError, SpikeFitValueError, refuse_duplicate
 
 __all__ = ["Target", "TargetError", "register_target", "get_target", "list_targets"]
 
@@ -41,8 +41,7 @@ def register_target(target: Any, *, replace: bool = False) -> Any:
     name = getattr(target, "name", None)
     if not isinstance(name, str) or not callable(getattr(target, "build", None)):
         raise SpikeFitValueError(f"target {target!r} needs a str .name and a .build(graph, *, mode) method")
-    if name in _TARGETS and not replace:
-        raise SpikeFitValueError(f"a target named {name!r} is already registered; pass replace=True to override")
+    refuse_duplicate("a target named", name, _TARGETS, replace=replace)
     _TARGETS[name] = target
     return target
 
