@@ -100,11 +100,15 @@ def main(argv=None) -> int:
     ap.add_argument("--val", type=int, default=2000)
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="CSV",
+                    help="write one table from several distill_sweep*_runs.csv files and exit")
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     command = "python benchmarks/distill_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows, begin = [], time.perf_counter()
+    if args.merge:
+        return _merge(Path(args.out), args.tag, command, args.merge)
     for seed in args.seeds:
         sw = _Sweep(seed, args.val, False)
         rows.append({"seed": seed, "m": "-", "config": "FP32", "val": sw.score(sw.fp32)})
@@ -120,6 +124,34 @@ def main(argv=None) -> int:
     return 0
 
 
+def _merge(out: Path, tag: str, command: str, files) -> int:
+    """One table from the runs of several processes (their commands are listed in each CSV's folder)."""
+    rows = []
+    for f in files:
+        lines = Path(f).read_text().splitlines()
+        keys = lines[0].split(",")
+        for line in lines[1:]:
+            r = dict(zip(keys, line.split(",")))
+            r["seed"], r["val"] = int(r["seed"]), float(r["val"])
+            r["m"] = r["m"] if r["m"] == "-" else int(r["m"])
+            rows.append(r)
+    seen, kept = set(), []  # FP32 / control rows repeat in every process of a seed: keep one
+    for r in rows:
+        key = (r["seed"], r["m"], r["config"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(r)
+    rows = kept
+    rows.sort(key=lambda r: (str(r["m"]) != "-", str(r["m"]), list(CONFIGS).index(r["config"])
+                             if r["config"] in CONFIGS else -1, r["seed"]))
+    runs = []  # the commands that made them, from the .md next to each CSV
+    for f in files:
+        md = Path(str(f).replace("_runs.csv", ".md"))
+        runs += [ln.strip("`") for ln in md.read_text().splitlines() if ln.startswith("`python")] if md.exists() else []
+    _write(out, tag, "; ".join(runs + [command]), rows, 0.0)
+    return 0
+
+
 def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t = Table(["m", "config", "teacher", "distiller", "seeds", "val accuracy", "std"])
@@ -130,8 +162,9 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
         t.add_row([m, name, teacher or "-", kwargs or "-", len(accs), round(statistics.mean(accs), 2),
                    round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0])
     head = (f"# Distillation settings on a validation split\n\n`{command}`\n\nFashion-MNIST, models as in "
-            f"`distill.py --full`; accuracy on training-file images 4000.. (no model trains on them); "
-            f"wall {wall:.0f} s (shared machine)\n\n")
+            f"`distill.py --full`; accuracy on training-file images 4000.. (no model trains on them); a "
+            f"keyword not listed is the Distiller's default (temperature 4.0, teacher_bn 'match', normalize None); "
+            f"wall {wall:.0f} s (shared machine; 0: merged)\n\n")
     (out / f"distill_sweep{tag}.md").write_text(head + t.to_markdown() + "\n")
     keys = list(rows[0])
     (out / f"distill_sweep{tag}_runs.csv").write_text(
