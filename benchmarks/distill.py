@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     g.add_argument("--quick", action="store_true", help="digits, 1 seed (the default)")
     g.add_argument("--full", action="store_true", help="Fashion-MNIST, 3 seeds (suite budgets)")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--ms", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--ms", type=int, nargs="*", default=[2, 3, 4], help="m of the CAT rows (none: only state rows)")
     ap.add_argument("--profiles", nargs="*", default=["loihi", "xylo"])
     ap.add_argument("--state-ms", type=int, nargs="*", default=None, help="m of the state rows (default: --ms)")
     ap.add_argument("--timing-reps", type=int, default=15)
@@ -217,12 +217,39 @@ def main(argv=None) -> int:
 
 def _merge(out: Path, mode: str, name: str, command: str, files, tag: str) -> int:
     """One result from per-seed runs: their rows in seed order, the first timing found, the summed wall."""
-    runs = [json.loads(Path(f).read_text()) for f in files]
-    rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: r["seed"])
+    runs = [json.loads(Path(f).read_text()) if f.endswith(".json") else _from_log(Path(f)) for f in files]
+    rows, seen = [], set()  # a row two processes both made (FP32, the control: deterministic) counts once
+    for r in sorted((r for run in runs for r in run["rows"]), key=lambda r: r["seed"]):
+        key = tuple(r[k] for k in ("seed", "method", "m", "distilled", "state", "trained_with_state"))
+        if key not in seen:
+            seen.add(key)
+            rows.append(r)
     timing = next((run["timing"] for run in runs if run.get("timing")), None)
     commands = "; ".join(run["command"] for run in runs)
     _write(out, mode, name, f"{commands}; {command}", rows, timing, sum(run.get("wall", 0.0) for run in runs), tag)
     return 0
+
+
+def _from_log(path: Path) -> dict:
+    """The rows a run printed (``<dataset> s<seed> <method> m=<m> distil=<teacher> state=<s> <trained>: <acc>%``),
+    for a process stopped before it wrote its JSON; its first line names it (``# <command>``)."""
+    import ast
+    import re
+
+    lines = path.read_text().splitlines()
+    line_re = re.compile(r"^(\S+) s(\d+) (.+?) m=(\S+) distil=(\S+) state=(\S+) (.*): ([\d.]+)%$")
+    rows = []
+    for line in lines:
+        hit = line_re.match(line)
+        if hit:
+            ds, seed, method, m, dist, state, trained, acc = hit.groups()
+            m = None if m == "None" else int(m)
+            rows.append({"dataset": ds, "seed": int(seed), "method": method, "m": m, "bits": 4 if m else 32,
+                         "distilled": False if dist == "False" else dist, "state": state,
+                         "trained_with_state": trained.strip(), "accuracy": float(acc)})
+    timing = next((ast.literal_eval(ln[len("step time: "):]) for ln in lines if ln.startswith("step time: ")), None)
+    command = lines[0][2:] if lines and lines[0].startswith("# ") else f"(log {path.name})"
+    return {"command": command, "rows": rows, "timing": timing}
 
 
 def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timing, wall: float,
