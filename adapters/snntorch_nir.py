@@ -94,6 +94,7 @@ class SnnTorchNIR:
                 f"snnTorch {kind}(reset_mechanism='subtract', reset_delay=False) cannot be exported to NIR "
                 f"exactly; use reset_delay=True or reset_mechanism='zero'")
         meta = self.level_meta(module)  # multi-level neurons: their levels (SnnTorchLevels)
+        meta.update(getattr(self.state_rule(module), "nir_meta", {}))  # a chip's own update (Xylo)
         if reset in ("subtract", "none"):
             meta[RESET_KEY] = reset
         elif synaptic and delay:

@@ -2,7 +2,9 @@
 
 :class:`SnnTorchState` is mixed into :class:`~snn_spikefit.adapters.snntorch.SnnTorchAdapter`:
 it describes ``Leaky``/``Synaptic`` dynamics in the core's terms and swaps a neuron's
-``state_function`` (snnTorch's per-step update, an instance attribute) for a core rule.
+``state_function`` (snnTorch's per-step update, an instance attribute) for a core rule; a rule that
+also fires its own way (a ``fire(dynamics, mem)`` method: Xylo's spike counts) replaces the
+neuron's ``fire`` and ``mem_reset`` too (instance attributes; the class is unchanged).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class SnnTorchState:
                 f"state_quant=False, graded_spikes_factor=1.0")
         self.detach_state_rule(module)
         module.state_function = _StateStep(module, rule, module.state_function)
+        if hasattr(rule, "fire"):  # the rule also says how the neuron fires (a spike count: Xylo)
+            module.fire = _Fire(module, rule, detach=False)
+            module.mem_reset = _Fire(module, rule, detach=True)
 
     def state_rule(self, module: nn.Module) -> Any:
         step = module.__dict__.get("state_function")
@@ -62,6 +67,9 @@ class SnnTorchState:
         if not isinstance(step, _StateStep):
             return False
         module.state_function = step.original
+        for attr in ("fire", "mem_reset"):
+            if isinstance(module.__dict__.get(attr), _Fire):
+                del module.__dict__[attr]
         return True
 
 
@@ -78,3 +86,14 @@ class _StateStep:
         state = {"membrane": m.mem, "current": m.syn} if synaptic else {"membrane": m.mem}
         new = self.rule(_dynamics(m), state, input_, m.reset)
         return (new["current"], new["membrane"]) if synaptic else new["membrane"]
+
+
+class _Fire:
+    """An snnTorch neuron's ``fire`` (``detach``: ``mem_reset``) computed by the rule's ``fire``."""
+
+    def __init__(self, module: nn.Module, rule: Any, detach: bool) -> None:
+        self.module, self.rule, self.detach = module, rule, detach
+
+    def __call__(self, mem: Tensor) -> Tensor:
+        out = self.rule.fire(_dynamics(self.module), mem)
+        return out.detach() if self.detach else out

@@ -28,6 +28,7 @@ from .train import accuracy, fit, predict, recalibrate_bn
 from .pruning.importance import CRITERIA, register_criterion
 from .pruning.prune import PruneReport, prune
 from .quantize.layers import compressed_layers, is_wrapped
+from .quantize.bias import round_biases
 from .quantize.wrap import codebook_summary, commitment_loss, freeze, strip, wrap
 from .quantize.fold import fold_batchnorm
 # NIR export and import
@@ -59,7 +60,7 @@ from ._version import __version__  # noqa: E402
 
 __all__ = [
     # compression (CAT)
-    "wrap", "commitment_loss", "freeze", "strip", "codebook_summary", "compressed_layers",
+    "wrap", "commitment_loss", "freeze", "strip", "round_biases", "codebook_summary", "compressed_layers",
     "is_wrapped", "CodebookWeight", "FrozenCodebook", "fold_batchnorm",
     # running and training
     "run", "record", "RunRecord", "release_state", "reset", "set_progress", "get_progress", "fit", "accuracy", "predict", "recalibrate_bn",

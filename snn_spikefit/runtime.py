@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from torch import Tensor, nn
 
 from .adapter import get_adapter
+from .distributed import is_distributed, local_neuron_state
 from .errors import InputMismatchError, SpikeFitTypeError, SpikeFitValueError
 
 __all__ = ["run", "record", "RunRecord", "reset", "release_state", "check_input", "check_module", "eval_mode",
@@ -130,6 +131,8 @@ def _run(model: nn.Module, x: Tensor, num_steps: int | None) -> Any:
     check_input(x, num_steps)
     adapter = get_adapter(model)
     adapter.reset(model)
+    if is_distributed():  # DDP must not copy rank 0's membranes into the other ranks at every step
+        local_neuron_state(model, [m for _, n in adapter.neurons(model) for m in n.modules()])
     try:
         return adapter.run(model, x, num_steps)
     except RuntimeError as exc:  # a shape or dtype the model cannot take: name the layer

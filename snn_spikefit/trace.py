@@ -2,10 +2,15 @@
 
 :func:`trace` runs one step of a model with hooks on every leaf module and
 links a module to the module whose output tensor it received, so the graph is
-the real data flow (not the order of definition). An input a module got from a
-functional op (``x + y``, ``torch.flatten`` in ``forward``) has no producing
-module: it is marked ``"?"`` and tools that need the exact graph (pruning, NIR
-export) refuse such a model with a message naming the layer.
+the real data flow (not the order of definition). An addition of two traced tensors in ``forward`` (``out = out + identity``,
+``out += x``, ``torch.add(a, b)``: a residual connection) becomes a node of its
+own, ``op="add"``, named after the module whose ``forward`` did it
+(``"block1.add"``; ``"add"`` at the top level, ``"<name>.add_1"`` for the second one), with
+both operands as inputs; it is watched with a ``TorchFunctionMode`` outside the leaf
+modules only, during the first step. Any other input a module got from a
+functional op (``x * 2``, ``torch.flatten``, ``torch.cat`` in ``forward``, an add with
+``alpha`` or of different shapes) has no producing module: it is marked ``"?"`` and tools
+that need the exact graph (pruning, NIR export) refuse such a model with a message naming the layer.
 
 :class:`Recorder` collects, per spiking neuron and per step, what the adapter
 reads from the neuron's output (spikes, membrane potential) during any run.
@@ -27,14 +32,27 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
+from torch.overrides import TorchFunctionMode
+
 from .adapter import Adapter, get_adapter
 from .errors import SpikeFitValueError, UnsupportedLayerError
 from .runtime import eval_mode, run
 
-__all__ = ["trace", "Graph", "TraceNode", "Recorder", "leaf_modules"]
+__all__ = ["trace", "Graph", "TraceNode", "Recorder", "leaf_modules", "AddOp", "ADD"]
 
 INPUT = "input"
 UNKNOWN = "?"
+ADD = "add"
+
+#: The ways ``forward`` adds two tensors that :func:`trace` records as an ``"add"`` node.
+ADD_FUNCTIONS = frozenset({torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__})
+
+
+class AddOp(nn.Module):
+    """Stands for an addition traced in ``forward`` (the :attr:`TraceNode.module` of an ``"add"`` node)."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
 
 
 @dataclass
@@ -47,6 +65,11 @@ class TraceNode:
     inputs: list[str]  # producer names, "input" for the model input, "?" for a functional op
     in_shape: tuple[int, ...] | None
     out_shape: tuple[int, ...] | None
+    op: str | None = None  # "add": an addition in forward (module is an AddOp, inputs its operands)
+
+    @property
+    def is_add(self) -> bool:
+        return self.op == ADD
 
 
 @dataclass
@@ -110,26 +133,53 @@ def _tensors(obj: Any) -> list[Tensor]:
     return []
 
 
-@torch.no_grad()
-def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Graph:
-    """Trace the data flow of one step of ``model`` on ``sample`` (a static ``[B, ...]`` input).
+class _AddWatch(TorchFunctionMode):
+    """Records ``a + b`` of two tensors done in ``forward`` outside every leaf module, as "add" nodes."""
 
-    The model's state is reset before and after, and it runs in eval mode (its
-    modules' modes are restored), so tracing changes nothing. Only the first call of each
-    module is recorded (a model that loops over time inside ``forward`` calls
-    its modules once per step).
-    """
-    adapter = get_adapter(model)
-    problem = adapter.step_problem(model)
-    if problem is not None:
-        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
-    producers: dict[int, str] = {}
-    keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
-    nodes: dict[str, TraceNode] = {}
-    order: list[str] = []
+    def __init__(self, producers: dict[int, str], keep: list[Tensor], on_add) -> None:
+        super().__init__()
+        self.producers, self.keep, self.on_add = producers, keep, on_add
+        self.depth = 0          # > 0 while a leaf module runs (its inner additions are its own business)
+        self.scopes: list[str] = [""]  # the containers whose forward is running, innermost last
+        self.done = False       # the first step is over
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if (func in ADD_FUNCTIONS and not self.done and self.depth == 0 and len(args) == 2 and not kwargs
+                and all(isinstance(a, Tensor) for a in args) and isinstance(out, Tensor)
+                and args[0].shape == args[1].shape == out.shape):
+            self.on_add(self.scopes[-1], [self.producers.get(id(a), UNKNOWN) for a in args], args[0], out)
+        return out
+
+
+def _add_node(nodes: dict, order: list, producers: dict, keep: list):
+    def on_add(scope: str, inputs: list[str], a: Tensor, out: Tensor) -> None:
+        base = f"{scope}.{ADD}" if scope else ADD
+        name, i = base, 0
+        while name in nodes:
+            i += 1
+            name = f"{base}_{i}"
+        nodes[name] = TraceNode(name, AddOp(), False, inputs, tuple(a.shape), tuple(out.shape), ADD)
+        order.append(name)
+        producers[id(out)] = name
+        keep.append(out)
+    return on_add
+
+
+def _hooks(model: nn.Module, adapter: Adapter, watch: _AddWatch, nodes: dict, order: list, producers: dict,
+           keep: list, returned: list) -> list:
+    """Hooks that record each leaf module's first call as a node, and the scope and step ``watch`` needs."""
+    def pre(name: str):
+        def fn(module, args):
+            watch.depth += 1
+            if name in nodes:  # a second call: the first step is over
+                watch.done = True
+        return fn
 
     def hook(name: str, is_neuron: bool):
         def fn(module, args, output):
+            watch.depth -= 1
             if name in nodes:
                 return
             # a neuron's data input is its first argument; the rest is state (snnTorch's ``mem``
@@ -148,16 +198,56 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
             order.append(name)
         return fn
 
-    handles = []
+    def enter(name: str):
+        return lambda _m, _a: watch.scopes.append(name)
+
+    def leave(_m, _a, _o):
+        watch.scopes.pop()
+
+    def finish(_m, _a, out):
+        watch.done = True
+        if not returned:
+            returned.append(out)
+
+    leaves = leaf_modules(model, adapter)
+    leaf_ids = {id(m) for _, m in leaves}
+    inside = [n for n, m in leaves if adapter.is_neuron(m)]
+    handles = [model.register_forward_hook(finish)]
+    for name, module in model.named_modules():
+        if name and id(module) not in leaf_ids and ".parametrizations" not in f".{name}" and not any(
+                name.startswith(n + ".") for n in inside):
+            handles += [module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave)]
+    for name, module in leaves:
+        handles += [module.register_forward_pre_hook(pre(name)),
+                    module.register_forward_hook(hook(name, adapter.is_neuron(module)))]
+    return handles
+
+
+@torch.no_grad()
+def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Graph:
+    """Trace the data flow of one step of ``model`` on ``sample`` (a static ``[B, ...]`` input).
+
+    The model's state is reset before and after, and it runs in eval mode (its
+    modules' modes are restored), so tracing changes nothing. Only the first call of each
+    module is recorded (a model that loops over time inside ``forward`` calls
+    its modules once per step), and the additions of the first step.
+    """
+    adapter = get_adapter(model)
+    problem = adapter.step_problem(model)
+    if problem is not None:
+        raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced: {problem}")
+    producers: dict[int, str] = {}
+    keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
+    nodes: dict[str, TraceNode] = {}
+    order: list[str] = []
+    watch = _AddWatch(producers, keep, _add_node(nodes, order, producers, keep))
     returned: list[Any] = []
-    handles.append(model.register_forward_hook(lambda _m, _a, out: returned.append(out) if not returned else None))
-    for name, module in leaf_modules(model, adapter):
-        handles.append(module.register_forward_hook(hook(name, adapter.is_neuron(module))))
+    handles = _hooks(model, adapter, watch, nodes, order, producers, keep, returned)
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample
     producers[id(x)] = INPUT
     keep.append(x)
     try:
-        with eval_mode(model, clear=True):  # no side effects: no BatchNorm statistics, no codeword re-seeding
+        with eval_mode(model, clear=True), watch:  # no side effects: no BN statistics, no codeword re-seeding
             out = run(model, x, num_steps=num_steps)
     finally:
         for h in handles:

@@ -22,7 +22,7 @@ from .runtime import DEFAULT_NUM_STEPS, eval_mode, reset, run, train_mode
 from .quantize.layers import is_wrapped
 from .quantize.wrap import commitment_loss
 from .distill.distiller import Distiller
-from .distributed import all_reduce_sum, is_distributed, unwrap_ddp, world_size
+from .distributed import all_reduce_sum, is_distributed, real_samples, unwrap_ddp, world_size
 from .distributed.batchnorm import GlobalBatchStats
 
 __all__ = ["fit", "scores", "accuracy", "predict", "recalibrate_bn"]
@@ -174,7 +174,11 @@ def recalibrate_bn(model: nn.Module, data: Iterable, *, num_steps: int | None = 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> tuple[Tensor, Tensor]:
-    """``(predicted, true)`` labels over all batches, in eval mode."""
+    """``(predicted, true)`` labels over all batches, in eval mode.
+
+    Under ``torch.distributed`` these are this rank's samples, without the ones a ``DistributedSampler``
+    repeats to pad the last ranks (:func:`~snn_spikefit.distributed.real_samples`).
+    """
     preds, labels = [], []
     with eval_mode(model, clear=True):
         for x, y in data:
@@ -182,11 +186,13 @@ def predict(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT
             labels.append(y)
     if not preds:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
-    return torch.cat(preds), torch.cat(labels)
+    keep = real_samples(data)
+    return torch.cat(preds)[:keep], torch.cat(labels)[:keep]
 
 
 def accuracy(model: nn.Module, data: Iterable, *, num_steps: int | None = DEFAULT_NUM_STEPS) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent: ``100 * hits / samples``, both summed over ranks under ``torch.distributed``
+    (a ``DistributedSampler``'s padding repeats are not counted)."""
     pred, true = predict(model, data, num_steps=num_steps)
     hits = torch.tensor([float((pred.cpu() == true.cpu()).sum()), float(true.numel())], dtype=torch.float64)
     hits = all_reduce_sum(hits)  # over every rank's share (a DistributedSampler): the whole test set

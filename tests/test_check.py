@@ -152,7 +152,7 @@ def test_custom_rule_is_run_refused_twice_and_replaced():
     builtin = list(check_rules())
     assert builtin == ["layer_type", "kernel_size", "distinct_weights_per_neuron", "distinct_weights_per_layer",
                        "weight_bits", "fan_in", "neurons_per_core", "cores", "neurons", "synapses", "inputs",
-                       "neuron_model", "speck_memory", "xylo_layers", "neuron_state", "graded_spikes"]
+                       "neuron_model", "speck_memory", "speck_bias", "xylo_layers", "neuron_state", "graded_spikes"]
     net = nn.Sequential(nn.Linear(300, 10), nn.Linear(10, 2))
     chip = HardwareProfile("vendor-chip", fan_in=256)
     register_check_rule("max_layers", _max_layers(1))

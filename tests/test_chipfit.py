@@ -237,7 +237,7 @@ def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(di
     register_check_rule("neurons", neurons_with_reserve, replace=True)
     try:
         report = sf.fit_to_chip(dense((300,)), digits, hardware=sf.HardwareProfile("n200", max_neurons=200),
-                                max_epochs=0, progress=False)
+                                max_epochs=0, margins=(1.0,), progress=False)
     finally:
         register_check_rule("neurons", original, replace=True)
     assert [c.ok for c in report.candidates] == [False, True] and report.ok
@@ -247,7 +247,7 @@ def test_a_budget_still_broken_after_the_surgery_is_tightened_and_tried_again(di
 
 def test_fit_packs_130_neurons_into_one_core_of_128_when_no_budget_is_broken(digits):
     chip = sf.HardwareProfile("chip128", neurons_per_core=128, cores=100, weight_bits=8)
-    report = sf.fit_to_chip(dense((130,)), digits, hardware=chip, max_epochs=0, progress=False)
+    report = sf.fit_to_chip(dense((130,)), digits, hardware=chip, max_epochs=0, margins=(1.0,), progress=False)
     assert "cores" not in {v.rule for v in report.check_before.errors} and report.ok
     assert [a[2:] for a in report.allocation] == [(130, 128)]
     assert "130 neurons would take 2 cores of 128" in report.packing[0]
@@ -284,3 +284,123 @@ def test_fit_to_speck_keeps_each_layer_within_one_core_even_where_the_limit_is_u
     assert [a[2:] for a in report.allocation] == [(32, 16), (8, 8)]
     assert report.ok and not report.check_after.violations
     assert report.cores == 3 and report.core_map[0][3] == 65535
+
+
+# -- candidates chosen on a validation split ------------------------------------------------------------
+
+def test_split_validation_holds_out_a_seeded_disjoint_fraction():
+    from torch.utils.data import TensorDataset
+
+    from snn_spikefit.chipfit.validation import split_validation
+    from snn_spikefit.data import LoadedData
+
+    ds = TensorDataset(torch.arange(100.0).unsqueeze(1), torch.arange(100) % 2)
+    data = LoadedData.from_splits(ds, ds)
+
+    def ids(batches):
+        return sorted(int(v) for x, _ in batches for v in x.flatten())
+
+    rest, val = split_validation(data, 0.2, seed=3)
+    held, kept = ids(val), ids([rest.train.dataset[i] for i in range(len(rest.train.dataset))])
+    assert len(held) == 20 and len(kept) == 80 and sorted(held + kept) == list(range(100))
+    assert ids(split_validation(data, 0.2, seed=3)[1]) == held != ids(split_validation(data, 0.2, seed=4)[1])
+    assert ids(data.test) == list(range(100))  # the test split is untouched
+    # any other iterable of batches: every 5th batch is held out, the rest trains in order
+    batches = [(torch.full((2, 1), float(i)), torch.zeros(2, dtype=torch.long)) for i in range(10)]
+    rest, val = split_validation(LoadedData("b", batches, batches, 4, (1,), 2), 0.2)
+    assert [int(x[0]) for x, _ in val] == [4, 9] and [int(x[0]) for x, _ in rest.train] == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+def test_fit_to_chip_keeps_the_passing_candidate_best_on_validation(digits):
+    report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=0, margins=(1.0, 0.8),
+                            progress=False)
+    cands = report.candidates
+    assert [c.margin for c in cands] == [1.0, 0.8] and all(c.ok and c.val_accuracy is not None for c in cands)
+    best = max(range(len(cands)), key=lambda i: (cands[i].val_accuracy, -i))  # ties: the larger margin
+    assert report.chosen == best and report.after.accuracy == cands[best].accuracy
+    assert [a[3] for a in report.allocation] == [list(cands[best].keep.values())[0]]
+    assert "26 validation samples held out" in str(report)  # round(0.2 * 128) training samples
+    # without a validation split the first passing margin is kept and the others are not trained
+    plain = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=0, margins=(1.0, 0.8),
+                           validation=None, progress=False)
+    assert len(plain.candidates) == 1 and plain.candidates[0].val_accuracy is None and plain.chosen == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"validation": 0.7}, r"validation=0.7 is not allowed; use a fraction .* in \(0, 0.5\]"),
+    ({"validation": True}, r"validation=True is not allowed"),
+    ({"margins": ()}, r"margins=\(\) is not allowed; use a non-empty tuple of numbers in \(0, 1\]"),
+    ({"margins": (1.0, 1.5)}, r"margins=\(1.0, 1.5\) is not allowed"),
+    ({"distill": {"temp": 2.0}}, r"\['temp'\] are no Distiller keywords"),
+    ({"distill": "yes"}, r"distill='yes' is not allowed; use False, True or a dict"),
+])
+def test_bad_selection_and_distill_arguments_are_refused_by_name(digits, kwargs, match):
+    model = dense((300,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sf.SpikeFitValueError, match=match):
+        sf.fit_to_chip(model, digits, hardware="truenorth", max_epochs=0, progress=False, **kwargs)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow  # three fine-tunes
+def test_distill_fine_tunes_against_the_original_with_the_pruned_channels_matched(digits):
+    runs = {}
+    logits_only = {"membrane_weight": 0.0, "logit_weight": 2.0}
+    for distill in (False, True, logits_only):
+        report = sf.fit_to_chip(dense((300,)), digits, hardware="truenorth", max_epochs=3, margins=(1.0,),
+                                distill=distill, progress=False)  # 3 epochs of one batch: Adam's first step is sign(g)
+        assert report.ok and [a[2:] for a in report.allocation] == [(300, 256)]  # membranes cut to 256 channels
+        runs[str(distill)] = report
+    assert runs["True"].settings["distill"] == {} and runs["False"].settings["distill"] is None
+    w = {k: torch.cat([r.model[1].weight.flatten(), r.model[3].weight.flatten()]) for k, r in runs.items()}
+    assert not torch.equal(w["False"], w["True"]) and not torch.equal(w["True"], w[str(logits_only)])
+    assert runs[str(logits_only)].settings["distill"] == logits_only
+
+
+@pytest.mark.slow  # three fits, each check runs the membranes
+def test_a_membrane_beyond_the_state_bits_is_refitted_with_coarser_weights(digits):
+    # 8-bit weights: the hidden membrane reaches 1287 weight LSBs, a 10-bit membrane holds +-511
+    chip = sf.HardwareProfile("mem10", max_neurons=210, weight_bits=8, membrane_bits=10)
+    report = sf.fit_to_chip(dense((300,)), digits, hardware=chip, max_epochs=0, margins=(1.0,), progress=False)
+    assert report.ok and report.settings["bits"] == 6  # ceil(log2(1287 / 511)) = 2 bits fewer
+    assert "no channel allocation changes that" in report.notes[0] and "refitted with bits=6" in report.notes[0]
+    assert sf.check(report.model, chip, sample=digits.sample(1), num_steps=4).ok
+    # bits given by the user: not changed behind their back, the report says why it fails
+    given = sf.fit_to_chip(dense((300,)), digits, hardware=chip, bits=8, max_epochs=0, margins=(1.0,),
+                           progress=False)
+    assert not given.ok and {v.rule for v in given.check_after.errors} == {"membrane_range"}
+    assert "not refitted with coarser weights (bits/m were given)" in given.notes[0]
+
+
+def test_cli_refuses_distill_and_validation_without_fit(tmp_path):
+    from test_cli import run_cli
+    (tmp_path / "factories.py").write_text(
+        "from snn_spikefit.zoo.snntorch import dense_snn\ndef small():\n    return dense_snn(64, 10, hidden=(8,))\n")
+    torch.save(dense((8,)).state_dict(), tmp_path / "small.pt")
+    for flag in (["--distill"], ["--validation", 0.1]):
+        code, _, stderr = run_cli("compress", tmp_path / "small.pt", "--model-factory",
+                                  f"{tmp_path / 'factories.py'}:small", "--hardware", "truenorth", *flag, "--limit", 64,
+                                  "--no-progress", "--out", tmp_path / "x.nir")
+        assert code != 0 and "--validation and --distill are not allowed without --fit" in stderr
+
+
+def test_akida_has_only_a_weight_bit_budget_and_the_report_says_why_cores_are_not_one(digits):
+    from snn_spikefit.chipfit import profile_budgets
+
+    assert profile_budgets(sf.get_profile("akida")) == {"weight_bits": 8}
+    report = sf.fit_to_chip(dense((32,)), digits, hardware="akida", max_epochs=0, progress=False)
+    # Akida's 8 bits are marked uncertain: float weights (32 bits, 4x over) are a warning, not an error
+    found = [(v.rule, v.severity, v.actual) for v in report.check_before.violations]
+    assert found == [("weight_bits", "warning", 32)] * 2
+    assert report.ok and not report.check_after.violations and report.settings["bits"] == 8
+    assert report.allocation == () and len(report.candidates) == 1  # no allocation budget: every margin is the same
+    assert any("80 cores but no neurons per core" in n for n in report.notes)
+    assert any(n.startswith("weight_bits: marked uncertain") for n in report.notes)
+
+
+def test_a_margin_no_allocation_meets_is_skipped_and_said(digits):
+    chip = sf.HardwareProfile("fan70", fan_in=70, weight_bits=8)  # the input layer's 64 inputs fit 70, not 0.8 * 70
+    report = sf.fit_to_chip(dense((100,)), digits, hardware=chip, max_epochs=0, margins=(1.0, 0.8), progress=False)
+    assert report.ok and [c.margin for c in report.candidates] == [1.0]
+    assert [a[2:] for a in report.allocation] == [(100, 70)]
+    assert any(n.startswith("margin 0.8 not tried: no channel allocation meets the fan_in budget") for n in report.notes)

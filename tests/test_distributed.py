@@ -1,14 +1,21 @@
 """torch.distributed: 2 gloo processes on the CPU give what 1 process gives on the whole batch.
 
 Tolerances: every rank is bit-identical to the other (DDP broadcasts, then both apply the same averaged
-gradient). Against one process the gradients differ by rounding only (the mean of two half-batch means
-is not summed in the same order as the mean of the batch), but CAT is discontinuous: a weight next to a
-codebook boundary or a membrane next to the threshold can flip, so after 6 SGD steps the latent weights
-and codebooks agree to 1e-3 (measured: 2e-4), FSC scores to 1e-6 relative (float64 sums), BN statistics
-to 1e-6 (float64 sums per call). Adam is not used in this test: it divides by sqrt(v), so rounding noise
-in near-zero gradients becomes steps of size lr.
+gradient), and the 2-process Adam run is bit-identical to one process that accumulates the gradients of the
+same two half batches (``dist_worker._accumulated``: the same sums in the same order as DDP's). Against one
+process on the whole batch the gradients differ by summation order only (the mean of two half-batch means
+is not the mean of the batch: measured 3e-8 at most per step), so after 6 steps the latent weights and
+codebooks agree to 1e-6 with SGD (measured 2e-11: lr 0.05 times a rounding-sized gradient difference) and to
+1e-6 with Adam (measured 6e-8: Adam's step is lr * m / sqrt(v), whose relative error is the gradient's
+relative rounding error except where |g| is near eps = 1e-8, where a difference d moves the step by up to
+lr * d / eps; no gradient here sits that close to 0 with a non-zero rounding difference, so the bound stays
+at float32 rounding of the weights, 6e-8 ~ one ulp of weights near 0.5). CAT is discontinuous (a weight
+on a codebook boundary or a membrane on its threshold flips), which these tolerances would show. FSC scores
+to 1e-6 relative (float64 sums), BN statistics to 1e-6 (float64 sums per call), BN trained with
+``sync_batchnorm`` to 1e-6 (float32 sums of the global batch in a different order).
 """
 
+import copy
 import os
 import sys
 
@@ -17,7 +24,7 @@ import torch
 from torch import nn
 
 import snn_spikefit as sf
-from snn_spikefit.distributed import DistributedMismatchError, checksum, check_same, rank, world_size
+from snn_spikefit.distributed import DistributedMismatchError, checksum, check_same, rank, real_samples, world_size
 
 from conftest import needs_snntorch
 
@@ -47,7 +54,7 @@ def _maxdiff(a, b):
 @pytest.mark.slow
 def test_two_ranks_are_identical_to_each_other(runs):
     _, r0, r1 = runs
-    for key in ("trained", "after_prune", "bn", "scores"):
+    for key in ("trained", "adam", "sync_bn", "after_prune", "bn", "scores"):
         assert r0[key].keys() == r1[key].keys()
         for k in r0[key]:
             assert torch.equal(r0[key][k], r1[key][k]), (key, k)
@@ -60,7 +67,7 @@ def test_two_ranks_are_identical_to_each_other(runs):
 def test_two_ranks_equal_one_process_on_the_whole_batch(runs):
     one, r0, _ = runs
     assert one["trained"].keys() == r0["trained"].keys()
-    assert _maxdiff(one["trained"], r0["trained"]) < 1e-3
+    assert _maxdiff(one["trained"], r0["trained"]) < 1e-6
     assert one["history"] == pytest.approx(r0["history"], rel=1e-5)
     assert one["reseeded"] == r0["reseeded"]
     for k in one["scores"]:
@@ -71,6 +78,35 @@ def test_two_ranks_equal_one_process_on_the_whole_batch(runs):
     assert _maxdiff(one["bn"], r0["bn"]) < 1e-6
     assert one["accuracy"] == r0["accuracy"]
     assert one["evaluate"] == r0["evaluate"] and r0["evaluate"][0] == 24  # the whole set, not a rank's share
+
+
+@needs_snntorch
+@pytest.mark.slow
+def test_adam_two_ranks_equal_accumulated_halves_exactly_and_the_whole_batch_to_rounding(runs):
+    one, r0, r1 = runs
+    for k, v in one["adam_accumulated"].items():
+        assert torch.equal(r0["adam"][k], v) and torch.equal(r1["adam"][k], v), k
+    assert _maxdiff(one["adam"], r0["adam"]) < 1e-6
+
+
+@needs_snntorch
+@pytest.mark.slow
+def test_sync_batchnorm_trains_the_model_one_process_trains(runs):
+    one, r0, r1 = runs
+    assert any("running_mean" in k for k in one["sync_bn"])
+    for k, v in one["sync_bn"].items():
+        assert torch.equal(r0["sync_bn"][k], r1["sync_bn"][k]), k
+        torch.testing.assert_close(r0["sync_bn"][k], v, rtol=0, atol=1e-6, msg=k)
+
+
+@needs_snntorch
+@pytest.mark.slow
+def test_distributed_sampler_padding_is_not_counted(runs):
+    one, r0, r1 = runs
+    assert (r0["odd_local"], r1["odd_local"]) == (12, 11)  # rank 1's padded repeat of sample 0 dropped
+    assert one["odd_evaluate"][0] == r0["odd_evaluate"][0] == 23
+    assert one["odd_accuracy"] == r0["odd_accuracy"] == r1["odd_accuracy"]
+    assert one["odd_evaluate"] == r0["odd_evaluate"] == r1["odd_evaluate"]
 
 
 def test_single_process_helpers_are_no_ops():
@@ -93,6 +129,59 @@ def test_ddp_models_are_refused_by_verbs_that_replace_parameters(tmp_path):
         assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_real_samples_drops_exactly_the_padded_tail():
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    for n, w in [(23, 2), (10, 3), (2, 4), (12, 4)]:
+        ds = list(range(n))
+        seen = []
+        for r in range(w):
+            loader = DataLoader(ds, batch_size=3, sampler=DistributedSampler(ds, num_replicas=w, rank=r, shuffle=True))
+            yielded = torch.cat(list(loader)).tolist()
+            seen += yielded[:real_samples(loader)]
+        assert sorted(seen) == ds, (n, w)  # every sample once, none twice
+    ds = list(range(5))
+    assert real_samples(DataLoader(ds, sampler=DistributedSampler(ds, num_replicas=2, rank=1, drop_last=True))) is None
+    assert real_samples(DataLoader(ds)) is None and real_samples([(torch.zeros(1), torch.zeros(1))]) is None
+
+
+def test_ddp_keeps_neuron_state_local_and_still_broadcasts_batchnorm(tmp_path):
+    from snn_spikefit.adapter import get_adapter
+    from snn_spikefit.distributed import local_neuron_state
+
+    snntorch = pytest.importorskip("snntorch")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/s", rank=0, world_size=1)
+    try:
+        net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), snntorch.Leaky(beta=0.9, init_hidden=True))
+        ddp = nn.parallel.DistributedDataParallel(net)
+        neurons = [m for _, n in get_adapter(ddp).neurons(ddp) for m in n.modules()]
+        assert neurons == [net[2]]
+        local_neuron_state(ddp, neurons)
+        kept = {id(b) for b in ddp.modules_buffers}
+        assert kept == {id(b) for b in net[1].buffers()}  # BN's running statistics are still broadcast
+        sf.run(ddp, torch.rand(2, 4), num_steps=3)  # and a DDP forward per step runs
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sync_batchnorm_is_the_same_module_and_plain_batchnorm_in_one_process():
+    from snn_spikefit.distributed import SyncBatchNorm2d, sync_batchnorm, unsync_batchnorm
+    from snn_spikefit.pruning.surgery import surgery_for
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.BatchNorm2d(2))
+    ref = copy.deepcopy(net)
+    bn, weight = net[1], net[1].weight
+    assert sync_batchnorm(net) == 2
+    assert net[1] is bn and net[1].weight is weight and type(net[1]) is SyncBatchNorm2d
+    assert isinstance(net[1], nn.BatchNorm2d)
+    x = torch.rand(3, 1, 7, 7)
+    assert torch.equal(net(x), ref(x))  # one process: plain BatchNorm, running statistics included
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+    assert surgery_for(net[1]) is surgery_for(nn.BatchNorm2d(4)) is not None  # prune knows it
+    assert unsync_batchnorm(net) == 2 and type(net[1]) is nn.BatchNorm2d
 
 
 def test_mismatch_error_names_what_differs():

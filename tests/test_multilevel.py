@@ -101,6 +101,20 @@ def test_to_multilevel_keeps_parameters_and_refuses_by_name():
         sf.to_multilevel(zero, levels=4)
 
 
+def test_learned_threshold_survives_conversion_and_gets_gradients():
+    from snn_spikefit.zoo.snntorch import conv_snn
+
+    torch.manual_seed(0)
+    model = sf.to_multilevel(conv_snn(1, 10, 8, (4, 4), batch_norm=True, learn_threshold=True), levels=4)
+    neurons = [m for m in model.modules() if isinstance(m, MultiLevelLeaky)]
+    assert len(neurons) == 2 and all(isinstance(m.threshold, nn.Parameter) for m in neurons)
+    assert [float(m.threshold) for m in neurons] == [1.0, 1.0]
+    fixed = sf.to_multilevel(conv_snn(1, 10, 8, (4, 4)), levels=4)
+    assert not any(isinstance(m.threshold, nn.Parameter) for m in fixed.modules() if isinstance(m, MultiLevelLeaky))
+    sf.run(model, torch.rand(16, 1, 8, 8) * 4, num_steps=1).square().sum().backward()
+    assert all(float(m.threshold.grad) != 0.0 for m in neurons)
+
+
 def _level_model(weight):
     fc = nn.Linear(3, 2, bias=False)
     with torch.no_grad():

@@ -153,10 +153,40 @@ def test_trace_marks_functional_inputs():
             self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
 
         def forward(self, x):
-            return self.b(self.a(x) + x)
+            return self.b(self.a(x) * 2.0 + x)
 
-    g = trace(Skip(), torch.rand(2, 3))
-    assert g.node("a").inputs == ["input"] and g.node("b").inputs == ["?"]
+    g = trace(Skip(), torch.rand(2, 3))  # the addition is a node; its operand a(x) * 2 a functional op
+    assert g.node("a").inputs == ["input"] and g.node("b").inputs == ["add"]
+    assert g.node("add").is_add and g.node("add").inputs == ["?", "input"]
+
+
+def test_trace_records_additions_in_forward_as_nodes_named_by_scope():
+    from snn_spikefit.trace import trace
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            out = self.fc(x)
+            out += x
+            return torch.add(out, x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.block, self.head = nn.Linear(3, 3), Block(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.stem(x)
+            return self.head(self.block(h) + h)
+
+    g = trace(Net(), torch.rand(2, 3), num_steps=3)  # three steps, the additions of the first only
+    adds = [(n.name, n.inputs) for n in g.nodes if n.is_add]
+    assert adds == [("block.add", ["block.fc", "stem"]), ("block.add_1", ["block.add", "stem"]),
+                    ("add", ["block.add_1", "stem"])]
+    assert g.node("head").inputs == ["add"] and g.output == "head"
     assert not g.is_chain()
 
 

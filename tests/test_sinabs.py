@@ -46,8 +46,8 @@ def _conv(reset, bias):
                          nn.Linear(128, 10, bias=bias), iaf())
 
 
-def trained(reset, bias):
-    """The conv net, m=4 bits=8, trained 30 batches on digits, frozen."""
+def trained(reset, bias, integer_bias=True):
+    """The conv net, m=4 bits=8, trained 30 batches on digits, frozen (biases rounded to the weight grid)."""
     torch.manual_seed(0)
     train, _ = sf.data.datasets.digits()
     net = _conv(reset, bias)
@@ -55,6 +55,8 @@ def trained(reset, bias):
     loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True)
     sf.fit(net, [b for _, b in zip(range(30), loader)], num_steps=8, lr=1e-2, progress=False)
     sf.freeze(net)
+    if bias and integer_bias:
+        sf.round_biases(net, bits=8)
     return net
 
 
@@ -82,11 +84,20 @@ def test_sinabs_matches_our_simulation_and_keeps_our_integers(sinabs, reset, bia
     network = sinabs.build(graph)
     network.run(np.zeros((1, 2, 1, 8, 8)))
     ops = [(k, op) for k, op in enumerate(network.program.ops) if op["kind"] in ("conv", "linear")]
-    assert len(ops) == 3 and len(network.held) == 3
+    assert len(ops) == 3 and len([k for k in network.held if not k.startswith("heldbias")]) == 3
     for k, op in ops:
         expected = integer_weights(graph.nodes[op["name"]])
         assert np.array_equal(network.held[f"held{k}"], expected)
         assert len(np.unique(expected)) <= 4 and np.abs(expected).max() <= 127
+    # the biases sinabs holds are our integers: bias / weight LSB, exactly
+    biased = [(k, m) for (k, op), m in zip(ops, net[0::3]) if op["bias"]]
+    assert len(biased) == (2 if bias else 0)
+    for k, module in biased:
+        q = module.parametrizations.weight[0]
+        ours = module.bias.detach().double() / q.scale.double()
+        held = network.held[f"heldbias{k}"]
+        assert np.array_equal(held, np.rint(ours.numpy())) and np.abs(held - ours.numpy()).max() < 1e-4
+        assert np.abs(held).max() <= 127 and np.any(held != 0)
 
 
 @needs_snntorch
@@ -108,6 +119,47 @@ def test_sinabs_refusals_say_why_and_the_fix():
         target.build(_graph(loose))
     with pytest.raises(SpikeFitValueError, match="floating point"):
         target.build(_graph(leaky), mode="fixed")
+    torch.manual_seed(0)
+    biased = _conv("subtract", True)
+    sf.wrap(biased, m=4, bits=8)
+    sf.freeze(biased)
+    with pytest.raises(UnsupportedLayerError, match="bias .* weight LSBs .*not an integer.*round_biases"):
+        target.build(_graph(biased))
+    off = [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
+    assert [v.layer for v in off] == ["0", "6"] and "round_biases" in off[0].hint
+    with torch.no_grad():
+        biased[0].bias.fill_(200 * float(biased[0].parametrizations.weight[0].scale))
+    with pytest.raises(UnsupportedLayerError, match="200 weight LSBs exceeds Speck's 8-bit biases"):
+        target.build(_graph(biased))
+    assert {("speck_bias", "0")} <= {(v.rule, v.layer) for v in sf.check(biased, "speck").violations}
+    report = sf.round_biases(biased, bits=8)
+    assert report.to_dict()["layers"][0]["clipped"] == 4
+    target.build(_graph(biased))
+    assert not [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
+
+
+@needs_snntorch
+def test_round_biases_puts_biases_on_the_weight_grid():
+    from snn_spikefit.errors import NotWrappedError
+
+    torch.manual_seed(0)
+    net = _conv("subtract", True)
+    with pytest.raises(NotWrappedError, match="frozen with integer codebooks"):
+        sf.round_biases(net)
+    sf.wrap(net, m=4, bits=8)
+    sf.freeze(net)
+    before = {i: net[i].bias.detach().clone() for i in (0, 6)}
+    with pytest.raises(SpikeFitValueError, match="bits=1 is not allowed"):
+        sf.round_biases(net, bits=1)
+    assert all(torch.equal(net[i].bias, b) for i, b in before.items())  # unchanged on error
+    report = sf.round_biases(net)
+    assert [r["layer"] for r in report.to_dict()["layers"]] == ["0", "6"]
+    for i, b in before.items():
+        s = net[i].parametrizations.weight[0].scale.double()
+        k = net[i].bias.double() / s
+        assert torch.allclose(k, torch.round(k), atol=1e-4, rtol=0)
+        assert float(((net[i].bias.double() - b.double()) / s).abs().max()) <= 0.5 + 1e-4
+    assert max(r["max_change_lsb"] for r in report.to_dict()["layers"]) <= 0.5 + 1e-6
 
 
 @needs_snntorch
@@ -115,6 +167,7 @@ def test_sinabs_program_folds_the_scale_into_the_threshold():
     net = _conv("subtract", True)
     sf.wrap(net, m=4, bits=8)
     sf.freeze(net)
+    sf.round_biases(net, bits=8)
     program = get_target("sinabs").build(_graph(net)).program
     iaf = [op for op in program.ops if op["kind"] == "iaf"]
     pools = [op for op in program.ops if op["kind"] == "sumpool"]
@@ -132,6 +185,7 @@ def test_check_speck_memory_rules_follow_sinabs():
     small = _conv("subtract", True)
     sf.wrap(small, m=4, bits=8)
     sf.freeze(small)
+    sf.round_biases(small, bits=8)
     assert sf.check(small, "speck", sample=torch.zeros(1, 1, 8, 8)).ok
     get_target("sinabs").build(_graph(small))
     # sinabs memory_summary: kernel = c * 2**(ceil(log2 9) + ceil(log2 128)) = 64 * 2**11; neurons = 128 * 2**(5+5)

@@ -103,10 +103,55 @@ def test_xylosim_runs_our_integers_bit_for_bit(xylo):
     assert [(layer.dash_syn, layer.dash_mem) for layer in network.spec.layers] == [(1, 3), (1, 3)]
 
 
+def trained_xylo(batches=30):
+    """The zoo's Xylo net (16-40-8 Synaptic, alpha 0.5, beta 0.875), m=4 bits=8, wrap(hardware="xylo"): CAT
+    trains Xylo's own neuron (neurons/xylo_state.py), frozen."""
+    from snn_spikefit.zoo.snntorch import xylo_snn
+
+    torch.manual_seed(0)
+    train, _, _ = _data()
+    net = xylo_snn(16, 8, (40,), threshold=0.5)
+    sf.wrap(net, m=4, bits=8, hardware="xylo")
+    loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True)
+    sf.fit(net, [b for _, b in zip(range(batches), loader)], num_steps=8, lr=1e-2, progress=False)
+    sf.freeze(net)
+    return net
+
+
 @pytest.mark.slow
 @needs_snntorch
-def test_xylosim_saturation_and_recurrent_hops(xylo):
-    """Three layers (one recurrent hop), large weights and full inputs: int16 saturation on both sides."""
+def test_trained_for_xylo_our_simulation_is_xylosim_spike_for_spike(xylo, tmp_path):
+    """wrap(hardware="xylo") -> CAT -> freeze: sf.run's spikes == xylosim's at every step of 50, every layer."""
+    _, x, y = _data(SAMPLES)
+    net = trained_xylo()
+    assert {type(r).__name__ for r in sf.state_rules(net).values()} == {"XyloRule"}
+    report = verify(net, (x, y), target="xylo", modes=("fixed",), num_steps=STEPS)
+    assert report.ok
+    for row in report.layers:
+        assert 0 < row.target < SAMPLES * STEPS * row.neurons, f"{row.layer} silent or saturated"
+        assert row.differing == 0 and row.ours == row.target  # our own simulation, not only our integer model
+        assert row.differing_int == 0
+    acc = report.accuracy["fixed"]
+    assert acc["ours"] == acc["target"] == acc["ours_int"]
+    # through a .nir file: the importer gives the neurons Xylo's update back, the same spikes again
+    path = tmp_path / "xylo.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.export_nir(net, torch.zeros(1, 16), path)
+    again = verify(str(path), (x, y), target="xylo", modes=("fixed",), num_steps=STEPS)
+    assert [(r.ours, r.target, r.differing) for r in again.layers] == [(r.ours, r.target, 0) for r in report.layers]
+    network = xylo.build(_graph(net))
+    network.run(np.zeros((1, 3, 16)))
+    codes = [layer.codes for layer in network.spec.layers]
+    assert np.array_equal(network.held["held_in"], codes[0].T) and np.array_equal(network.held["held_out"], codes[1].T)
+    for layer, c in zip(net[0::2], codes):  # the codes are our frozen integers
+        q = layer.parametrizations.weight[0]
+        assert np.array_equal(q.codebook_int[0][q.codes.long()].numpy().reshape(c.shape), c)
+        assert len(np.unique(c)) <= 4
+
+
+def _loud_net():
+    """Three Synaptic layers, weights x8 and low thresholds: several spikes a step and saturating currents."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(16, 12, bias=False), _syn(alpha=0.75, beta=0.5, threshold=0.05),
                         nn.Linear(12, 10, bias=False), _syn(threshold=0.2), nn.Linear(10, 4, bias=False),
@@ -115,6 +160,28 @@ def test_xylosim_saturation_and_recurrent_hops(xylo):
         for m in net:
             if isinstance(m, nn.Linear):
                 m.weight.mul_(8.0)
+    return net
+
+
+@pytest.mark.slow
+@needs_snntorch
+def test_xylo_state_multi_spike_and_saturation_in_xylosim(xylo):
+    """Large weights, low thresholds, full inputs: several hidden spikes a step and saturating currents."""
+    net = _loud_net()
+    sf.wrap(net, hardware="xylo")
+    sf.freeze(net)
+    x = np.random.default_rng(0).integers(0, 16, (3, 30, 16)) / 15
+    report = verify(net, torch.from_numpy(x).transpose(0, 1), target="xylo", modes=("fixed",), num_steps=None)
+    assert report.ok and all(r.differing == 0 and r.target > 0 for r in report.layers)
+    ours = xylo.build(_graph(net)).simulate(x)
+    assert ours[0].max() == 31 and ours[1].max() > 1  # hidden layers at Xylo's 31-spike limit
+
+
+@pytest.mark.slow
+@needs_snntorch
+def test_xylosim_saturation_and_recurrent_hops(xylo):
+    """Three layers (one recurrent hop), large weights and full inputs: int16 saturation on both sides."""
+    net = _loud_net()
     _frozen(net)
     network = xylo.build(_graph(net))
     x = np.random.default_rng(0).integers(0, 16, (3, 30, 16)) / 15

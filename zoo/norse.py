@@ -18,7 +18,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["lif_box", "conv_snn", "dense_snn"]
+__all__ = ["lif_box", "conv_snn", "dense_snn", "ResidualBlock", "ResidualSNN", "sew_resnet", "sparse_resnet"]
+
+BLOCKS = ("sew", "sparse")
 
 
 def lif_box(beta: float = 0.5, threshold: float = 1.0, *, dt: float = 1e-3, subtract: bool = False) -> nn.Module:
@@ -82,3 +84,69 @@ def dense_snn(
         f = h
     layers.append(nn.Linear(f, num_classes))
     return norse.SequentialState(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """The Norse twin of :class:`snn_spikefit.zoo.snntorch.ResidualBlock` (``LIFBoxCell`` neurons).
+
+    ``forward(x, state) -> (out, state)``: ``state`` is a dict of the cells' states, as
+    ``norse.torch.SequentialState`` threads them. ``kind="sew"``: ``out = n2(conv2(n1(conv1(x)))) + x``;
+    ``kind="sparse"``: a barrier cell after the addition, with threshold ``(1 - beta) * threshold``: Norse's
+    Euler step scales its input by ``1 - beta`` (``v <- beta v + (1 - beta) I``) and no weight in front
+    of it absorbs that, so it fires where snnTorch's ``Leaky`` (``u <- beta u + I``) would on the same sum.
+    """
+
+    def __init__(self, channels: int, kind: str = "sew", *, beta: float = 0.5, threshold: float = 1.0,
+                 dt: float = 1e-3) -> None:
+        super().__init__()
+        if kind not in BLOCKS:
+            raise ValueError(f"kind={kind!r} is not allowed; use one of {BLOCKS}")
+        self.kind = kind
+        self.conv1, self.n1 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
+        self.conv2, self.n2 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
+        if kind == "sparse":
+            self.barrier = lif_box(beta, (1.0 - beta) * threshold, dt=dt)
+
+    def forward(self, x, state=None):
+        state = {} if state is None else state
+        h, s1 = self.n1(self.conv1(x), state.get("n1"))
+        out, s2 = self.n2(self.conv2(h), state.get("n2"))
+        out = out + x
+        new = {"n1": s1, "n2": s2}
+        if self.kind == "sparse":
+            out, new["barrier"] = self.barrier(out, state.get("barrier"))
+        return out, new
+
+
+class ResidualSNN(nn.Module):
+    """Conv3x3 stem -> LIFBoxCell, ``blocks`` x :class:`ResidualBlock`, AvgPool(2) -> Flatten -> Linear."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
+                 blocks: int = 2, kind: str = "sew", *, beta: float = 0.5, threshold: float = 1.0,
+                 dt: float = 1e-3) -> None:
+        super().__init__()
+        self.stem, self.stem_lif = nn.Conv2d(in_channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
+        self.blocks = nn.ModuleList([ResidualBlock(channels, kind, beta=beta, threshold=threshold, dt=dt)
+                                     for _ in range(blocks)])
+        self.pool, self.flat = nn.AvgPool2d(2), nn.Flatten()
+        self.fc = nn.Linear(channels * (image_size // 2) ** 2, num_classes)
+
+    def forward(self, x, state=None):
+        state = {} if state is None else state
+        h, new = self.stem_lif(self.stem(x), state.get("stem")), {}
+        h, new["stem"] = h
+        for i, block in enumerate(self.blocks):
+            h, new[i] = block(h, state.get(i))
+        return self.fc(self.flat(self.pool(h))), new
+
+
+def sew_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
+               blocks: int = 2, **kw) -> ResidualSNN:
+    """A small SEW-ResNet-style Norse SNN (spikes added on the shortcut)."""
+    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sew", **kw)
+
+
+def sparse_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
+                  blocks: int = 2, **kw) -> ResidualSNN:
+    """A small Sparse-ResNet-style Norse SNN (a barrier cell re-spikes each block's sum)."""
+    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sparse", **kw)

@@ -16,6 +16,8 @@ snn_spikefit.errors.SpikeFitValueError: generic-45nm gives no budget to fit: ...
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -31,34 +33,46 @@ from ..pruning.importance import get_criterion
 from ..pruning.prune import _default_loss, _score
 from ..pruning.surgery import prunable_layers, remove_channels
 from ..quantize.wrap import freeze
-from ..train import fit
+from ..train import accuracy, fit
 from ..adapter import get_adapter
-from .allocate import allocate, lower_bound
-from .budgets import ALLOCATION_RULES, CODEBOOK_RULES, UNFIXABLE_RULES, Layout, core_map, profile_budgets
+from .allocate import lower_bound
+from .budgets import ALLOCATION_RULES, CODEBOOK_RULES, UNFIXABLE_RULES, Layout, profile_budgets
 from .report import Candidate, FitToChipReport
+from .search import search
+from .validation import check_fraction, split_validation
 from .usage import rule_usage
 
 __all__ = ["fit_to_chip", "OBJECTIVES"]
 
 OBJECTIVES = ("accuracy", "deploy_ratio", "energy")
-TIGHTEN = 0.85   # a budget still broken after the surgery is scaled by this for the next try
+#: The Distiller's keywords ``distill={...}`` may give (the teacher is the original model).
+DISTILL_KEYS = ("layers", "membrane_weight", "logit_weight", "temperature")
 
 
 class _Job:
-    """The prepared state shared by every candidate: data, original, wrapped copy, groups, scores."""
+    """The prepared state shared by every candidate: data, original, wrapped copy, groups, scores.
 
-    def __init__(self, model, data, profile, *, m, bits, granularity, criterion, num_batches, progress):
-        self.profile, self.data, self.progress = profile, data, progress
+    ``data.train`` is what fine-tunes and scores (the training data less the validation split);
+    ``val``: the held-out batches candidates are chosen on (``None``: no selection). ``all_groups``:
+    find and score the prunable groups even on a chip with no allocation budget (a uniform baseline).
+    """
+
+    def __init__(self, model, data, profile, *, m, bits, granularity, criterion, num_batches, progress,
+                 val=None, distill=None, all_groups=False):
+        self.profile, self.data, self.progress, self.val = profile, data, progress, val
+        self.distill = _distill_kwargs(distill)
         m, bits, granularity = profile.wrap_arguments(m=m, bits=bits, granularity=granularity)
         self.settings = {"m": m, "bits": bits, "granularity": granularity,
-                         "criterion": criterion if isinstance(criterion, str) else type(criterion).__name__}
+                         "criterion": criterion if isinstance(criterion, str) else type(criterion).__name__,
+                         "distill": self.distill}
         s = {"m": m, "bits": bits, "granularity": granularity, "init": "kmeans", "exclude": None}
         self.original, self.work, self.sample, self.check_before = _prepare(model, data, s, lambda text: None,
                                                                              profile)
         self.steps = _trace_steps(data)
         _refuse_unfixable(self.check_before, profile)
         self.limits = {r: v for r, v in profile_budgets(profile).items() if r in ALLOCATION_RULES}
-        self.groups = prunable_layers(self.work, self.sample, num_steps=self.steps) if self.limits else []
+        scored = self.limits or all_groups  # all_groups: prunable even where no allocation budget applies
+        self.groups = prunable_layers(self.work, self.sample, num_steps=self.steps) if scored else []
         self.facts_before = layer_facts(self.original, self.sample, self.steps)
         self.layout = Layout(self.facts_before, self.groups, profile)
         _refuse_impossible(self.layout, self.limits, profile)
@@ -69,29 +83,62 @@ class _Job:
                                     progress=progress, desc="scoring channels")
         self.cost = {c.out_group: c.synapses / max(c.out_channels, 1) for c in self.layout.conns if c.out_group}
 
+    def _kept(self, keep: dict[str, int]) -> dict[str, torch.Tensor]:
+        """The channels each pruned group keeps (the highest scores), in channel order."""
+        out = {}
+        for g in self.groups:
+            if keep[g.neuron] < g.channels:
+                order = torch.sort(self.scores[g.neuron], descending=True, stable=True).indices
+                out[g.neuron] = order[:keep[g.neuron]].sort().values
+        return out
+
+    def _fine_tune(self, model: nn.Module, kept: dict, epochs: int, lr: float, name: str) -> None:
+        extra = {}
+        if self.distill is not None:  # teacher: the original, its membranes cut to the kept channels
+            extra = {"teacher": self.original,
+                     "distill": dict(self.distill, prune_report={n: k.tolist() for n, k in kept.items()})}
+        fit(model, self.data.train, epochs=epochs, num_steps=self.data.num_steps, lr=lr,
+            progress=self.progress, desc=f"fine-tune {name}", **extra)
+
     def candidate(self, keep: dict[str, int], *, epochs: int, lr: float, name: str, margin: float,
                   work: nn.Module | None = None, m=None, bits=None):
         """Prune a copy of the wrapped model to ``keep``, fine-tune, freeze, check, measure."""
         model = copy.deepcopy(self.work if work is None else work)
         adapter = get_adapter(model)
+        kept = self._kept(keep)
         for g in self.groups:
-            if keep[g.neuron] < g.channels:
-                order = torch.sort(self.scores[g.neuron], descending=True, stable=True).indices
-                remove_channels(model, adapter, g, order[:keep[g.neuron]].sort().values)
+            if g.neuron in kept:
+                remove_channels(model, adapter, g, kept[g.neuron])
         adapter.reset(model)
         if epochs > 0:
-            fit(model, self.data.train, epochs=epochs, num_steps=self.data.num_steps, lr=lr,
-                progress=self.progress, desc=f"fine-tune {name}")
+            self._fine_tune(model, kept, epochs, lr, name)
         freeze(model)
         report = check(model, self.profile, sample=self.sample, num_steps=self.steps)
         measured = evaluate(model, self.data.test, hardware=self.profile, num_steps=self.data.num_steps,
                             progress=self.progress)
+        val = None if self.val is None else accuracy(model, self.val, num_steps=self.data.num_steps)
         facts = layer_facts(model, self.sample, self.steps)
         usage = {r: v for r, v in rule_usage(facts, self.profile).items() if r in self.limits}
         cand = Candidate(name, m if m is not None else self.settings["m"],
                          bits if bits is not None else self.settings["bits"], margin, dict(keep), usage,
-                         report.ok, measured.accuracy, measured.energy_mj, measured.size_mb, measured.dr_acc)
+                         report.ok, measured.accuracy, measured.energy_mj, measured.size_mb, measured.dr_acc, val)
         return model, report, measured, facts, cand
+
+
+def _distill_kwargs(distill: Any) -> dict | None:
+    """``distill=`` as the Distiller's keywords: ``False``/``None`` none, ``True`` the defaults, a dict as given."""
+    if distill is None or distill is False:
+        return None
+    if distill is True:
+        return {}
+    if isinstance(distill, dict):
+        bad = [k for k in distill if k not in DISTILL_KEYS]
+        if bad:
+            raise SpikeFitValueError(f"distill={distill!r} is not allowed: {bad} are no Distiller keywords; use "
+                                     f"{list(DISTILL_KEYS)} (prune_report is set by fit_to_chip)")
+        return dict(distill)
+    raise SpikeFitValueError(f"distill={distill!r} is not allowed; use False, True or a dict of Distiller keywords "
+                             f"{list(DISTILL_KEYS)}")
 
 
 def _refuse_unfixable(report, profile: HardwareProfile) -> None:
@@ -125,11 +172,21 @@ def _check_args(objective, max_epochs, lr, profile: HardwareProfile) -> None:
             f"{profile.name!r}), or a chip profile (sf.list_profiles())")
 
 
+def check_margins(margins: Any) -> tuple[float, ...]:
+    """``margins`` as a non-empty tuple of numbers in (0, 1]; anything else is refused by name."""
+    values = tuple(margins) if isinstance(margins, (list, tuple)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in values):
+        raise SpikeFitValueError(f"margins={margins!r} is not allowed; use a non-empty tuple of numbers in (0, 1] "
+                                 f"(1.0: keep as many channels as fit; 0.9: use at most 90% of each budget)")
+    return tuple(float(v) for v in values)
+
+
 def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, objective: str = "accuracy",
                 max_epochs: int = 2, lr: float = 1e-3, m: int | None = None, bits: int | None = None,
                 granularity: str | None = None, criterion: str | Callable = "fsc", num_batches: int = 8,
-                max_tries: int = 4, num_steps: int | None = None, seed: int | None = 0,
-                progress: bool | None = None) -> FitToChipReport:
+                margins: tuple[float, ...] = (1.0, 0.9, 0.8), validation: float | None = 0.2,
+                distill: bool | dict = False, max_tries: int = 4, num_steps: int | None = None,
+                seed: int | None = 0, progress: bool | None = None) -> FitToChipReport:
     """Make a copy of ``model`` fit ``hardware``: codebooks and per-layer channel counts from its budgets.
 
     Args:
@@ -138,11 +195,22 @@ def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile,
         hardware: a profile name or :class:`~snn_spikefit.HardwareProfile`.
         objective: what the cuts spare: ``"accuracy"`` (channels by importance alone), ``"energy"`` or
             ``"deploy_ratio"`` (importance per synapse, so expensive channels go first).
-        max_epochs: fine-tune epochs per try (CAT with the commitment loss; 0: none).
+        max_epochs: fine-tune epochs per candidate (CAT with the commitment loss; 0: none).
         m, bits, granularity: codebook settings; what is not given comes from the chip (``wrap(hardware=)``).
         criterion, num_batches: channel importance (default FSC) and its calibration batches.
-        max_tries: allocations tried; after the first, only budgets ``check`` still finds broken are
-            tightened (by 15% each time).
+        margins: the allocation budgets are scaled by each margin in turn (1.0: keep as many channels as
+            fit; 0.8: use at most 80% of each), one candidate each (an allocation already tried is not
+            trained again).
+        validation: the fraction of the training data held out (:func:`split_validation`, seeded by
+            ``seed``); the candidate passing ``check`` with the highest accuracy on it is kept (ties: the
+            larger margin), and its *test* accuracy is reported. ``None``: no split, the margins are tried
+            in order and the first that passes is kept.
+        distill: distil from the original model while fine-tuning (``True``: the
+            :class:`~snn_spikefit.Distiller` defaults; a dict: its keywords ``layers``,
+            ``membrane_weight``, ``logit_weight``, ``temperature``); the pruned layers' teacher
+            membranes are cut to the kept channels.
+        max_tries: allocations tried per margin; after the first, only budgets ``check`` still finds
+            broken are tightened (by 15% each time).
         seed: seeds torch for the run (the caller's generator state is restored); ``None``: as it is.
 
     Raises:
@@ -152,45 +220,52 @@ def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile,
     """
     profile = as_profile(hardware)
     _check_args(objective, max_epochs, lr, profile)
+    margins, fraction = check_margins(margins), check_fraction(validation)
+    _distill_kwargs(distill)
     loaded = _as_data(data, num_steps, 0 if seed is None else seed)
+    val = None
+    if fraction is not None:
+        loaded, val = split_validation(loaded, fraction, seed=0 if seed is None else seed)
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         job = _Job(model, loaded, profile, m=m, bits=bits, granularity=granularity, criterion=criterion,
-                   num_batches=num_batches, progress=progress)
+                   num_batches=num_batches, progress=progress, val=val, distill=distill)
         before = evaluate(job.original, loaded.test, hardware=profile, num_steps=loaded.num_steps,
                           progress=progress)
-        return _search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries)
+        report = search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries,
+                        margins=margins)
+        notes = []
+        while not report.ok:  # a membrane beyond the chip's state bits: no channel count fixes it, coarser weights do
+            coarser, why = _coarser_bits(report, user_bits=bits, user_m=m)
+            notes += [why] if why else []
+            if coarser is None:
+                break
+            job = _Job(model, loaded, profile, m=None, bits=coarser, granularity=granularity, criterion=criterion,
+                       num_batches=num_batches, progress=progress, val=val, distill=distill)
+            report = search(job, before, objective=objective, max_epochs=max_epochs, lr=lr, max_tries=max_tries,
+                            margins=margins)
+        return replace(report, notes=tuple(notes) + report.notes) if notes else report
 
 
-def _search(job: _Job, before, *, objective: str, max_epochs: int, lr: float, max_tries: int) -> FitToChipReport:
-    limits = dict(job.limits)
-    candidates, packing, margin = [], (), 1.0
-    for attempt in range(1, max_tries + 1):
-        alloc = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost)
-        packing = alloc.packing
-        model, report, after, facts, cand = job.candidate(alloc.keep, epochs=max_epochs, lr=lr,
-                                                          name=f"try {attempt}", margin=round(margin, 4))
-        candidates.append(cand)
-        still = {v.rule for v in report.errors if v.rule in limits}
-        if report.ok or not still:
-            break
-        for rule in still:  # tighten only what check still finds broken
-            limits[rule] = limits[rule] * TIGHTEN
-        margin *= TIGHTEN
-    return _report(job, objective, max_epochs, before, after, report, model, facts, alloc.keep, packing,
-                   candidates)
+def _coarser_bits(report: FitToChipReport, *, user_bits, user_m) -> tuple[int | None, str]:
+    """``(bits to fit again with, why)`` when ``membrane_range`` is the only error left; else ``(None, why)``.
 
-
-def _report(job, objective, max_epochs, before, after, report, model, facts, keep, packing, candidates):
-    used_before = rule_usage(job.facts_before, job.profile)
-    used_after = rule_usage(facts, job.profile)
-    budgets = tuple((r, lim, used_before.get(r), used_after.get(r)) for r, lim in profile_budgets(job.profile).items())
-    allocation = tuple((g.neuron, g.producer, g.channels, keep[g.neuron]) for g in job.groups)
-    after_layout = Layout(facts, [], job.profile)
-    npc = job.profile.neurons_per_core
-    cmap = () if npc is None else tuple(core_map(after_layout.layer_neurons({}), neurons_per_core=npc,
-                                                 one_core_per_layer=job.profile.layer_fits_one_core))
-    settings = dict(job.settings, max_epochs=max_epochs)
-    return FitToChipReport(job.profile.name, objective, settings, budgets, allocation, tuple(packing), before,
-                           after, job.check_before, report, cmap, tuple(candidates), model)
+    The state LSB is the input layer's weight LSB ``s`` (:func:`~snn_spikefit.neurons.state.default_scales`);
+    a membrane ``v`` needs ``|v| / s`` LSBs. One weight bit fewer doubles ``s`` and halves that count,
+    so a peak ``p`` over a limit ``P`` needs ``k = ceil(log2(p / P))`` bits fewer.
+    """
+    errors = report.check_after.errors
+    rules = {v.rule for v in errors}
+    bits = report.settings["bits"]
+    if rules != {"membrane_range"}:
+        return None, ""
+    worst = max(errors, key=lambda v: v.actual / v.limit)
+    k = max(1, math.ceil(math.log2(worst.actual / worst.limit)))
+    head = (f"membrane_range: the membrane of {worst.layer} reaches {worst.actual} state LSBs, the chip holds "
+            f"+-{worst.limit}; no channel allocation changes that (the LSB is the input weights' LSB)")
+    if user_bits is not None or user_m is not None or bits is None or bits - k < 2:
+        why = ("bits/m were given" if user_bits is not None or user_m is not None
+               else f"{bits} - {k} weight bits would leave fewer than 2")
+        return None, f"{head}; not refitted with coarser weights ({why}): lower the input weights or the threshold"
+    return bits - k, f"{head}: refitted with bits={bits - k} ({k} fewer: a {2 ** k}x coarser LSB)"

@@ -40,6 +40,7 @@ class Candidate:
     energy_mj: float | None
     size_mb: float
     dr_acc: float | None
+    val_accuracy: float | None = None   # on the validation split held out of the training data
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self), keep=dict(self.keep), usage=dict(self.usage))
@@ -66,6 +67,8 @@ class FitToChipReport(Report):
     core_map: tuple[tuple[str, int, int, int], ...]  # (layer, core, first neuron, last neuron)
     candidates: tuple[Candidate, ...]
     model: nn.Module = field(repr=False, compare=False, default=None)
+    chosen: int = -1                                 # index of the kept candidate in ``candidates``
+    notes: tuple[str, ...] = ()                      # how it was chosen, uncertain limits used as budgets
 
     @property
     def ok(self) -> bool:
@@ -97,6 +100,13 @@ class FitToChipReport(Report):
             t.add_row([name, r.accuracy, _fmt(r.energy_mj), _fmt(r.dr_acc), r.size_mb])
         return t
 
+    def candidate_table(self) -> Table:
+        t = Table(["candidate", "margin", "ok", "val_accuracy", "accuracy", "chosen"], title="candidates tried")
+        for i, c in enumerate(self.candidates):
+            t.add_row([c.name, c.margin, "yes" if c.ok else "no", _fmt(c.val_accuracy), c.accuracy,
+                       "yes" if i == self.chosen % max(len(self.candidates), 1) else ""])
+        return t
+
     def core_table(self) -> Table:
         t = Table(["core", "layer", "first_neuron", "last_neuron"], title=f"core map ({self.cores} cores)")
         for layer, core, first, last in self.core_map:
@@ -107,6 +117,9 @@ class FitToChipReport(Report):
         parts = [str(self.table()), str(self.allocation_table())]
         if self.packing:
             parts.append("packing: " + "; ".join(self.packing))
+        if len(self.candidates) > 1:
+            parts.append(str(self.candidate_table()))
+        parts += list(self.notes)
         parts.append(str(self.metrics_table()))
         if len(self.core_map) <= 64:
             parts.append(str(self.core_table()))
@@ -123,6 +136,7 @@ class FitToChipReport(Report):
             "packing": list(self.packing), "before": self.before.to_dict(), "after": self.after.to_dict(),
             "check_before": self.check_before.to_dict(), "check_after": self.check_after.to_dict(),
             "core_map": [list(c) for c in self.core_map], "candidates": [c.to_dict() for c in self.candidates],
+            "chosen": self.chosen % max(len(self.candidates), 1), "notes": list(self.notes),
         }
 
     def save_plot(self, path: str | os.PathLike) -> Path | None:

@@ -79,9 +79,10 @@ def main(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     data = load_data(args)
     data = check_fits(loaded, data, args)
-    if args.fit or args.sweep or args.objective != "accuracy":
+    if args.fit or args.sweep or args.objective != "accuracy" or args.distill or args.validation is not None:
         if not args.fit:
-            raise SpikeFitValueError("--sweep and --objective are not allowed without --fit; add --fit")
+            raise SpikeFitValueError("--sweep, --objective, --validation and --distill are not allowed without "
+                                     "--fit; add --fit")
         return fit_main(args, profile, out, loaded, data)
     try:
         with relay_warnings(args):

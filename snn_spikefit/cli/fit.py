@@ -17,9 +17,18 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
                         "(--prune is then not used; --epochs is the fine-tune per try)")
     p.add_argument("--objective", choices=["accuracy", "deploy_ratio", "energy"], default="accuracy",
                    help="with --fit: what the channel cuts spare (default accuracy)")
+    p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
+                   help="with --fit: fraction of the training data held out to choose among the budget margins "
+                        "tried (default 0.2; 0: no split, the first margin that passes is kept)")
+    p.add_argument("--distill", action="store_true",
+                   help="with --fit: distil from the original model while fine-tuning (membranes and logits)")
     p.add_argument("--sweep", action="store_true",
                    help="with --fit: try budget margins 1, 0.75, 0.5 and print the Pareto front "
                         "(accuracy vs energy vs size)")
+
+
+def _validation(value: float | None) -> float | None:
+    return 0.2 if value is None else (None if value == 0 else value)
 
 
 def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
@@ -42,6 +51,7 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
                 result = sf.fit_to_chip(loaded.model, data, hardware=profile, objective=args.objective,
                                         max_epochs=args.epochs, lr=args.lr, m=args.m, bits=args.bits,
                                         granularity=args.granularity, criterion=args.criterion, seed=args.seed,
+                                        validation=_validation(args.validation), distill=args.distill,
                                         progress=progress)
     except sf.ConstraintViolationError as exc:  # found before training: no allocation can fix it
         print(f"spikefit compress --fit: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -8,6 +8,10 @@ neuron memory 64,64,64,32,32,16,16,16,16 Ki per core. A Linear layer counts as a
 over its inputs (sinabs maps it to a conv whose kernel is its input's size: a lower bound when the
 input was a flattened map).
 
+``speck_bias``: a bias must be an integer number of the layer's weight LSB (its frozen codebook
+scale), at most 127 (sinabs 3.1.3 ``discretize.py`` gives biases the weights' 8 bits); the Speck
+target refuses the same (``sf.round_biases`` is the fix).
+
 ``xylo_layers`` (rockpool 3.1 ``devices/xylo/syns61201/xylo_mapper.py``, xylosim 0.1.3, and
 :mod:`snn_spikefit.targets.xylo_spec`): at most 1000 hidden and 8 readout neurons; every neuron
 has a synaptic current with bit-shift decays (``alpha = 1 - 2**-k``, k in 1..15; ``beta = 1 -
@@ -28,6 +32,7 @@ __all__ = ["SPECK_KERNEL_MEMORY", "SPECK_NEURON_MEMORY", "XYLO_HIDDEN", "XYLO_OU
 SPECK_KERNEL_MEMORY = [16 * 1024] * 3 + [32 * 1024] * 2 + [64 * 1024] * 2 + [16 * 1024] * 2
 SPECK_NEURON_MEMORY = [64 * 1024] * 3 + [32 * 1024] * 2 + [16 * 1024] * 4
 SPECK_BIAS_MEMORY = 1024
+SPECK_BIAS_SLACK, SPECK_BIAS_MAX = 1e-2, 127   # as targets/sinabs_program.py (float32 k * scale)
 XYLO_HIDDEN, XYLO_OUTPUTS, XYLO_DASH_MAX = 1000, 8, 15
 
 
@@ -97,6 +102,30 @@ def speck_memory(ctx: CheckContext) -> None:
                 "shrink the largest layers")
 
 
+def speck_bias(ctx: CheckContext) -> None:
+    """Speck holds integer biases in the weight scale (sinabs 3.1.3 discretize.py: 8 bits, like the weights)."""
+    if ctx.profile.name != "speck":
+        return
+    for f in ctx.layers:
+        bias = getattr(f.module, "bias", None)
+        scale = getattr(f.quantizer, "scale", None)
+        if not isinstance(bias, torch.Tensor) or not bool(bias.ne(0).any()):
+            continue
+        if not isinstance(scale, torch.Tensor) or getattr(f.quantizer, "codebook_int", None) is None:
+            ctx.skip("speck_bias", f.name, "integer biases need the layer's frozen integer weights (sf.freeze)")
+            continue
+        s = scale.double().reshape(-1)
+        k = bias.detach().double() / (s if s.numel() == bias.numel() else s[0])
+        off = float((k - torch.round(k)).abs().max())
+        if off > SPECK_BIAS_SLACK:
+            ctx.add("speck_bias", "bias_integer", f.name, "integer weight LSBs", f"{off:.3g} LSB off the grid",
+                    "Speck holds integer biases in the weight scale: sf.round_biases(model, bits=8) after sf.freeze "
+                    "(or bias=False)")
+        elif int(torch.round(k).abs().max()) > SPECK_BIAS_MAX:
+            ctx.add("speck_bias", "bias_bits", f.name, SPECK_BIAS_MAX, int(torch.round(k).abs().max()),
+                    "Speck biases are 8-bit integers of the weight LSB: lower the bias or use finer weights")
+
+
 def _dash_of(value, lo: int) -> int | None:
     v = torch.as_tensor(value, dtype=torch.float64).reshape(-1).unique()
     if v.numel() != 1 or not 0 <= float(v) < 1:
@@ -137,4 +166,5 @@ def xylo_layers(ctx: CheckContext) -> None:
 
 
 register_check_rule("speck_memory", speck_memory)
+register_check_rule("speck_bias", speck_bias)
 register_check_rule("xylo_layers", xylo_layers)

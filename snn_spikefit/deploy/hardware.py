@@ -75,6 +75,7 @@ class HardwareProfile:
     decay_bits: int | None = None                  # fraction bits of c, or the largest shift k
     state_fraction_bits: int | None = None         # state LSBs per weight LSB = 2**this (inputs shifted left)
     current_overflow: str | None = None            # "saturate" or "wrap"
+    state_order: str | None = None                 # "xylo": the chip's own update order (neurons/xylo_state.py)
     uncertain: tuple[str, ...] = ()                # fields whose value is secondary or unconfirmed
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> where the value comes from
     notes: str = ""
@@ -100,6 +101,9 @@ class HardwareProfile:
             raise SpikeFitValueError(f"profile {self.name!r}: decay={self.decay!r} / current_overflow="
                                      f"{self.current_overflow!r} is not allowed; use one of {_DECAYS} / "
                                      f"'saturate', 'wrap' (or None)")
+        if self.state_order not in (None, "framework", "xylo"):
+            raise SpikeFitValueError(f"profile {self.name!r}: state_order={self.state_order!r} is not allowed; "
+                                     f"use 'framework', 'xylo' or None")
         v = self.state_fraction_bits
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise SpikeFitValueError(f"profile {self.name!r}: state_fraction_bits={v!r} is not allowed; "

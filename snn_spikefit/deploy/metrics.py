@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..distributed import all_gather_cat
+from ..distributed import all_gather_cat, real_samples
 from ..progress import progress_bar
 from ..errors import SpikeFitTypeError, SpikeFitValueError
 from .hardware import HardwareProfile, as_profile
@@ -313,8 +313,10 @@ def evaluate(
                 counter.add_samples(int(y.shape[0]))
         ops = counter.result()
     # over every rank's share of the test set (a DistributedSampler); ops and latency stay this rank's
-    local_samples = sum(int(y.numel()) for y in labels)
-    pred, target = all_gather_cat(torch.cat(preds).cpu()), all_gather_cat(torch.cat(labels).cpu())
+    # without the samples a DistributedSampler repeats to pad the last ranks
+    local_samples, keep = sum(int(y.numel()) for y in labels), real_samples(data)
+    pred = all_gather_cat(torch.cat(preds).cpu()[:keep])
+    target = all_gather_cat(torch.cat(labels).cpu()[:keep])
     samples = int(target.numel())
     accuracy = 100.0 * float((pred == target).double().mean())
     f1 = 100.0 * macro_f1(pred, target)

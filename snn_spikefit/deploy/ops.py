@@ -25,8 +25,14 @@ levels ``0 .. L-1`` counts its ACs on the level, ``k`` ACs per synapse for a lev
 cost on a chip whose spikes are binary events, where level ``k`` travels as ``k`` events. Its
 ``graded`` count is one event per non-zero level and synapse: the cost on a chip with graded spikes
 (one payload-carrying event; :attr:`HardwareProfile.graded_spikes`). For binary spikes the two are
-equal. A level map that went through a layer that changes values (pooling, an addition) is no longer
+equal. A level map that went through a layer that changes values (pooling) is no longer
 the neuron's output: its operations are MACs. Firing rates count non-zero levels.
+
+Added spike maps (SEW residual ``out = n2(...) + x``; ``a + b``, ``a += b``, ``torch.add`` of neuron outputs
+or their sums, watched by a ``TorchFunctionMode`` while counting) hold ``k`` where ``k`` spikes meet: counted
+like a level-``k`` spike, ``k`` ACs per synapse in ``acs`` (``sum_i x_i [w_ji != 0]``: ``k`` binary events,
+one per source neuron) and one event per non-zero position in ``graded`` (the count as a graded payload).
+A spike map added to anything else (a membrane or current shortcut) is a real value: MACs.
 
 >>> import torch
 >>> from torch import nn
@@ -55,6 +61,7 @@ from ..table import Table
 from ..adapter import get_adapter
 from ..quantize.layers import layer_name
 from ..trace import Recorder
+from .spike_sums import SpikeSums, may_add, storage
 
 __all__ = ["count_ops", "OpCounter", "OpCounts", "LayerOps", "NeuronActivity", "OP_RULES",
            "register_op_rule", "connection_layers", "neuron_weights"]
@@ -215,7 +222,8 @@ class OpCounter:
         self.samples = 0
         self._ops: dict[str, list[float]] = {n: [0.0] * 4 for n, _ in self.layers}  # acs, macs, dense, graded
         self._ops.update({n: [0.0] * 4 for n, _, _ in self.owned})
-        self._emitted: dict[int, Tensor] = {}  # storage pointer -> a neuron's output this batch (held: no reuse)
+        self._emitted: dict[int, Tensor] = {}  # storage pointer -> a neuron's output (or a sum of them) this batch
+        self._sums = SpikeSums(self._emitted) if may_add(model) else None
         self._spikes: dict[str, list[float]] = {n: [0.0, 0.0] for n in self.recorder.neurons}  # nonzero, total
         self._neurons: dict[str, int] = {}
         self._handles: list[Any] = []
@@ -239,9 +247,13 @@ class OpCounter:
             for module in self.recorder.neurons.values():
                 self._handles.append(module.register_forward_hook(self._emit_hook()))
         self.recorder.__enter__()
+        if self._sums is not None:
+            self._sums.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._sums is not None:
+            self._sums.__exit__(*exc)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -252,13 +264,13 @@ class OpCounter:
 
         def fn(module, args, output):
             spk = adapter.spikes(module, output)
-            if isinstance(spk, Tensor):
-                self._emitted[spk.untyped_storage().data_ptr()] = spk
+            if isinstance(spk, Tensor) and storage(spk) is not None:
+                self._emitted[storage(spk)] = spk
         return fn
 
     def _levels(self, x: Tensor) -> bool:
-        """``x`` is (a view of) a neuron's output this batch, holding levels 0, 1, 2, ..."""
-        if self._emitted.get(x.untyped_storage().data_ptr()) is None:
+        """``x`` is (a view of) a neuron's output this batch, or a sum of them, holding levels 0, 1, 2, ..."""
+        if self._emitted.get(storage(x)) is None:
             return False
         return bool(((x >= 0) & (x == torch.floor(x))).all())
 
@@ -355,7 +367,6 @@ def count_ops(model: nn.Module, x: Tensor, *, num_steps: int | None = None) -> O
         x: static ``[B, ...]`` input with ``num_steps``, or time-major ``[T, B, ...]``.
         num_steps: steps for a static input.
     """
-
     check_input(x, num_steps)
     batch = int(x.shape[0] if num_steps is not None else x.shape[1])
     with OpCounter(model) as counter:

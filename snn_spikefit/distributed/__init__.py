@@ -11,7 +11,8 @@ these helpers unconditionally. Under ``torchrun`` / DDP (gloo on CPU, NCCL on GP
 * ``prune`` all-reduces its importance scores and sample counts, and checks (checksum of the kept
   indices) that every rank removes the same channels.
 * ``recalibrate_bn`` computes each BatchNorm call's statistics over the global batch (all-reduced sums).
-* ``accuracy`` and ``fit``'s loss history are aggregated over ranks.
+* ``accuracy`` and ``fit``'s loss history are aggregated over ranks; ``accuracy`` and ``evaluate`` drop
+  the samples a ``DistributedSampler`` repeats to pad the last ranks (:func:`real_samples`).
 
 >>> import torch
 >>> all_reduce_sum(torch.tensor([1.0, 2.0])).tolist()    # one process: unchanged
@@ -29,11 +30,12 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from ..errors import SpikeFitError, SpikeFitTypeError
 
 __all__ = ["is_distributed", "comm_device", "rank", "world_size", "all_reduce_sum", "all_gather_cat", "checksum", "check_same",
-           "check_same_model", "refuse_ddp", "unwrap_ddp", "rank_zero_only", "DistributedMismatchError"]
+           "check_same_model", "real_samples", "local_neuron_state", "refuse_ddp", "unwrap_ddp", "rank_zero_only", "DistributedMismatchError"]
 
 
 class DistributedMismatchError(SpikeFitError, RuntimeError):
@@ -85,6 +87,27 @@ def all_gather_cat(t: Tensor) -> Tensor:
     return torch.cat([g[:int(s)] for g, s in zip(got, sizes)]).to(t.device)
 
 
+def real_samples(data: Any) -> int | None:
+    """How many of the samples ``data`` yields on this rank are real, not a ``DistributedSampler``'s padding.
+
+    Without ``drop_last``, ``DistributedSampler`` pads the index list of a dataset of ``N`` samples to
+    ``total_size = W * ceil(N / W)`` by repeating its first indices, then gives rank ``r`` the positions
+    ``r, r + W, r + 2W, ...``. Position ``r + iW`` is padding iff it is ``>= N``, so this rank's real samples
+    are its first ``max(0, ceil((N - r) / W))``, and the padding is its tail. ``None`` when ``data`` is not a
+    ``DataLoader`` over a padding ``DistributedSampler`` (every sample it yields is real).
+
+    >>> from torch.utils.data import DataLoader
+    >>> ds = list(range(5))
+    >>> [real_samples(DataLoader(ds, sampler=DistributedSampler(ds, num_replicas=2, rank=r))) for r in (0, 1)]
+    [3, 2]
+    """
+    sampler = getattr(data, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None
+    n, w, r = len(sampler.dataset), sampler.num_replicas, sampler.rank  # type: ignore[arg-type]
+    return max(0, -(-(n - r) // w))
+
+
 def checksum(*tensors: Tensor) -> int:
     """A 63-bit hash of the bytes of ``tensors`` (moved to the CPU), equal iff they are equal bit for bit."""
     h = hashlib.sha256()
@@ -132,6 +155,35 @@ def unwrap_ddp(model: nn.Module) -> nn.Module:
     return model
 
 
+def local_neuron_state(model: nn.Module, neurons: list[nn.Module]) -> None:
+    """Stop a DDP ``model`` from broadcasting the buffers of ``neurons`` (their state) from rank 0.
+
+    DDP copies rank 0's buffers into every rank at the start of each forward call (``broadcast_buffers``,
+    on by default). A spiking model is called once per timestep, and snnTorch keeps the membrane as a buffer:
+    the copy writes rank 0's membrane into the tensor rank 1's autograd graph saved at the last step, without
+    a version bump, so rank 1's gradient is computed from rank 0's membranes (measured: 1.4e-3 off the mean of
+    the two half-batch gradients after one step; 1e-9 with this). Neuron state belongs to each rank's own
+    samples, so its buffers are added to the names DDP leaves alone (``parameters_to_ignore``, the set
+    ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model`` fills); BatchNorm's running
+    statistics and other buffers are still broadcast. A no-op for a model that is not DDP.
+    """
+    while hasattr(model, "_orig_mod"):  # torch.compile(ddp)
+        model = model._orig_mod
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return
+    ids = {id(n) for n in neurons}
+    names = {f"{name}.{b}" if name else b for name, mod in model.module.named_modules() if id(mod) in ids
+             for b, _ in mod.named_buffers(recurse=False)}
+    ignore = getattr(model, "parameters_to_ignore", None)
+    if isinstance(ignore, set) and hasattr(model, "_assign_modules_buffers"):
+        ignore.update(names)
+        model._assign_modules_buffers()  # DDP tests this list before it refreshes it: none left, no broadcast
+    elif names:  # a torch without that set: no buffer is broadcast (neuron state must not be)
+        for flag in ("forward_sync_buffers", "broadcast_buffers"):
+            if hasattr(model, flag):
+                setattr(model, flag, False)
+
+
 def rank_zero_only(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate ``fn`` (e.g. ``sf.freeze`` then ``sf.export_nir`` to a file) to run on rank 0 only.
 
@@ -144,3 +196,8 @@ def rank_zero_only(fn: Callable[..., Any]) -> Callable[..., Any]:
             dist.barrier()
         return out
     return inner
+
+
+from .syncbn import SyncBatchNorm1d, SyncBatchNorm2d, SyncBatchNorm3d, sync_batchnorm, unsync_batchnorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm1d", "SyncBatchNorm2d", "SyncBatchNorm3d", "sync_batchnorm", "unsync_batchnorm"]

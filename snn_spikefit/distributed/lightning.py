@@ -13,6 +13,9 @@ Needs the optional extra ``snn-spikefit[lightning]``. Wrap the model (``sf.wrap`
   DDP and the optimizers are built again (pruning replaces parameters).
 * ``recalibrate``: at the end of fit, :func:`snn_spikefit.recalibrate_bn` (global-batch statistics).
 * ``freeze``: at the end of fit, :func:`snn_spikefit.freeze`.
+* ``sync_batchnorm``: train BatchNorm on the global batch (:func:`snn_spikefit.distributed.sync_batchnorm`,
+  CPU and GPU; Lightning's own ``Trainer(sync_batchnorm=True)`` uses ``nn.SyncBatchNorm``, which refuses CPU
+  tensors and which ``prune`` does not know); the plain classes come back at the end of fit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..quantize.wrap import commitment_loss, freeze as freeze_model
 from ..pruning.prune import prune as prune_model
 from ..runtime import DEFAULT_NUM_STEPS
 from ..train import recalibrate_bn
+from .syncbn import sync_batchnorm as sync_bn, unsync_batchnorm
 
 __all__ = ["SpikeFitCallback"]
 
@@ -35,11 +39,12 @@ __all__ = ["SpikeFitCallback"]
 class SpikeFitCallback(pl.Callback):
     def __init__(self, *, beta: float = 0.25, num_steps: int | None = DEFAULT_NUM_STEPS,
                  prune: dict[int, float] | None = None, prune_kwargs: dict[str, Any] | None = None,
-                 recalibrate: bool = True, freeze: bool = True) -> None:
+                 recalibrate: bool = True, freeze: bool = True, sync_batchnorm: bool = False) -> None:
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise SpikeFitValueError(f"beta={beta!r} is not allowed; use a number >= 0")
         self.beta, self.num_steps, self.schedule = float(beta), num_steps, dict(prune or {})
         self.prune_kwargs, self.recalibrate, self.freeze = dict(prune_kwargs or {}), recalibrate, freeze
+        self.sync_batchnorm = bool(sync_batchnorm)
         self.reports: list = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -48,6 +53,8 @@ class SpikeFitCallback(pl.Callback):
         if not is_wrapped(pl_module):
             raise NotWrappedError("SpikeFitCallback needs a LightningModule whose model was wrapped by "
                                   "snn_spikefit.wrap(...) in __init__ (before the Trainer builds DDP)")
+        if self.sync_batchnorm:
+            sync_bn(pl_module)
         if getattr(pl_module, "_spikefit_step", None) is None:
             original = pl_module.training_step
             beta = self.beta
@@ -81,6 +88,8 @@ class SpikeFitCallback(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.recalibrate:
             recalibrate_bn(pl_module, trainer.train_dataloader, num_steps=self.num_steps)
+        if self.sync_batchnorm:
+            unsync_batchnorm(pl_module)
         if self.freeze:
             freeze_model(pl_module)
         if getattr(pl_module, "_spikefit_step", None) is not None:

@@ -22,6 +22,10 @@ update ``beta_q * v + x - r * theta * s`` (``beta_q``: the nearest decay the chi
 The update follows the neuron's own equations (snnTorch's reset-delay and zero-reset
 conventions included): only precision, rounding, decays and range are the chip's.
 
+A format of ``order="xylo"`` (the Xylo profile) gives current-based subtract-reset neurons Xylo's
+own update instead (:mod:`.xylo_state`: the reset before the leak, the current decaying after its
+input, several spikes a step), so a network trained with it is Xylo's program exactly.
+
 The neuron keeps its class and its constants; :func:`strip_state` (and
 :func:`snn_spikefit.strip`) gives back the plain neuron. Neuron access goes through the
 adapter (:meth:`~snn_spikefit.Adapter.attach_state_rule`).
@@ -41,6 +45,7 @@ from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..quantize.layers import COMPRESSIBLE_TYPES, compressed_layers
 from ..runtime import check_module
+from .xylo_state import xylo_rules
 
 __all__ = ["StateFormat", "StateRule", "quantize_state", "strip_state", "state_rules", "DECAYS",
            "default_scales"]
@@ -48,6 +53,9 @@ __all__ = ["StateFormat", "StateRule", "quantize_state", "strip_state", "state_r
 #: Decay arithmetics: ``"fraction"`` (multiply by ``c / 2**decay_bits``, truncate toward zero),
 #: ``"shift"`` (subtract ``x >> k``, at least one LSB), ``None`` (``round(beta * x)``).
 DECAYS = ("fraction", "shift", None)
+#: Update orders: the framework's own equations at chip precision, or Xylo's (reset before the leak,
+#: the current decaying after its input, several spikes a step: :mod:`.xylo_state`).
+ORDERS = ("framework", "xylo")
 #: A membrane that holds this many thresholds sets the scale when no integer weight gives it.
 _HEADROOM = 8
 
@@ -69,6 +77,7 @@ class StateFormat:
     fraction_bits: int = 0               # state LSBs per weight LSB = 2**fraction_bits (Loihi 6)
     current_overflow: str = "saturate"   # or "wrap" (Loihi's current wraps modulo 2**24)
     name: str = "custom"
+    order: str = "framework"             # or "xylo": Xylo's own update (snn_spikefit.neurons.xylo_state)
 
     def __post_init__(self) -> None:
         for f in ("membrane_bits", "current_bits", "threshold_bits"):
@@ -83,6 +92,8 @@ class StateFormat:
         if self.current_overflow not in ("saturate", "wrap"):
             raise SpikeFitValueError(f"current_overflow={self.current_overflow!r} is not allowed; "
                                      f"use 'saturate' or 'wrap'")
+        if self.order not in ORDERS:
+            raise SpikeFitValueError(f"order={self.order!r} is not allowed; use one of {ORDERS}")
 
     @classmethod
     def from_profile(cls, profile: str | HardwareProfile) -> "StateFormat | None":
@@ -91,7 +102,8 @@ class StateFormat:
         if p.membrane_bits is None or p.decay is None:
             return None
         return cls(p.membrane_bits, p.current_bits, p.decay, p.decay_bits, p.threshold_bits,
-                   p.state_fraction_bits or 0, p.current_overflow or "saturate", p.name)
+                   p.state_fraction_bits or 0, p.current_overflow or "saturate", p.name,
+                   p.state_order or "framework")
 
     # -- decays -------------------------------------------------------------------------------
     def decay_code(self, beta: Tensor, which: str = "membrane") -> Tensor:
@@ -253,7 +265,9 @@ def quantize_state(model: nn.Module, *, hardware: str | HardwareProfile | None =
         state_bits: instead, signed bits of membrane and current, decays as they are.
         fmt: instead, a :class:`StateFormat`.
         scale: the state LSB: one float for every neuron, or ``{neuron name: float}``; default
-            :func:`default_scales`.
+            :func:`default_scales`. For a format of ``order="xylo"`` (``hardware="xylo"``) and no
+            ``scale``, current-based subtract-reset neurons get Xylo's own update
+            (:class:`~snn_spikefit.neurons.xylo_state.XyloRule`, the live LSB of their input layer).
 
     Raises ``UnsupportedLayerError`` (a neuron the adapter cannot do this for) and
     ``SpikeFitValueError``; on any error the model is left as it was.
@@ -281,7 +295,8 @@ def quantize_state(model: nn.Module, *, hardware: str | HardwareProfile | None =
         if unknown:
             raise SpikeFitValueError(f"scale names no neuron {unknown}; neurons: {[n for n, _ in neurons]}")
         scales.update(scale)
-    plans = [(name, m, StateRule(fmt, scale if isinstance(scale, (int, float)) else scales[name]))
+    xylo = xylo_rules(model, fmt, neurons) if fmt.order == "xylo" and scale is None else {}
+    plans = [(name, m, xylo.get(name) or StateRule(fmt, scale if isinstance(scale, (int, float)) else scales[name]))
              for name, m in neurons]
     done = []
     try:

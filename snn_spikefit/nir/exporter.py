@@ -77,20 +77,20 @@ def _codebook_for(source: tuple[nn.Module, str], codebooks: dict[int, list]) -> 
     return next((codebook_metadata(c) for c in codebooks.get(id(module), []) if c.param == param), {})
 
 
-def _add_neuron(key: str, node: Any, source: str, nodes: dict, edges: list, codebooks: dict) -> None:
-    """Add a neuron's node(s) fed from ``source``: one node, or a RecurrentNIR's weights and its cycle."""
+def _add_neuron(key: str, node: Any, sources: list[str], nodes: dict, edges: list, codebooks: dict) -> None:
+    """Add a neuron's node(s) fed the sum of ``sources``: one node, or a RecurrentNIR's weights and its cycle."""
     if not isinstance(node, RecurrentNIR):
         nodes[key] = node
-        edges.append((source, key))
+        edges.extend((source, key) for source in sources)
         return
     if node.input is not None:
         nodes[f"{key}_in"] = node.input
         node.input.metadata.update(_codebook_for(node.input_source, codebooks))
-        edges.append((source, f"{key}_in"))
-        source = f"{key}_in"
+        edges.extend((source, f"{key}_in") for source in sources)
+        sources = [f"{key}_in"]
     nodes[key], nodes[f"{key}_rec"] = node.neuron, node.recurrent
     node.recurrent.metadata.update(_codebook_for(node.recurrent_source, codebooks))
-    edges.extend([(source, key), (key, f"{key}_rec"), (f"{key}_rec", key)])
+    edges.extend([*((source, key) for source in sources), (key, f"{key}_rec"), (f"{key}_rec", key)])
 
 
 def _warn_reset(label: str, module: nn.Module, node: Any) -> None:
@@ -211,14 +211,18 @@ def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | Non
     adapter = graph.adapter
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(sample.shape[1:])})}
     edges: list[tuple[str, str]] = []
-    names = {INPUT: "input"}
+    names: dict[str, list[str]] = {INPUT: ["input"]}  # traced node -> the NIR nodes whose sum it is
     for n in graph.nodes:
         label = n.name or type(n.module).__name__
-        if UNKNOWN in n.inputs or len(n.inputs) != 1:
+        if UNKNOWN in n.inputs or (len(n.inputs) != 1 and not n.is_add):
+            what = f"addition {label!r}" if n.is_add else f"layer {label!r} ({type(n.module).__name__})"
             raise UnsupportedLayerError(
-                f"layer {label!r} ({type(n.module).__name__}) gets its input from a functional op in forward "
-                f"(e.g. torch.flatten, x + y); NIR export needs module-to-module data flow: use modules "
+                f"{what} gets its input from a functional op in forward (e.g. torch.flatten, x * 2; additions "
+                f"of two module outputs are followed); NIR export needs module-to-module data flow: use modules "
                 f"(nn.Flatten, ...) in an nn.Sequential or the framework's sequential container")
+        if n.is_add:  # NIR sums a node's inputs: the addition becomes edges from every operand's sources
+            names[n.name] = _summands(label, [s for i in n.inputs for s in names[i]])
+            continue
         if isinstance(n.module, _PASS_THROUGH):  # no-ops at inference (a folded BatchNorm, dropout)
             names[n.name] = names[n.inputs[0]]
             continue
@@ -233,14 +237,24 @@ def _export(model: nn.Module, sample: Tensor, dt: float, for_importer: str | Non
             node = layer_for_module(label, n.module).to_nir(n.module, in_shape, out_shape)
             node.metadata.update(_codebook_of(label, n.module, codebooks))
             nodes[key] = node
-            edges.append((names[n.inputs[0]], key))
-        names[n.name] = key
+            edges.extend((src, key) for src in names[n.inputs[0]])
+        names[n.name] = [key]
     if graph.output is None:
         raise SpikeFitValueError(f"{type(model).__name__} has no layer to export")
     out_shape = graph.node(graph.output).out_shape[1:]
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
-    edges.append((names[graph.output], "output"))
+    edges.extend((src, "output") for src in names[graph.output])
     return _finish(nodes, edges, adapter, dt, for_importer)
+
+
+def _summands(label: str, sources: list[str]) -> list[str]:
+    """The NIR nodes an addition sums; one node twice (``x + x``) has no NIR form: edges are a set."""
+    twice = sorted({s for s in sources if sources.count(s) > 1})
+    if twice:
+        raise UnsupportedLayerError(
+            f"addition {label!r} adds the output of NIR node(s) {twice} more than once (e.g. x + x); NIR sums "
+            f"a node's inputs over its edges, and an edge cannot be doubled: scale the weights instead")
+    return sources
 
 
 def _finish(nodes: dict, edges: list, adapter: Adapter, dt: float, for_importer: str | None) -> nir.NIRGraph:

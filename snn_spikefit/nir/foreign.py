@@ -23,8 +23,9 @@ import numpy as np
 
 from ..errors import SpikeFitValueError
 from .common import DT_KEY
+from .safety import UnsafeNIRFileError
 
-__all__ = ["detect_dt", "graph_dt", "graph_input_shape", "looks_like_norse", "from_norse_convention", "CONVENTIONS"]
+__all__ = ["detect_dt", "graph_dt", "graph_input_shape", "none_node_hint", "looks_like_norse", "from_norse_convention", "CONVENTIONS"]
 
 #: ``import_nir(convention=...)``: how the neurons' constants are read (``None``: detected).
 CONVENTIONS = ("nir", "norse")
@@ -175,3 +176,11 @@ def from_norse_convention(graph: nir.NIRGraph, dt: float) -> nir.NIRGraph:
     return graph
 
 
+def none_node_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
+    """``exc`` plus, when the graph has ``None`` nodes (``norse.to_nir``), the sentence that says so."""
+    empty = sorted(k for k, n in graph.nodes.items() if n is None)
+    if not empty or isinstance(exc, UnsafeNIRFileError):
+        return exc
+    return SpikeFitValueError(
+        f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
+        f"this for AvgPool2d, Flatten and LIFRecurrentCell), so what they computed cannot be recovered from the file")

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..neurons.xylo_state import restore_chip_state
 from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
 from ..errors import SpikeFitError, SpikeFitValueError, UnsupportedLayerError
 from .common import Gain, check_dt, layer_for_node, supported_layers
 from .compat import require_nir
-from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, numpy_params
+from .foreign import _declared, detect_dt, graph_dt, graph_input_shape, none_node_hint, numpy_params
 from .recurrence import flatten_subgraphs, recurrent_edges
 from .reader import named_errors, read_nir
 from .safety import DEFAULT_MAX_BYTES, UnsafeNIRFileError, check_declared_size, check_max_bytes
@@ -157,7 +158,9 @@ class NIRGraphModule(nn.Module):
         for name in list(self.keys) + [self.output]:
             ins = [self._delayed(p, previous, x) if (p, name) in self._recurrent_set else (x if p not in values else values[p])
                    for p in self.pred[name]]
-            h = ins[0] if len(ins) == 1 else torch.stack(torch.broadcast_tensors(*ins)).sum(0)
+            h = ins[0]
+            for other in ins[1:]:  # an addition trace() sees: residual graphs prune and count like their source
+                h = h + other
             if name == self.output:
                 break
             for i, module in enumerate(self.layers[self.keys[name]]):
@@ -260,20 +263,12 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
     except SpikeFitValueError as first:
         inp = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
         if isinstance(first, UnsafeNIRFileError) or _declared(inp.input_type, 1) == _declared(inp.input_type):
-            raise _with_none_hint(first, graph) from None  # a size over the limit: no second reading
+            raise none_node_hint(first, graph) from None  # a size over the limit: no second reading
         try:
             return _run_shapes(graph, order, pred, output, built, adapter, recurrent, batch=1, max_bytes=max_bytes)
         except SpikeFitValueError as second:  # the batch-less reading got further: report where it stopped
-            raise _with_none_hint(second, graph) from None
+            raise none_node_hint(second, graph) from None
 
-
-def _with_none_hint(exc: SpikeFitValueError, graph: nir.NIRGraph) -> SpikeFitValueError:
-    empty = sorted(k for k, n in graph.nodes.items() if n is None)
-    if not empty or isinstance(exc, UnsafeNIRFileError):
-        return exc
-    return SpikeFitValueError(
-        f"{exc}; nodes {empty} are empty (None): the exporter wrote no operation there (norse.to_nir does "
-        f"this for AvgPool2d, Flatten and LIFRecurrentCell), so what they computed cannot be recovered from the file")
 
 
 @torch.no_grad()
@@ -387,7 +382,8 @@ def _build(graph: nir.NIRGraph, adapter, dt: float, max_bytes: int) -> nn.Module
     if not chain or not order:
         return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state, recurrent=recurrent,
                               shapes=shapes, input_name=inp)
-    return adapter.nir_container([item for name in order for item in _named(name, built[name])])
+    container = adapter.nir_container([item for name in order for item in _named(name, built[name])])
+    return restore_chip_state(graph, container)  # neurons trained in a chip's own order (Xylo) get it back
 
 
 def _named(name: str, modules: list[nn.Module]) -> list[tuple[str, nn.Module]]:

@@ -8,7 +8,10 @@ scores their channels on a few calibration batches (:mod:`snn_spikefit.pruning.i
 then removes the lowest-scoring ones for real (:mod:`snn_spikefit.pruning.surgery`):
 the producing layer loses output channels, BatchNorm and the neuron's
 per-channel parameters follow (through the adapter), and the consuming layer
-loses input channels.
+loses input channels. Channels joined by an addition in ``forward`` (a residual block,
+``out = out + identity``) form one group (:mod:`snn_spikefit.pruning.groups`): scored by the sum of
+their neurons' normalised scores and removed from every layer that produces, carries or consumes
+them; the report has one row per group (``pruned_with`` names its other neurons).
 
 >>> import pytest, torch
 >>> from torch import nn
@@ -63,6 +66,7 @@ class LayerPrune:
     score_mean: float
     score_max: float
     kept: tuple[int, ...]        # original indices of the channels that remain
+    group: tuple[str, ...] = ()  # the other spiking layers pruned with it (channels joined by additions)
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,12 @@ class PruneReport(Report):
 
     def table(self) -> Table:
         t = Table(["neuron", "layer", "channels_before", "channels_after", "params_before", "params_after",
-                   "score_min", "score_mean", "score_max"],
+                   "score_min", "score_mean", "score_max", "pruned_with"],
                   title=(f"prune: criterion={self.criterion}, scope={self.scope}, amount={self.amount}, "
                          f"steps={self.steps}; model parameters {self.params_before} -> {self.params_after}"))
         for r in self.layers:
             t.add_row([r.neuron, r.layer, r.channels_before, r.channels_after, r.params_before, r.params_after,
-                       r.score_min, r.score_mean, r.score_max])
+                       r.score_min, r.score_mean, r.score_max, ", ".join(r.group)])
         return t
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class PruneReport(Report):
             "criterion": self.criterion, "scope": self.scope, "amount": self.amount, "steps": self.steps,
             "params_before": self.params_before, "params_after": self.params_after,
             "num_samples": self.num_samples,
-            "layers": [dict(vars(r), kept=list(r.kept)) for r in self.layers],
+            "layers": [dict(vars(r), kept=list(r.kept), group=list(r.group)) for r in self.layers],
         }
 
 
@@ -125,60 +129,75 @@ def _batches(data: Iterable, num_batches: int):
         yield item
 
 
+def _combine(parts: list[Tensor]) -> Tensor:
+    """One member's scores as they are; a group's: the sum of each member's scores over their mean."""
+    if len(parts) == 1:
+        return parts[0]
+    return sum(s / s.mean() if s.mean() > 0 else s for s in (t.double() for t in parts)).float()
+
+
 def _score(model: nn.Module, layers: list[PrunableLayer], crit: Criterion, data: Iterable, *,
            num_batches: int, num_steps: int | None, loss_fn: Callable, progress: bool | None, desc: str
            ) -> tuple[dict[str, Tensor], int]:
+    """Scores per layer (or group: its members' combined, :func:`_combine`), and the calibration samples."""
     modules = dict(model.named_modules())
     if not crit.needs_data:
-        return {p.neuron: crit.finish(crit(LayerBatch(p.neuron, modules[p.producer], None, None, None,
-                                                      getattr(modules[p.producer], p.producer_weight))), 1
-                                      ).detach().cpu()
+        return {p.neuron: _combine([crit.finish(crit(LayerBatch(label, modules[prod], None, None, None,
+                                                                getattr(modules[prod], p.producer_weight))), 1
+                                                ).detach().cpu() for label, prod in p.weight_members])
                 for p in layers}, 0
-    names = [p.neuron for p in layers]
-    totals: dict[str, Tensor] = {}
+    names = list(dict.fromkeys(n for p in layers for n, _ in p.members))
+    totals: dict[tuple[str, str], Tensor] = {}
     samples = 0
     with eval_mode(model, clear=True):  # no BatchNorm statistics, dropout or codebook re-seeding while scoring
         # once, not per batch: a wrapped producer's weight is its quantizer's output, unchanged while scoring
-        weights = {p.neuron: getattr(modules[p.producer], p.producer_weight) for p in layers}
+        weights = {prod: getattr(modules[prod], p.producer_weight) for p in layers for _, prod in p.members}
         with Recorder(model, names, retain_grad=crit.needs_grad, pre_reset=crit.needs_pre_reset) as rec:
             for x, y in progress_bar(_batches(data, num_batches), total=num_batches, desc=desc, leave=False,
                                      progress=progress):
                 rec.clear()
-                grads: dict[str, Tensor] = {}
-                if crit.needs_grad:
-                    with torch.enable_grad():
-                        x_in = x.detach().requires_grad_(True) if x.is_floating_point() else x
-                        loss = loss_fn(run(model, x_in, num_steps=num_steps), y)
-                        steps = [t for n in names for t in rec.steps[n]]
-                        if not loss.requires_grad:
-                            raise SpikeFitValueError(
-                                f"criterion {type(crit).__name__} needs dL/dspikes but the loss does not depend "
-                                f"on the spikes differentiably (loss_fn returned a tensor without gradient)")
-                        got = torch.autograd.grad(loss, steps, allow_unused=True)
-                    i = 0
-                    for n in names:
-                        k = len(rec.steps[n])
-                        grads[n] = torch.stack([torch.zeros_like(s) if g is None else g
-                                                for s, g in zip(rec.steps[n], got[i:i + k])])
-                        i += k
-                else:
-                    with torch.no_grad():
-                        run(model, x, num_steps=num_steps)
+                grads = _run_batch(model, rec, names, crit, x, y, num_steps, loss_fn)
                 spikes, pre = rec.spikes, rec.pre_reset_membranes
                 for p in layers:
-                    s = spikes[p.neuron].detach()
-                    batch = LayerBatch(p.neuron, modules[p.producer], s, grads.get(p.neuron),
-                                       pre.get(p.neuron), weights[p.neuron])
-                    value = crit(batch).detach().double()
-                    totals[p.neuron] = totals[p.neuron] + value if p.neuron in totals else value
+                    for n, prod in p.members:
+                        s = spikes[n].detach()
+                        batch = LayerBatch(n, modules[prod], s, grads.get(n), pre.get(n), weights[prod])
+                        value = crit(batch).detach().double()
+                        key = (p.neuron, n)
+                        totals[key] = totals[key] + value if key in totals else value
                 samples += int(s.shape[1])
     if is_distributed():  # scores summed over every rank's batches, as if one process saw them all
-        totals = {n: all_reduce_sum(t) for n, t in totals.items()}
+        totals = {k: all_reduce_sum(t) for k, t in totals.items()}
         samples = int(all_reduce_sum(torch.tensor([samples], dtype=torch.float64)).item())
     if samples == 0:
         raise SpikeFitValueError("data yielded no batch; pass a non-empty iterable of (x, y)")
     # on the CPU: channel choice and bookkeeping do not depend on where the model lives
-    return {n: crit.finish(t, samples).float().cpu() for n, t in totals.items()}, samples
+    return {p.neuron: _combine([crit.finish(totals[(p.neuron, n)], samples).float().cpu() for n, _ in p.members])
+            for p in layers}, samples
+
+
+def _run_batch(model, rec: Recorder, names: list[str], crit: Criterion, x, y, num_steps, loss_fn) -> dict[str, Tensor]:
+    """Run one calibration batch; ``dL/dspikes`` per neuron ``[T, B, ...]`` when the criterion needs it."""
+    grads: dict[str, Tensor] = {}
+    if not crit.needs_grad:
+        with torch.no_grad():
+            run(model, x, num_steps=num_steps)
+        return grads
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True) if x.is_floating_point() else x
+        loss = loss_fn(run(model, x_in, num_steps=num_steps), y)
+        steps = [t for n in names for t in rec.steps[n]]
+        if not loss.requires_grad:
+            raise SpikeFitValueError(
+                f"criterion {type(crit).__name__} needs dL/dspikes but the loss does not depend "
+                f"on the spikes differentiably (loss_fn returned a tensor without gradient)")
+        got = torch.autograd.grad(loss, steps, allow_unused=True)
+    i = 0
+    for n in names:
+        k = len(rec.steps[n])
+        grads[n] = torch.stack([torch.zeros_like(s) if g is None else g for s, g in zip(rec.steps[n], got[i:i + k])])
+        i += k
+    return grads
 
 
 # -- choosing and removing channels -------------------------------------------------------------------
@@ -245,7 +264,7 @@ def _warn_ties(layers: list[PrunableLayer], scores: dict[str, Tensor], keep: dic
 
 def _group_params(model: nn.Module, layer: PrunableLayer) -> int:
     modules = dict(model.named_modules())
-    return sum(count_parameters(modules[n]) for n in (layer.producer, *layer.between, layer.neuron))
+    return sum(count_parameters(modules[n]) for n in layer.param_modules)
 
 
 def _check_args(model, amount, scope, steps, num_batches, num_steps, loss_fn, finetune, data):
@@ -286,7 +305,8 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
             :mod:`snn_spikefit.pruning.importance`), a ``Criterion``, or a callable ``fn(LayerBatch) -> Tensor[C]``.
         steps: prune in this many rounds, re-scoring each time; after round ``k`` a fraction
             ``1 - (1 - amount)^(k/steps)`` is gone (each round removes the same share of what is left).
-        ignore: neuron or layer names / glob patterns to leave unpruned.
+        ignore: neuron or layer names / glob patterns to leave unpruned (one member of a channel group
+            leaves its whole group unpruned).
         num_batches: calibration batches per round (one forward + one backward each for gradient criteria).
         loss_fn: ``(run output [T, B, ...], y) -> loss``; default cross-entropy (summed over the batch) of the
             time-summed output.
@@ -341,7 +361,8 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
         todo = [p for p in layers if keep[p.neuron].numel() < p.channels]
         modules = dict(model.named_modules())
         for p in todo:  # dry run on a copy: a neuron the adapter cannot shrink fails before anything changes
-            adapter.prune_neuron(copy.deepcopy(modules[p.neuron]), keep[p.neuron], p.channel_dim)
+            for n in p.neurons:
+                adapter.prune_neuron(copy.deepcopy(modules[n]), keep[p.neuron], p.channel_dim)
         for p in todo:
             remove_channels(model, adapter, p, keep[p.neuron])
             kept[p.neuron] = kept[p.neuron][keep[p.neuron]]
@@ -355,7 +376,7 @@ def prune(model: nn.Module, data: Iterable, *, amount: float = 0.3, criterion: s
         p = first_layers[neuron]
         rows.append(LayerPrune(neuron, p.producer, before, int(kept[neuron].numel()), group_before[neuron],
                                _group_params(model, p), float(s.min()), float(s.mean()), float(s.max()),
-                               tuple(int(i) for i in kept[neuron])))
+                               tuple(int(i) for i in kept[neuron]), tuple(p.neurons[1:])))
     return PruneReport(crit_name, scope, float(amount), steps, tuple(rows), params_before,
                        count_parameters(model), samples, dict(scores))
 

@@ -31,9 +31,11 @@ columns of the recurrent weight (snnTorch ``RLeaky.recurrent``, Norse
 
 :func:`prunable_layers` finds, in the traced data-flow graph, each spiking
 layer's path producer -> (BatchNorm, pools) -> neuron -> (pools, Dropout,
-Flatten) -> consumer, and refuses anything else on it (a functional op, a
-branch, a residual add, an unknown module) naming the layer;
-:func:`remove_channels` applies the surgery along one such path.
+Flatten) -> consumer, and refuses anything else on it (a functional op, an
+unknown module) naming the layer; channels joined by an addition (a residual block) or read
+by several modules form a :class:`~snn_spikefit.pruning.groups.ChannelGroup` pruned together
+(:mod:`snn_spikefit.pruning.groups`). :func:`remove_channels` applies the surgery along one
+path or group.
 
 >>> import torch
 >>> from torch import nn
@@ -199,11 +201,7 @@ def surgery_for(module: nn.Module) -> Surgery | None:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of effective parameter values: weights as the layer uses them, biases, BN, neuron parameters.
-
-
-
-    """
+    """Number of effective parameter values: weights as the layer uses them, biases, BN, neuron parameters."""
     total = 0
     for module in model.modules():
         if isinstance(module, (parametrize.ParametrizationList, Quantizer)):
@@ -232,6 +230,20 @@ class PrunableLayer:
     after_shapes: tuple[tuple[int, ...], ...] = ()  # per-step input shape of each module in ``after``
     producer_weight: str = "weight"  # the producer's weight (output channels first): a neuron's own input weight
 
+    @property
+    def neurons(self) -> tuple[str, ...]:
+        return (self.neuron,)
+
+    @property
+    def members(self) -> tuple[tuple[str, str], ...]:
+        """``(neuron, producer)`` pairs scored for this layer (one; a ChannelGroup has several)."""
+        return ((self.neuron, self.producer),)
+
+    weight_members = members
+
+    @property
+    def param_modules(self) -> tuple[str, ...]:
+        return (self.producer, *self.between, self.neuron)
 
 
 def _walk(graph: Graph, start: str, direction: str) -> tuple[list[str], str | None]:
@@ -287,8 +299,10 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] | None = None,
-                    num_steps: int = 1) -> list[PrunableLayer]:
-    """The spiking layers of ``model`` that :func:`prune` can shrink (the output layer never is).
+                    num_steps: int = 1) -> list:
+    """The spiking layers (:class:`PrunableLayer`) and channel groups (:class:`~snn_spikefit.pruning.groups.ChannelGroup`,
+    channels joined by an addition) of ``model`` that :func:`prune` can shrink (the output layer never is),
+    in graph order.
 
     ``ignore``: neuron or layer names (or glob patterns) to leave alone; a layer
     that cannot be pruned and is not ignored raises ``UnsupportedLayerError``. ``num_steps``: steps
@@ -298,9 +312,12 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
     _refuse_recurrent_graphs(model)
     with eval_mode(model):  # tracing must not update BatchNorm statistics or codebooks
         graph = trace(model, sample, num_steps=num_steps)
-    out = []
+    from .groups import select_groups
+
+    out, grouped = select_groups(graph, lambda m: _owns_input_weights(graph.adapter, m),
+                                 lambda n: _matches(n, patterns))
     for node in graph.nodes:
-        if not node.is_neuron or _matches(node.name, patterns):
+        if not node.is_neuron or node.name in grouped or _matches(node.name, patterns):
             continue
         after, consumer = _walk(graph, node.name, "forward")
         if consumer is None:  # its spikes are the model's output
@@ -322,7 +339,8 @@ def prunable_layers(model: nn.Module, sample: Tensor, *, ignore: Iterable[str] |
             raise _cannot(node.name, f"it has {shape[1]} channels but {producer!r} has {weight.shape[0]} outputs")
         out.append(PrunableLayer(node.name, producer, tuple(between), tuple(after), consumer,
                                  int(shape[1]), 1 - len(shape), tuple(graph.node(n).in_shape for n in after), param))
-    return out
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(out, key=lambda p: order[p.neuron])
 
 
 def _owned_input(adapter: Adapter, module: nn.Module) -> str | None:
@@ -357,9 +375,13 @@ def _ignore_patterns(model: nn.Module, ignore) -> list[str]:
     return pats
 
 
+def remove_channels(model: nn.Module, adapter: Adapter, layer, keep: Tensor) -> None:
+    """Keep only channels ``keep`` (sorted indices) of ``layer``: producer, followers, neuron, consumer
+    (of a :class:`~snn_spikefit.pruning.groups.ChannelGroup`: every member)."""
+    from .groups import ChannelGroup, remove_group
 
-def remove_channels(model: nn.Module, adapter: Adapter, layer: PrunableLayer, keep: Tensor) -> None:
-    """Keep only channels ``keep`` (sorted indices) of ``layer``: producer, followers, neuron, consumer."""
+    if isinstance(layer, ChannelGroup):
+        return remove_group(model, adapter, layer, keep)
     modules = dict(model.named_modules())
     if layer.producer != layer.neuron:  # a neuron that owns its input weights slices them itself
         surgery_for(modules[layer.producer]).out(modules[layer.producer], keep)

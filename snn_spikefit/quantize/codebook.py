@@ -175,6 +175,11 @@ class CodebookWeight(Quantizer):
         return bucket(flat, (order_values[:, 1:] + order_values[:, :-1]) * 0.5, order)
 
     def forward(self, weight: Tensor) -> Tensor:
+        if _is_compiling():  # one graph break instead of several and a recompile per layer
+            return _eager_forward(self, weight)
+        return self._forward(weight)
+
+    def _forward(self, weight: Tensor) -> Tensor:
         key = VersionCache.make_key(weight, self.codebook) + (self.training,)
         cached = self._cache.get(key)
         if cached is not None:
@@ -265,6 +270,12 @@ class CodebookWeight(Quantizer):
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+
+#: ``torch.compile`` runs the codebook forward eagerly (untraceable cache key, Python state, data-dependent
+#: re-seeding: README "torch.compile")
+_eager_forward = torch.compiler.disable(lambda quantizer, weight: quantizer._forward(weight))
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 
 
 class FrozenCodebook(Quantizer):

@@ -8,7 +8,9 @@ membrane clip (``min_v_mem=None``; ``from_nir`` clips at ``-thr``), reset by sub
 (``MembraneSubtract``, snnTorch's ``subtract``) or to zero (``MembraneReset``, snnTorch's
 ``zero``). What our side multiplies by (the codebook scale, ``1 / k**2`` of an average pool, a
 uniform Scale, the IF gain) is folded into the threshold and the bias: the device's membrane is
-ours divided by that factor. snnTorch spikes when ``mem > thr``, sinabs when ``v >= thr``: the
+ours divided by that factor; the biases must then be integers (Speck's biases are integers in the
+weight scale: ``sf.round_biases`` puts a frozen model's biases on its weight grid; others are
+refused). snnTorch spikes when ``mem > thr``, sinabs when ``v >= thr``: the
 device threshold is the next float above ``thr / factor``. Speck has no leak: a LIF (beta < 1)
 is refused. numpy and nir only.
 """
@@ -31,6 +33,11 @@ FIX = ("build the network for Speck: snnTorch Leaky(beta=1.0) (IF) neurons after
        "sf.freeze)")
 
 
+#: a device bias is an integer number of weight LSBs; float32 biases ``k * scale`` miss by <= |k| 2**-24.
+#: sinabs 3.1.3 backend/dynapcnn/discretize.py discretizes biases to DYNAPCNN_WEIGHT_PRECISION_BITS (8).
+BIAS_SLACK, BIAS_MAX = 1e-2, 127
+
+
 class SinabsRefusal(ValueError):
     """The graph holds something Speck / sinabs cannot run exactly (the message says why and the fix)."""
 
@@ -46,6 +53,23 @@ class SinabsProgram:
         return {"meta": np.array(json.dumps(self.ops)), "input": np.asarray(inputs, np.float64), **self.arrays}
 
 
+def _integer_bias(name: str, bias: np.ndarray, cf: float) -> np.ndarray:
+    """The bias in weight LSBs, ``bias / cf``: integers (within float32 rounding of ``k * cf``), or a refusal."""
+    b = bias / cf
+    k = np.rint(b)
+    off = np.abs(b - k)
+    if off.max(initial=0) > BIAS_SLACK:
+        i = int(off.argmax())
+        raise SinabsRefusal(f"layer {name!r}: bias {bias.reshape(-1)[i]:.6g} is {b.reshape(-1)[i]:.6g} weight LSBs "
+                            f"({cf:.6g}), not an integer; Speck holds integer biases in the weight scale: round "
+                            f"them to the weight grid (sf.round_biases(model, bits=8) after sf.freeze) or use bias=False")
+    if np.abs(k).max(initial=0) > BIAS_MAX:
+        raise SinabsRefusal(f"layer {name!r}: a bias of {int(np.abs(k).max())} weight LSBs exceeds Speck's 8-bit "
+                            f"biases (|b| <= {BIAS_MAX} LSBs, sinabs' discretization): lower the bias or use "
+                            f"finer weights (more bits)")
+    return k
+
+
 def _op(prog: SinabsProgram, name: str, node, cf: float) -> None:
     """Append the device op of linear ``node``; ``cf``: the factor of our state over the device's after it."""
     k = len(prog.ops)
@@ -56,7 +80,7 @@ def _op(prog: SinabsProgram, name: str, node, cf: float) -> None:
         prog.arrays[f"W{k}"] = w.astype(np.int64)
         bias = getattr(node, "bias", None)
         if bias is not None and np.any(np.asarray(bias) != 0):
-            prog.arrays[f"B{k}"] = np.asarray(bias, np.float64) / cf
+            prog.arrays[f"B{k}"] = _integer_bias(name, np.asarray(bias, np.float64), cf)
         if isinstance(node, nir.Conv2d):
             if isinstance(node.padding, str):
                 raise SinabsRefusal(f"layer {name!r}: padding={node.padding!r}; give the padding in pixels")
@@ -73,13 +97,17 @@ def _op(prog: SinabsProgram, name: str, node, cf: float) -> None:
     # a uniform Scale is only a factor (cf)
 
 
-def _neuron(prog: SinabsProgram, name: str, node, dt: float, factor: float, shape) -> None:
+def _neuron_kind(name: str, node) -> None:
     kind = type(node).__name__
     if isinstance(node, (nir.LIF, nir.CubaLIF)):
         raise SinabsRefusal(f"layer {name!r} is a NIR {kind} (a leak{' and a synaptic current' if kind == 'CubaLIF' else ''}); "
                             f"Speck's neurons are integrate-and-fire (sinabs DynapcnnNetwork takes IAF only); {FIX}")
     if not isinstance(node, nir.IF):
         raise SinabsRefusal(f"layer {name!r} is a NIR {kind}; the sinabs target maps IF neurons; {FIX}")
+
+
+def _neuron(prog: SinabsProgram, name: str, node, dt: float, factor: float, shape) -> None:
+    _neuron_kind(name, node)
     reset = str((node.metadata or {}).get(RESET_KEY, "value"))
     if reset not in ("subtract", "value"):
         raise SinabsRefusal(f"layer {name!r} resets by {reset!r}; Speck subtracts the threshold or returns to zero")
@@ -119,6 +147,7 @@ def compile_sinabs(graph: nir.NIRGraph) -> SinabsProgram:
                                 f"freeze the model (sf.wrap(..., bits=8), sf.freeze) before export")
         if np.abs(block.codes).max(initial=0) > 127:
             raise SinabsRefusal(f"layer {name!r}: codes up to {np.abs(block.codes).max()} exceed Speck's int8 weights")
+        _neuron_kind(name, node)  # what the neuron is comes before what its input layers hold
         cf, probe = 1.0, np.zeros((1,) + tuple(shape))
         for pname, pnode in pending:
             probe, f = _apply(pnode, probe, integer=True)

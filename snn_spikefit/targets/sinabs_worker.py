@@ -7,7 +7,7 @@ beside our nir 1.0.8) on ``PYTHONPATH``; it imports torch, numpy and sinabs, nev
 
 ``PROGRAM.npz``: ``meta`` (JSON list of ops), ``W<k>`` / ``B<k>`` (integer weights, device biases),
 ``input [N, T, *in_shape]``. ``SPIKES.npz``: ``L<j>`` ``[N, T, *shape]`` per IAF layer, and
-``held<k>`` the weights of each Conv2d / Linear as the sinabs model holds them.
+``held<k>`` the weights of each Conv2d / Linear as the sinabs model holds them (``heldbias<k>`` its bias).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def build(ops: list, arrays: dict, batch: int):
                 if op["bias"]:
                     m.bias.copy_(torch.from_numpy(arrays[f"B{k}"]))
             held[f"held{k}"] = m.weight
+            if op["bias"]:
+                held[f"heldbias{k}"] = m.bias
             layers += [_Double(), m]  # sinabs' IAF hands float32 spikes on
         elif op["kind"] == "sumpool":
             layers.append(sl.SumPool2d(kernel_size=tuple(op["kernel"]), stride=tuple(op["stride"])))

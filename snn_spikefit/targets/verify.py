@@ -11,6 +11,9 @@ simulation sees (in fixed point: quantized to the target's input grid, and the s
 inputs go to our simulation). In fixed point the target is also compared with our Loihi-faithful
 integer model of the same program (``network.simulate``): that comparison decides agreement, and
 the difference to our float simulation is the chip-arithmetic gap (differing spikes, accuracy).
+A target whose ``keeps_state`` names the mode (Xylo's ``"fixed"``) runs a model that holds
+chip-precision state as trained (state rules and frozen codebooks kept): the network trained with
+``wrap(..., hardware="xylo")`` is then compared with the chip as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpikeFitTypeError, SpikeFitValueError
+from ..neurons.state import state_rules
 from ..reports import Report
 from ..runtime import check_module, eval_mode, run
 from ..table import Table
@@ -89,13 +93,16 @@ def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.2f}%"
 
 
-def _our_spikes(model: nn.Module, x: np.ndarray) -> list[np.ndarray]:
-    """Every neuron's spikes ``[N, T, ...]`` in float64 on time-major-converted ``x [N, T, ...]``."""
+def _our_spikes(model: nn.Module, x: np.ndarray, keep_state: bool = False) -> list[np.ndarray]:
+    """Every neuron's spikes ``[N, T, ...]`` in float64 on time-major-converted ``x [N, T, ...]``.
+
+    ``keep_state``: the model runs as trained, chip-precision state and frozen codebooks kept.
+    """
     from ..quantize.layers import compressed_layers
     from ..quantize.wrap import strip
 
     ours = copy.deepcopy(model)
-    if compressed_layers(ours):
+    if compressed_layers(ours) and not keep_state:
         strip(ours)
     ours = ours.double()
     for m in ours.modules():  # spikes of some frameworks come back float32: feed float64 on
@@ -160,7 +167,8 @@ def verify(model: Any, data: Any, *, target: str = "lava", modes: tuple[str, ...
     for mode in modes:
         network = tgt.build(graph, mode=mode)
         xq = network.quantize(x)
-        ours = _our_spikes(ours_model, xq)
+        keep = mode in getattr(tgt, "keeps_state", ()) and bool(state_rules(ours_model))
+        ours = _our_spikes(ours_model, xq, keep)
         if len(ours) != len(network.layers):
             raise SpikeFitValueError(f"our simulation has {len(ours)} neuron layers, the {target} network "
                                      f"{len(network.layers)} ({network.layers})")

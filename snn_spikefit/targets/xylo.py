@@ -3,8 +3,8 @@
 ``XyloTarget().build(graph, mode="fixed")`` compiles the graph (:func:`.xylo_spec.compile_xylo`:
 our integer codes as the weights, thresholds and bit-shift decays derived exactly, or a refusal
 naming what Xylo cannot represent and the fix); ``network.run(inputs)`` runs :mod:`.xylo_worker`
-in the Xylo environment (numpy + ``xylosim==0.1.3``, built from its sdist; found or created by
-:func:`.env.target_python`) and returns every layer's spikes with Xylo's lag taken out (layer ``k``
+in the Xylo environment (numpy + ``xylosim==0.1.3``, built from its sdist, and ``rockpool==3.1.0``,
+whose own mapper :mod:`.xylo_map` runs; found or created by :func:`.env.target_python`) and returns every layer's spikes with Xylo's lag taken out (layer ``k``
 answers ``k`` steps after the input). ``network.simulate`` is our integer model
 (:mod:`.xylo_int`). Xylo has no floating point: its only mode is ``"fixed"``, where agreement is
 with our integer model and the difference to our float simulation is Xylo's arithmetic (shift
@@ -26,7 +26,7 @@ from .xylo_spec import XyloRefusal, XyloSpec, compile_xylo
 
 __all__ = ["XyloTarget", "XyloNetwork", "XYLO_PACKAGES", "WORKER"]
 
-XYLO_PACKAGES = ["xylosim==0.1.3", "numpy"]
+XYLO_PACKAGES = ["xylosim==0.1.3", "rockpool==3.1.0", "numpy"]
 WORKER = Path(__file__).with_name("xylo_worker.py")
 
 
@@ -82,6 +82,7 @@ class XyloTarget:
 
     name = "xylo"
     modes = ("fixed",)
+    keeps_state = ("fixed",)  # verify runs a model trained in Xylo's order as trained (see verify.py)
     timeout_s = 900
 
     def python(self) -> str:

@@ -15,7 +15,11 @@ Xylo neuron in units of ``F / (alpha 2**shift)`` (``F`` one code step of our cur
 reset before the leak, up to 31 spikes a step) are Xylo's: our integer model
 (:mod:`.xylo_int`) reproduces them exactly; our float simulation differs by that arithmetic.
 Inputs are spike counts ``c = x / q`` (``q = 1 / 15``: 0..15 events per step and channel).
-numpy and nir only.
+
+A neuron trained in Xylo's own order (``wrap(..., hardware="xylo")``: node metadata
+``spikefit.chip_state = "xylo"``, :mod:`snn_spikefit.neurons.xylo_state`) already computes Xylo's
+integers: its layer takes weight shift 0, the state LSB ``F`` and ``thr_xylo = floor(thr / F) + 1``
+(the rule's ``theta``), so our simulation of it and xylosim agree spike for spike.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import nir
 import numpy as np
 
 from .lava_program import DT_KEY, RESET_KEY, LavaRefusal, _chain
+from ..neurons.xylo_state import CHIP_STATE_KEY, xylo_threshold
 from .linear_ops import LINEAR_NODES, affine_block
 
 __all__ = ["XyloSpec", "XyloRefusal", "compile_xylo", "LIMITS", "SOURCES"]
@@ -144,6 +149,12 @@ def _layer(name: str, block, node, dt: float, quantum: float, max_count: int,
     dsyn, dmem, thr = _neuron(name, node, dt)
     alpha = 1.0 - 2.0 ** -dsyn
     step = block.factor * quantum  # one code step of our current, in our membrane's units
+    if (node.metadata or {}).get(CHIP_STATE_KEY) == "xylo":  # trained in Xylo's own order: its integers
+        vth = int(xylo_threshold(np.float32(thr), step))
+        if not 1 <= vth <= LIMITS["state_max"]:
+            raise XyloRefusal(f"layer {name!r}: threshold {thr} is {vth} state LSBs ({step:.4g}); Xylo holds "
+                              f"1..{LIMITS['state_max']}: change the threshold or the weight scale")
+        return XyloLayer(name, codes.shape[0], codes, dsyn, dmem, np.full(codes.shape[0], vth), 0, step, thr)
     reach = float(np.abs(codes).sum(1).max(initial=1)) * max_count
     # the largest shift (finest threshold) whose threshold fits int16 and whose one-step input cannot
     # saturate; else the smallest shift whose threshold fits (saturation is Xylo's, our model has it too)

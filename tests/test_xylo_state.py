@@ -1,0 +1,137 @@
+"""Xylo's own neuron order (snn_spikefit.neurons.xylo_state): trained with wrap(hardware="xylo"), our torch
+simulation computes Xylo's integers, spike for spike against our integer model of the Xylo core (the model
+that agrees with xylosim: tests/test_xylo.py runs xylosim itself)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import snn_spikefit as sf
+from snn_spikefit.errors import SpikeFitValueError, UnsupportedLayerError
+from snn_spikefit.neurons.state import StateRule
+from snn_spikefit.neurons.xylo_state import XyloRule, xylo_threshold
+from snn_spikefit.targets import get_target
+from snn_spikefit.targets.verify import _our_spikes
+from snn_spikefit.targets.xylo_int import simulate_xylo
+
+from conftest import needs_snntorch
+
+pytestmark = needs_snntorch
+
+
+def _graph(net, n_in):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sf.export_nir(net, torch.zeros(1, n_in))
+
+
+def _net(hidden=12, n_out=4, threshold=1.0, alpha=0.5, beta=0.875, seed=0):
+    from snn_spikefit.zoo.snntorch import xylo_snn
+
+    torch.manual_seed(seed)
+    return xylo_snn(16, n_out, (hidden,), alpha=alpha, beta=beta, threshold=threshold)
+
+
+def test_one_neuron_follows_xylos_order_by_hand():
+    """One input event, weight code 127, theta 30, dash_syn 1, dash_mem 3: counts 2, 1, 0 (Xylo's order)."""
+    import snntorch as snn
+
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), snn.Synaptic(alpha=0.5, beta=0.875, init_hidden=True,
+                                                                  reset_mechanism="subtract"))
+    with torch.no_grad():
+        net[0].weight.fill_(0.5)
+    sf.wrap(net, m=2, bits=8, hardware="xylo")
+    sf.freeze(net)
+    rule = sf.state_rules(net)["1"]
+    assert isinstance(rule, XyloRule) and rule.most == 1  # the only neuron is the readout
+    rule.most = 31  # as a hidden neuron
+    s = float(rule.scale)
+    assert s == pytest.approx(0.5 / 127 / 15)
+    net[1].threshold.fill_(29.5 * s)
+    assert int(xylo_threshold(net[1].threshold, rule.scale)) == 30
+    x = torch.tensor([[1.0 / 15], [0.0], [0.0]]).unsqueeze(1)  # [T, N=1, 1]
+    out, mems = [], []
+    sf.reset(net)
+    for xt in x:
+        out.append(float(net(xt)))
+        mems.append(round(float(net[1].mem) / s))
+    # step 0: I = 127 - (127 >> 1) = 64, V = 64 -> 2 spikes; step 1: U = 64 - 60 = 4, I = 32,
+    # V = 4 - 1 + 32 = 35 -> 1 spike; step 2: U = 5, I = 16, V = 5 - 1 + 16 = 20 -> 0
+    assert out == [2.0, 1.0, 0.0] and mems == [64, 35, 20]
+
+
+def _trained_agrees(threshold, gain, batches, steps):
+    net = _net(threshold=threshold)
+    with torch.no_grad():
+        net[0].weight.mul_(gain)
+    sf.wrap(net, hardware="xylo")
+    before = net[0].parametrizations.weight.original.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.rand(16, 16, generator=g), torch.randint(0, 4, (16,), generator=g)) for _ in range(batches)]
+    sf.fit(net, data, num_steps=6, lr=1e-2, progress=False)
+    assert not torch.equal(before, net[0].parametrizations.weight.original)  # the surrogates train it
+    sf.freeze(net)
+    network = get_target("xylo").build(_graph(net, 16))
+    assert [layer.shift for layer in network.spec.layers] == [0, 0]
+    x = network.quantize(np.random.default_rng(1).random((4, steps, 16)))
+    ours, ints = _our_spikes(net, x, keep_state=True), network.simulate(x)
+    for a, b in zip(ours, ints):
+        assert np.array_equal(a.reshape(b.shape), b)
+    assert ints[0].sum() > 0 and ints[1].sum() > 0
+    return ints
+
+
+def test_trained_net_computes_the_xylo_integer_model_spike_for_spike():
+    """CAT-trained with wrap(hardware="xylo"), frozen: our simulation == the Xylo core, every step and layer
+    (several spikes a step in the hidden layer, saturating currents)."""
+    assert _trained_agrees(0.05, 6.0, batches=2, steps=30)[0].max() > 1
+
+
+@pytest.mark.slow
+def test_trained_net_agrees_over_50_steps_single_and_multi_spike():
+    assert _trained_agrees(0.3, 2.0, batches=4, steps=50)[0].max() >= 1
+    assert _trained_agrees(0.05, 6.0, batches=4, steps=50)[0].max() > 1
+
+
+def test_the_framework_order_differs_and_strip_gives_the_plain_neuron_back():
+    net = _net(threshold=0.3)
+    sf.wrap(net, hardware="xylo")
+    sf.freeze(net)
+    network = get_target("xylo").build(_graph(net, 16))
+    x = network.quantize(np.random.default_rng(2).random((4, 40, 16)))
+    ints = network.simulate(x)
+    assert {"fire", "mem_reset"} <= set(vars(net[1])) and set(sf.state_rules(net)) == {"1", "3"}
+    sf.strip(net)
+    assert not {"fire", "mem_reset"} & set(vars(net[1])) and not sf.state_rules(net)
+    assert type(net[1]).__name__ == "Synaptic"
+    plain = _our_spikes(net, x)
+    assert sum(int((a.reshape(b.shape) != b).sum()) for a, b in zip(plain, ints)) > 0
+
+
+def test_neurons_xylos_order_does_not_describe_keep_the_generic_rule():
+    import snntorch as snn
+
+    net = nn.Sequential(nn.Linear(16, 8, bias=False), snn.Leaky(beta=0.875, init_hidden=True),
+                        nn.Linear(8, 4, bias=False), snn.Synaptic(alpha=0.5, beta=0.5, init_hidden=True,
+                                                                  reset_mechanism="zero"))
+    sf.wrap(net, hardware="xylo")
+    assert all(type(r) is StateRule for r in sf.state_rules(net).values())
+    plain = _net()
+    sf.quantize_state(plain, hardware="xylo")  # no integer weights: nothing to take Xylo's integers from
+    assert all(type(r) is StateRule for r in sf.state_rules(plain).values())
+
+
+def test_xylo_rule_refusals_name_the_value():
+    net = _net()
+    sf.wrap(net, hardware="xylo")
+    with pytest.raises(SpikeFitValueError, match="most=7 is not allowed.*31.*1"):
+        XyloRule(sf.state_rules(net)["1"].fmt, net[0], most=7)
+    with pytest.raises(UnsupportedLayerError, match="integer weights.*bits=8"):
+        XyloRule(sf.state_rules(net)["1"].fmt, nn.Linear(2, 2))
+    net[3].threshold.fill_(1e6)
+    sf.freeze(net)
+    with pytest.raises(UnsupportedLayerError, match="threshold 1000000.0 is .* state LSBs.*1..32767"):
+        get_target("xylo").build(_graph(net, 16))
