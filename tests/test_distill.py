@@ -216,3 +216,16 @@ def test_distiller_refuses_unknown_options_by_name():
         sf.Distiller(teacher, copy.deepcopy(teacher), normalize="std")
     with pytest.raises(sf.SpikeFitValueError, match=r"teacher_bn='eval' is not allowed; use 'match' or 'running'"):
         sf.Distiller(teacher, copy.deepcopy(teacher), teacher_bn="eval")
+
+
+def test_folded_student_is_matched_to_the_teachers_running_statistics():
+    from snn_spikefit.quantize.fold import fold_batchnorm
+
+    teacher = _bn_teacher().eval()
+    student = fold_batchnorm(copy.deepcopy(teacher)).train()  # no BatchNorm left: fixed statistics
+    d = sf.Distiller(teacher, student, membrane_weight=1.0)
+    d.run(_x(), num_steps=4)
+    s_mem, t_mem = d.membranes()
+    assert all(bool(v.abs().sum() > 0) for v in t_mem.values())
+    assert float(d.loss()) < 1e-8  # the same function up to the rounding of folding
+    d.close()

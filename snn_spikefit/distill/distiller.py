@@ -119,7 +119,8 @@ class Distiller:
         normalize: ``None`` (plain MSE) or ``"variance"`` (each layer's MSE over the teacher's
             membrane variance).
         teacher_bn: ``"match"`` (the teacher's BatchNorm uses batch statistics while the student
-            trains, running statistics while it evaluates) or ``"running"`` (always the running
+            trains BatchNorm of its own, running statistics while it evaluates or when it has none,
+            e.g. folded into its weights) or ``"running"`` (always the running
             statistics). Only :meth:`run` applies it; a loop that runs the teacher itself and calls
             :meth:`record` decides for itself.
     """
@@ -198,13 +199,17 @@ class Distiller:
 
     @contextmanager
     def _teacher_batch_stats(self) -> Iterator[None]:
-        """While the student trains, the teacher's BatchNorm normalises with the batch's statistics too.
+        """While the student trains its BatchNorm, the teacher's BatchNorm normalises with the batch's statistics too.
+
+        A student without training BatchNorm (folded into the weights for a chip, or frozen) computes
+        with fixed statistics, as the teacher's eval mode does: the teacher keeps its running ones.
 
         Its running statistics are neither used nor updated (``track_running_stats`` off for the
         call); on exit every BatchNorm has its mode and flag back.
         """
         bns = [m for m in self.teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if self.teacher_bn != "match" or not self.student.training or not bns:
+        student_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.student.modules())
+        if self.teacher_bn != "match" or not self.student.training or not student_bn or not bns:
             yield
             return
         saved = [(m, m.training, m.track_running_stats) for m in bns]
