@@ -89,7 +89,7 @@ class _Bench:
               flush=True)
 
 
-def _rows(b: _Bench, ms, profiles, state_ms, teacher_kinds=("fp32",)) -> None:
+def _rows(b: _Bench, ms, profiles, state_ms, teacher_kinds=("fp32",), state_plain: bool = True) -> None:
     """Every row of one seed; CAT is distilled from each teacher of ``teacher_kinds``, the state rows
     from the first."""
     control = copy.deepcopy(b.fp32)
@@ -103,7 +103,7 @@ def _rows(b: _Bench, ms, profiles, state_ms, teacher_kinds=("fp32",)) -> None:
             b.record(model, "CAT", m, kind)
     folded = fold_batchnorm(copy.deepcopy(b.fp32))
     for m in state_ms if profiles else ():
-        for distilled in (False, teacher_kinds[0]):
+        for distilled in (False, teacher_kinds[0]) if state_plain else (teacher_kinds[0],):
             kd = teachers[distilled] if distilled else None
             plain = sf.wrap(copy.deepcopy(folded), m=m, bits=4)
             b.finetune(plain, f"CAT-folded m={m}", kd)
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", choices=("fp32", "fp32-ft"), nargs="+", default=["fp32"],
                     help="distil from the FP32 model (default) and/or from the FP32 + fine-tune control "
                          "(the state rows use the first)")
+    ap.add_argument("--state-distilled-only", action="store_true", help="state rows: only the distilled ones")
     ap.add_argument("--only-seeds", type=int, nargs="+", default=None,
                     help="run just these seeds (one process per seed; combine with --merge)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
         if timing is None and args.timing_reps:
             timing = _step_times(b, args.timing_reps)
             print("step time:", timing, flush=True)
-        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms, tuple(args.teacher))
+        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms, tuple(args.teacher),
+              not args.state_distilled_only)
         rows.extend(b.rows)
         _write(Path(args.out), mode, name, command, rows, timing, time.perf_counter() - begin, tag)  # every seed
     return 0
