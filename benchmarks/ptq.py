@@ -10,10 +10,14 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
 * uniform 4-bit and 2-bit: SBC (``compress_posttraining(bits=b)``: spike-train Hessian, GPTQ
   rounding, clipping searched on the Hessian error) vs round-to-nearest (min-max scale per layer);
 * codebooks m = 2, 3, 4, 16 on the INT8 grid, and m = 4 with 4-bit integers: one-shot CAT vs
-  the suite's clustered post-training baseline (scikit-learn k-means on the INT8 grid, BatchNorm
-  re-estimated on 16 training batches, as in the suite); SBC and one-shot CAT also with BatchNorm
-  re-estimated on their calibration samples only (``recalibrate=True``);
-* 50 / 80 / 90 % unstructured sparsity: SBC (OBS) vs magnitude pruning, both with the same LAMP
+  the suite's clustered post-training baseline (scikit-learn k-means on the INT8 grid), each
+  with BatchNorm re-estimated on 16 training batches (the suite's treatment of k-means) and on
+  the calibration samples only (what one-shot CAT is given), so both are compared on equal data;
+  one-shot CAT and SBC also with last session's settings (``PREVIOUS``), measured in the same run;
+  SBC uniform also with BatchNorm re-estimated on the calibration samples (``recalibrate=True``);
+* 50 / 80 / 90 % unstructured sparsity: SBC (OBS masks: exact greedy OBS on rows of at most 256
+  inputs, SparseGPT's blockwise masks and lazy updates above; at 90 % also exact OBS everywhere)
+  vs magnitude pruning, both with the same LAMP
   allocation over layers, and the synapse memory (8-bit weights) each chip really frees: all of it
   on chips that store non-zero synapses (``synapse_memory="nonzero"``: Loihi), none on chips that
   allocate whole crossbars (TrueNorth); next to FSC channel pruning (50 %, no fine-tune), which
@@ -22,7 +26,8 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
 * cost: CPU seconds of each compression vs one training epoch, one thread, same run.
 
 Calibration: ``--per-class`` samples of each class from the training split (default 16). Results:
-``ptq_<mode>.md`` (mean +- std over seeds), ``.csv``, ``_runs.csv`` and ``.json`` in ``--out``.
+``ptq_<mode>.md`` (mean +- std over seeds), ``.csv``, ``_runs.csv`` and ``.json`` in ``--out``
+(``ptq_<mode>_targets.*`` with ``--targets``).
 """
 
 from __future__ import annotations
@@ -48,12 +53,17 @@ from snn_spikefit.ptq import compress_posttraining, lamp_counts  # noqa: E402
 from snn_spikefit.pruning.prune import prune  # noqa: E402
 from snn_spikefit.quantize.layers import COMPRESSIBLE_TYPES  # noqa: E402
 from snn_spikefit.table import Table  # noqa: E402
-from snn_spikefit.train import fit  # noqa: E402
+from snn_spikefit.train import fit, recalibrate_bn  # noqa: E402
 
 SPARSITIES = (0.5, 0.8, 0.9)
+#: The sparsity at which SBC is also run with exact OBS on every layer (``pruner="obs"``: rows x n^3).
+EXACT_OBS_AT = 0.9
 CALIB_PER_CLASS = (0.5, 1, 4, 16)
 CODEBOOKS = ((2, 8), (3, 8), (4, 8), (16, 8), (4, 4))
 CHIPS = ("loihi", "truenorth")
+#: compress_posttraining's settings before asymmetric calibration, bias correction and the codebook damping.
+PREVIOUS = {"asymmetric": False, "bias_correction": False, "damping": 0.01}
+PREVIOUS_LABEL = "no asymmetric target, no bias correction, 1 % damping"
 
 
 def _layers(model):
@@ -139,33 +149,68 @@ def _epoch_seconds(run: _Run) -> float:
     return time.process_time() - t0
 
 
-def run_one(cfg, name: str, seed: int, per_class: float, progress: bool) -> list[dict]:
+def _codebook_rows(b: _Bench, m_: int, bits: int) -> None:
+    """k-means and one-shot CAT, each with BatchNorm re-estimated on 16 training batches and on the calibration set.
+
+    The suite's k-means baseline re-estimates BN on 16 training batches (1024 images); one-shot CAT sees only
+    the calibration samples. Both get both treatments, so the comparison at equal data is in the table.
+    """
+    run, setting = b.run, f"m={m_} b={bits}"
+
+    def kmeans(model, recal):
+        model = cluster(model, m=m_, method="kmeans", bits=bits, seed=run.seed)
+        recal(model)
+        return freeze_baseline(model)
+
+    def calib_recal(model):
+        recalibrate_bn(model, [(b.calib, None)], num_steps=run.cfg.num_steps, progress=False)
+
+    def cat(model, recal=None):
+        b.ptq(model, m=m_, bits=bits)
+        if recal is not None:
+            recal(model)
+        return model
+
+    b.add("codebook", "clustered post-training (k-means) + BN on 16 training batches", setting,
+          lambda m: kmeans(m, run.recal))
+    b.add("codebook", "clustered post-training (k-means) + BN on the calibration set", setting,
+          lambda m: kmeans(m, calib_recal))
+    b.add("codebook", "one-shot CAT", setting, cat)
+    b.add("codebook", "one-shot CAT + BN on 16 training batches", setting, lambda m: cat(m, run.recal))
+    b.add("codebook", "one-shot CAT, last session's settings (" + PREVIOUS_LABEL + ")", setting,
+          lambda m: b.ptq(m, m=m_, bits=bits, **PREVIOUS))
+
+
+def run_one(cfg, name: str, seed: int, per_class: float, progress: bool, targets: bool = False) -> list[dict]:
+    """Every row for one seed; ``targets``: only the rows of the issue's targets (4-bit SBC, m = 2, 3, 4
+    codebooks, the sparsity rows and their cost), for a machine too busy for the whole table."""
     run = _Run(cfg, name, seed, progress)
     b = _Bench(run, per_class)
     b.add("fp32", "FP32", "-", lambda m: m)
-    for bits in (4, 2):
-        b.add("uniform", "round-to-nearest", f"{bits}-bit", lambda m, bits=bits: round_to_nearest(m, bits))
+    for bits in (4,) if targets else (4, 2):
+        if not targets:
+            b.add("uniform", "round-to-nearest", f"{bits}-bit", lambda m, bits=bits: round_to_nearest(m, bits))
         b.add("uniform", "SBC (GPTQ, spike Hessian)", f"{bits}-bit", lambda m, bits=bits: b.ptq(m, bits=bits))
-        b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
-              lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
-    for m_, bits in CODEBOOKS:
-        def kmeans(model, m_=m_, bits=bits):
-            model = cluster(model, m=m_, method="kmeans", bits=bits, seed=seed)
-            run.recal(model)
-            return freeze_baseline(model)
-        b.add("codebook", "clustered post-training (k-means)", f"m={m_} b={bits}", kmeans)
-        b.add("codebook", "one-shot CAT", f"m={m_} b={bits}", lambda m, m_=m_, bits=bits: b.ptq(m, m=m_, bits=bits))
-        b.add("codebook", "one-shot CAT + BN re-estimated on the calibration set", f"m={m_} b={bits}",
-              lambda m, m_=m_, bits=bits: b.ptq(m, m=m_, bits=bits, recalibrate=True))
+        if not targets:
+            b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
+                  lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
+        b.add("uniform", "SBC, last session's settings (" + PREVIOUS_LABEL + ")", f"{bits}-bit",
+              lambda m, bits=bits: b.ptq(m, bits=bits, **PREVIOUS))
+    for m_, bits in CODEBOOKS[:3] if targets else CODEBOOKS:
+        _codebook_rows(b, m_, bits)
     for s in SPARSITIES:
-        for method, fn in (("magnitude (LAMP)", lambda m, s=s: magnitude_prune(m, s)),
-                           ("SBC (OBS, LAMP)", lambda m, s=s: b.ptq(m, sparsity=s))):
+        variants = [("magnitude (LAMP)", lambda m, s=s: magnitude_prune(m, s)),
+                    ("SBC (LAMP; exact OBS up to 256 inputs, SparseGPT above)", lambda m, s=s: b.ptq(m, sparsity=s))]
+        if s == EXACT_OBS_AT:
+            variants.append(("SBC (LAMP; exact OBS everywhere)", lambda m, s=s: b.ptq(m, sparsity=s, pruner="obs")))
+        for method, fn in variants:
             model = b.add("sparsity", method, f"{s:.0%}", fn)
             b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
-    model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
-        m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
-    b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
-    for k in CALIB_PER_CLASS:
+    if not targets:
+        model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
+            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
+        b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+    for k in () if targets else CALIB_PER_CLASS:
         calib = calibration(run.train, k, seed)
         b.add("calibration", "SBC 4-bit", f"{k:g}/class ({calib.shape[0]})", lambda m, c=calib: b.ptq(m, c, bits=4))
         b.add("calibration", "one-shot CAT m=4 b=4", f"{k:g}/class ({calib.shape[0]})",
@@ -204,23 +249,24 @@ def main(argv: list[str] | None = None) -> Table:
     group.add_argument("--quick", action="store_const", const="quick", dest="mode")
     group.add_argument("--full", action="store_const", const="full", dest="mode")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--seeds", type=int, help="number of seeds (first-seed .. first-seed + N - 1)")
+    ap.add_argument("--seeds", type=int, help="number of seeds (first-seed .. first-seed + N - 1); 0: only --merge")
     ap.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     ap.add_argument("--merge", metavar="JSON", action="append", default=[],
                     help="add the runs of an earlier ptq_<mode>.json (other seeds) to the summary; repeatable")
     ap.add_argument("--per-class", type=float, default=16, help="calibration samples per class (default 16)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--targets", action="store_true", help="only the rows of the issue's targets (see run_one)")
     args = ap.parse_args(argv)
     mode = args.mode or "quick"
     cfg = MODES[mode]
     datasets = ("fashion-mnist",) if mode == "full" else ("digits",)
-    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds)) if args.seeds else cfg.seeds
+    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds)) if args.seeds is not None else cfg.seeds
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     start, rows = time.perf_counter(), []
     for name in datasets:
         for seed in seeds:
-            rows += run_one(cfg, name, seed, args.per_class, not args.no_progress)
+            rows += run_one(cfg, name, seed, args.per_class, not args.no_progress, args.targets)
     for path in args.merge:
         earlier = json.loads(Path(path).read_text())
         rows = [r for r in earlier["rows"] if r["seed"] not in seeds] + rows
@@ -233,11 +279,12 @@ def main(argv: list[str] | None = None) -> Table:
     head = (f"# One-shot post-training compression ({mode})\n\ncommand: `{command}`\n\nseeds {list(seeds)}, "
             f"T={cfg.num_steps}, calibration {args.per_class:g} samples per class, budgets {budget}, "
             f"{time.perf_counter() - start:.0f} s wall\n\n")
-    (out / f"ptq_{mode}.md").write_text(head + table.to_markdown() + "\n")
-    table.to_csv(out / f"ptq_{mode}.csv")
+    stem = f"ptq_{mode}" + ("_targets" if args.targets else "")
+    (out / f"{stem}.md").write_text(head + table.to_markdown() + "\n")
+    table.to_csv(out / f"{stem}.csv")
     cols = _columns(rows)
-    Table(cols, rows=[[r.get(c) for c in cols] for r in rows]).to_csv(out / f"ptq_{mode}_runs.csv")
-    (out / f"ptq_{mode}.json").write_text(json.dumps({"command": command, "seeds": list(seeds), "rows": rows},
+    Table(cols, rows=[[r.get(c) for c in cols] for r in rows]).to_csv(out / f"{stem}_runs.csv")
+    (out / f"{stem}.json").write_text(json.dumps({"command": command, "seeds": list(seeds), "rows": rows},
                                                      indent=1, default=str))
     print(table)
     return table

@@ -152,7 +152,7 @@ def test_custom_rule_is_run_refused_twice_and_replaced():
     builtin = list(check_rules())
     assert builtin == ["layer_type", "kernel_size", "distinct_weights_per_neuron", "distinct_weights_per_layer",
                        "weight_bits", "fan_in", "neurons_per_core", "cores", "neurons", "synapses", "inputs",
-                       "neuron_model", "speck_memory", "speck_bias", "xylo_layers", "neuron_state", "graded_spikes"]
+                       "neuron_model", "speck_memory", "bias_bits", "xylo_layers", "neuron_state", "graded_spikes"]
     net = nn.Sequential(nn.Linear(300, 10), nn.Linear(10, 2))
     chip = HardwareProfile("vendor-chip", fan_in=256)
     register_check_rule("max_layers", _max_layers(1))
@@ -196,3 +196,24 @@ def test_replacing_a_builtin_rule_keeps_its_place():
         register_check_rule("fan_in", original, replace=True)
     v = [v for v in sf.check(net, "truenorth").violations if v.rule == "fan_in"]
     assert [(x.limit, x.actual) for x in v] == [(256, 300)]
+
+
+def test_bias_bits_rule_follows_the_profile_field_and_round_biases_for_fixes_it():
+    """A profile with ``bias_bits`` wants integer biases of the weight LSB; ``round_biases_for`` puts them there."""
+    from snn_spikefit.quantize.bias import round_biases_for
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
+    sf.wrap(net, m=4, bits=8)
+    sf.freeze(net)
+    chip = HardwareProfile("bias-chip", bias_bits=4)
+    with torch.no_grad():
+        net[0].bias.fill_(0.37 * float(net[0].parametrizations.weight[0].scale))  # off the grid
+        net[1].bias.fill_(20 * float(net[1].parametrizations.weight[0].scale))    # on it, over 4 bits (7)
+    found = {(v.layer, str(v.limit)) for v in sf.check(net, chip).violations if v.rule == "bias_bits"}
+    assert found == {("0", "integer weight LSBs"), ("1", "7")}
+    assert not [v for v in sf.check(net, HardwareProfile("plain")).violations if v.rule == "bias_bits"]
+    assert round_biases_for(net, HardwareProfile("plain")) is None        # no field: nothing changes
+    report = round_biases_for(net, chip)
+    assert [row["clipped"] for row in report.to_dict()["layers"]] == [0, 3]
+    assert not [v for v in sf.check(net, chip).violations if v.rule == "bias_bits"]
+    assert sf.get_profile("speck").bias_bits == 8 and "bias_bits" in sf.get_profile("speck").sources

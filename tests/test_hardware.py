@@ -12,7 +12,8 @@ from snn_spikefit.deploy.hardware import HardwareProfile, get_profile, list_prof
 
 REQUIRED = ["truenorth", "loihi", "loihi2", "spinnaker2", "speck", "xylo", "akida", "dynap-se2", "altai",
             "tianjic", "generic-45nm"]
-NO_SOURCE_NEEDED = {"name", "title", "uncertain", "sources", "notes", "layer_fits_one_core"}
+NO_SOURCE_NEEDED = {"name", "title", "uncertain", "sources", "notes", "layer_fits_one_core",
+                    "chip_rules"}  # chip_rules names rules whose sources are in deploy/chip_rules.py
 
 
 def test_required_profiles_exist():
@@ -119,3 +120,16 @@ def test_wrap_with_hardware_meets_the_chip():
     with pytest.raises(sf.SpikeFitValueError, match="m=5"):
         sf.wrap(plain, m=5, hardware="truenorth")
     assert not sf.is_wrapped(plain) and all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
+
+
+def test_chip_rules_follow_the_profile_field_not_its_name():
+    """A renamed copy of the Xylo profile keeps Xylo's own rules; the same numbers without the field do not."""
+    xylo = get_profile("xylo")
+    assert xylo.chip_rules == ("xylo_layers",) and get_profile("speck").chip_rules == ("speck_memory",)
+    net = nn.Sequential(nn.Linear(16, 1200), nn.ReLU(), nn.Linear(1200, 8))
+    mine = dataclasses.replace(xylo, name="my-xylo")
+    assert "xylo_layers" in {v.rule for v in sf.check(net, mine).violations}
+    plain = dataclasses.replace(xylo, name="no-rules", chip_rules=())
+    assert "xylo_layers" not in {v.rule for v in sf.check(net, plain).violations}
+    with pytest.raises(sf.SpikeFitValueError, match="chip_rules=.*not allowed"):
+        dataclasses.replace(xylo, chip_rules=(3,))

@@ -125,17 +125,17 @@ def test_sinabs_refusals_say_why_and_the_fix():
     sf.freeze(biased)
     with pytest.raises(UnsupportedLayerError, match="bias .* weight LSBs .*not an integer.*round_biases"):
         target.build(_graph(biased))
-    off = [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
+    off = [v for v in sf.check(biased, "speck").violations if v.rule == "bias_bits"]
     assert [v.layer for v in off] == ["0", "6"] and "round_biases" in off[0].hint
     with torch.no_grad():
         biased[0].bias.fill_(200 * float(biased[0].parametrizations.weight[0].scale))
     with pytest.raises(UnsupportedLayerError, match="200 weight LSBs exceeds Speck's 8-bit biases"):
         target.build(_graph(biased))
-    assert {("speck_bias", "0")} <= {(v.rule, v.layer) for v in sf.check(biased, "speck").violations}
+    assert {("bias_bits", "0")} <= {(v.rule, v.layer) for v in sf.check(biased, "speck").violations}
     report = sf.round_biases(biased, bits=8)
     assert report.to_dict()["layers"][0]["clipped"] == 4
     target.build(_graph(biased))
-    assert not [v for v in sf.check(biased, "speck").violations if v.rule == "speck_bias"]
+    assert not [v for v in sf.check(biased, "speck").violations if v.rule == "bias_bits"]
 
 
 @needs_snntorch

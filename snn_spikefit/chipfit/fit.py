@@ -32,6 +32,7 @@ from ..pipeline.steps import _as_data, _prepare, _trace_steps
 from ..pruning.importance import get_criterion
 from ..pruning.prune import _default_loss, _score
 from ..pruning.surgery import prunable_layers, remove_channels
+from ..quantize.bias import round_biases_for
 from ..quantize.wrap import freeze
 from ..train import accuracy, fit
 from ..adapter import get_adapter
@@ -113,6 +114,7 @@ class _Job:
         if epochs > 0:
             self._fine_tune(model, kept, epochs, lr, name)
         freeze(model)
+        round_biases_for(model, self.profile)
         report = check(model, self.profile, sample=self.sample, num_steps=self.steps)
         measured = evaluate(model, self.data.test, hardware=self.profile, num_steps=self.data.num_steps,
                             progress=self.progress)

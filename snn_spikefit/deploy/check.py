@@ -20,7 +20,7 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
 ``neuron_model``                 the adapter's name of each spiking neuron's model
 ``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
-``speck_bias``                   Speck: biases are integers (<= 127) of the weight LSB (:mod:`.chip_rules`)
+``bias_bits``                   biases are integers of the weight LSB (Speck, <= 127) (:mod:`.chip_rules`)
 ``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
 ``graded_spikes``                multi-level neurons on a chip without graded spikes (:mod:`snn_spikefit.neurons.multilevel`)
 ============================  ==============================================================

@@ -1,5 +1,8 @@
 """Check rules of two chips whose toolchains enforce more than the profile's numbers: Speck and Xylo.
 
+A rule runs for the profiles that name it in ``chip_rules`` (so a copy of the Speck profile under
+another name keeps them); ``bias_bits`` runs for any profile with that field.
+
 ``speck_memory`` (sinabs 3.1.3 ``backend/dynapcnn``: ``DynapcnnLayer.memory_summary`` and
 ``DynapcnnConfigBuilder.get_constraints``): each layer takes one of 9 cores; a core holds
 ``kernel = c * 2**(ceil(log2(kh*kw)) + ceil(log2(f)))`` weights, ``neuron = f * 2**(ceil(log2(H)) +
@@ -8,9 +11,10 @@ neuron memory 64,64,64,32,32,16,16,16,16 Ki per core. A Linear layer counts as a
 over its inputs (sinabs maps it to a conv whose kernel is its input's size: a lower bound when the
 input was a flattened map).
 
-``speck_bias``: a bias must be an integer number of the layer's weight LSB (its frozen codebook
-scale), at most 127 (sinabs 3.1.3 ``discretize.py`` gives biases the weights' 8 bits); the Speck
-target refuses the same (``sf.round_biases`` is the fix).
+``bias_bits`` (a profile's ``bias_bits``; Speck: 8): a bias must be an integer number of the layer's
+weight LSB (its frozen codebook scale), at most ``2**(bias_bits-1) - 1`` (sinabs 3.1.3 ``discretize.py``
+gives biases the weights' 8 bits); the Speck target refuses the same (``sf.round_biases`` is the fix;
+``sf.compress`` and ``fit_to_chip`` apply it after freezing for such a profile).
 
 ``xylo_layers`` (rockpool 3.1 ``devices/xylo/syns61201/xylo_mapper.py``, xylosim 0.1.3, and
 :mod:`snn_spikefit.targets.xylo_spec`): at most 1000 hidden and 8 readout neurons; every neuron
@@ -32,7 +36,7 @@ __all__ = ["SPECK_KERNEL_MEMORY", "SPECK_NEURON_MEMORY", "XYLO_HIDDEN", "XYLO_OU
 SPECK_KERNEL_MEMORY = [16 * 1024] * 3 + [32 * 1024] * 2 + [64 * 1024] * 2 + [16 * 1024] * 2
 SPECK_NEURON_MEMORY = [64 * 1024] * 3 + [32 * 1024] * 2 + [16 * 1024] * 4
 SPECK_BIAS_MEMORY = 1024
-SPECK_BIAS_SLACK, SPECK_BIAS_MAX = 1e-2, 127   # as targets/sinabs_program.py (float32 k * scale)
+BIAS_SLACK = 1e-2   # LSBs, as targets/sinabs_program.py (float32 k * scale)
 XYLO_HIDDEN, XYLO_OUTPUTS, XYLO_DASH_MAX = 1000, 8, 15
 
 
@@ -77,7 +81,7 @@ def _assign(needs: list[tuple[int, int]]) -> bool:
 
 
 def speck_memory(ctx: CheckContext) -> None:
-    if ctx.profile.name != "speck":
+    if "speck_memory" not in ctx.profile.chip_rules:
         return
     needs, before = [], len(ctx.violations)
     for f in ctx.layers:
@@ -102,9 +106,10 @@ def speck_memory(ctx: CheckContext) -> None:
                 "shrink the largest layers")
 
 
-def speck_bias(ctx: CheckContext) -> None:
-    """Speck holds integer biases in the weight scale (sinabs 3.1.3 discretize.py: 8 bits, like the weights)."""
-    if ctx.profile.name != "speck":
+def bias_bits(ctx: CheckContext) -> None:
+    """A chip with ``bias_bits`` holds integer biases in the weight scale (Speck: sinabs discretize.py, 8 bits)."""
+    limit = ctx.profile.bias_bits
+    if limit is None:
         return
     for f in ctx.layers:
         bias = getattr(f.module, "bias", None)
@@ -112,18 +117,19 @@ def speck_bias(ctx: CheckContext) -> None:
         if not isinstance(bias, torch.Tensor) or not bool(bias.ne(0).any()):
             continue
         if not isinstance(scale, torch.Tensor) or getattr(f.quantizer, "codebook_int", None) is None:
-            ctx.skip("speck_bias", f.name, "integer biases need the layer's frozen integer weights (sf.freeze)")
+            ctx.skip("bias_bits", f.name, "integer biases need the layer's frozen integer weights (sf.freeze)")
             continue
         s = scale.double().reshape(-1)
         k = bias.detach().double() / (s if s.numel() == bias.numel() else s[0])
         off = float((k - torch.round(k)).abs().max())
-        if off > SPECK_BIAS_SLACK:
-            ctx.add("speck_bias", "bias_integer", f.name, "integer weight LSBs", f"{off:.3g} LSB off the grid",
-                    "Speck holds integer biases in the weight scale: sf.round_biases(model, bits=8) after sf.freeze "
-                    "(or bias=False)")
-        elif int(torch.round(k).abs().max()) > SPECK_BIAS_MAX:
-            ctx.add("speck_bias", "bias_bits", f.name, SPECK_BIAS_MAX, int(torch.round(k).abs().max()),
-                    "Speck biases are 8-bit integers of the weight LSB: lower the bias or use finer weights")
+        if off > BIAS_SLACK:
+            ctx.add("bias_bits", "bias_bits", f.name, "integer weight LSBs", f"{off:.3g} LSB off the grid",
+                    f"{ctx.profile.name} holds integer biases in the weight scale: sf.round_biases(model, "
+                    f"bits={limit}) after sf.freeze (or bias=False)")
+        elif int(torch.round(k).abs().max()) > 2 ** (limit - 1) - 1:
+            ctx.add("bias_bits", "bias_bits", f.name, 2 ** (limit - 1) - 1, int(torch.round(k).abs().max()),
+                    f"{ctx.profile.name} biases are {limit}-bit integers of the weight LSB: lower the bias, use "
+                    f"finer weights, or sf.round_biases(model, bits={limit}) to clip")
 
 
 def _dash_of(value, lo: int) -> int | None:
@@ -135,7 +141,7 @@ def _dash_of(value, lo: int) -> int | None:
 
 
 def xylo_layers(ctx: CheckContext) -> None:
-    if ctx.profile.name != "xylo":
+    if "xylo_layers" not in ctx.profile.chip_rules:
         return
     dense = [f for f in ctx.layers if f.recurrent_of is None]
     if dense:
@@ -166,5 +172,5 @@ def xylo_layers(ctx: CheckContext) -> None:
 
 
 register_check_rule("speck_memory", speck_memory)
-register_check_rule("speck_bias", speck_bias)
+register_check_rule("bias_bits", bias_bits)
 register_check_rule("xylo_layers", xylo_layers)

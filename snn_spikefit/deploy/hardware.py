@@ -35,7 +35,7 @@ SYNAPSE_MEMORY = ("nonzero", "dense", None)
 
 _LIMITS = ("weight_bits", "distinct_weights_per_neuron", "distinct_weights_per_layer", "neurons_per_core",
            "fan_in", "cores", "max_neurons", "max_synapses", "max_inputs", "max_kernel_size",
-           "membrane_bits", "current_bits", "threshold_bits", "decay_bits")
+           "membrane_bits", "current_bits", "threshold_bits", "decay_bits", "bias_bits")
 #: Decay arithmetics a profile can name (see snn_spikefit.neurons.state.StateFormat).
 _DECAYS = ("fraction", "shift")
 
@@ -76,6 +76,8 @@ class HardwareProfile:
     state_fraction_bits: int | None = None         # state LSBs per weight LSB = 2**this (inputs shifted left)
     current_overflow: str | None = None            # "saturate" or "wrap"
     state_order: str | None = None                 # "xylo": the chip's own update order (neurons/xylo_state.py)
+    bias_bits: int | None = None                   # signed bits of a bias held as integer weight LSBs
+    chip_rules: tuple[str, ...] = ()               # chip-specific check rules this chip obeys (deploy/chip_rules.py)
     uncertain: tuple[str, ...] = ()                # fields whose value is secondary or unconfirmed
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> where the value comes from
     notes: str = ""
@@ -111,6 +113,10 @@ class HardwareProfile:
         if self.neuron_models is not None:
             object.__setattr__(self, "neuron_models", tuple(self.neuron_models))
         object.__setattr__(self, "uncertain", tuple(self.uncertain))
+        object.__setattr__(self, "chip_rules", tuple(self.chip_rules))
+        if not all(isinstance(r, str) for r in self.chip_rules):
+            raise SpikeFitValueError(f"profile {self.name!r}: chip_rules={self.chip_rules!r} is not allowed; "
+                                     f"use a tuple of rule names such as ('speck_memory',)")
         known = {f.name for f in fields(self)}
         bad = [u for u in (*self.uncertain, *self.sources) if u not in known]
         if bad:

@@ -33,6 +33,7 @@ from ..nir.exporter import export_nir
 from ..pruning.importance import get_criterion
 from ..pruning.prune import prune as prune_model
 from ..ptq.api import compress_posttraining
+from ..quantize.bias import round_biases_for
 from ..quantize.fold import fold_batchnorm
 from ..quantize.layers import is_wrapped
 from ..quantize.wrap import codebook_summary, freeze, strip, wrap
@@ -141,6 +142,7 @@ def compress(
         books = codebook_summary(work).records()
         with clock("freeze"):
             freeze(work)
+            round_biases_for(work, profile)
         with clock("evaluate_after"):
             say("evaluating the compressed model")
             after = evaluate(work, data.test, hardware=profile, num_steps=data.num_steps, progress=progress)

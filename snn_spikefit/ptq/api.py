@@ -22,6 +22,7 @@ unchanged, and ``wrap(model, init="frozen")`` fine-tunes it with CAT. Pruning al
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -43,9 +44,26 @@ from ..train import recalibrate_bn
 from .codebook import fit_layer
 from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
 from .obs import hessian_error, obs_order, obs_prune, row_counts
+from .sparsegpt import sparsegpt_prune
 from .report import LayerPostTraining, PostTrainingReport
 
-__all__ = ["compress_posttraining", "lamp_counts"]
+__all__ = ["compress_posttraining", "lamp_counts", "PRUNERS", "EXACT_OBS_MAX_INPUTS"]
+
+#: ``pruner`` values: ``"auto"`` (exact OBS up to :data:`EXACT_OBS_MAX_INPUTS` inputs per row,
+#: SparseGPT above), ``"sparsegpt"`` (:mod:`.sparsegpt`), ``"obs"`` (exact greedy OBS, :mod:`.obs`).
+PRUNERS = ("auto", "sparsegpt", "obs")
+#: Largest row length ``n`` that ``pruner="auto"`` prunes by exact OBS (``rows x n^3`` work).
+EXACT_OBS_MAX_INPUTS = 256
+#: Default damping (fraction of the mean of ``diag H``) for pruning and uniform grids (SBC's 1 %).
+DAMPING = 0.01
+#: Default damping of one-shot CAT (``m`` given). Chosen on a validation split of the training
+#: images (Fashion-MNIST conv SNN, seeds 1 and 2, m = 3 and 4): a calibration Hessian of a wide
+#: layer has rank below its width (160 samples x T = 4 rows for 1568 inputs), and with only m
+#: values the error feedback moves weights along directions the calibration never saw; 100 % of
+#: the mean diagonal pulls it toward plain weight error there.
+CODEBOOK_DAMPING = 1.0
+#: One-shot CAT's codebook starts (:data:`snn_spikefit.ptq.codebook.STARTS`), each alternated, the best kept.
+CAT_STARTS: tuple[str, ...] = ("kmeans",)
 
 _BATCH = 64
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -62,8 +80,13 @@ class _Plan:
     gain2: Tensor | None
 
 
-def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations) -> None:
+def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner, flags) -> None:
     check_module(model)
+    for key, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise SpikeFitTypeError(f"{key}={flag!r} is not allowed; use True or False")
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
+        raise SpikeFitValueError(f"pruner={pruner!r} is not allowed; use one of {PRUNERS}")
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise SpikeFitValueError(f"sparsity={sparsity!r} is not allowed; use the fraction of weights to set to "
                                  f"zero, a number in [0, 1)")
@@ -79,9 +102,10 @@ def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, itera
         raise SpikeFitValueError(f"granularity={granularity!r} is not allowed; use one of {GRANULARITIES}")
     if num_steps is not None:
         _check_int("num_steps", num_steps, 1, None, "steps a static input is fed for (None: time-major data)")
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < 1e3:
+    if damping is not None and (isinstance(damping, bool) or not isinstance(damping, (int, float))
+                                or not 0 <= damping < 1e3):
         raise SpikeFitValueError(f"damping={damping!r} is not allowed; use a number >= 0 (0.01: 1 % of the "
-                                 f"mean Hessian diagonal)")
+                                 f"mean Hessian diagonal; None: the default)")
     _check_int("iterations", iterations, 1, None, "one-shot CAT alternates assignment and refit")
     if compressed_layers(model):
         raise SpikeFitValueError("model already carries quantizers (wrap/freeze/a baseline); "
@@ -194,48 +218,101 @@ def lamp_counts(weights: Sequence[Tensor], sparsity: float) -> list[int]:
 
 
 @torch.no_grad()
-def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps) -> HessianAccumulator:
-    acc = HessianAccumulator(plan.module, plan.decays)
+def _inputs(model: nn.Module, module: nn.Module, name: str, x: Tensor, num_steps) -> Tensor:
+    """The inputs ``module`` receives at every step of a run of ``model`` on ``x``: ``[T, B, ...]``."""
     seen: list[Tensor] = []
-    handle = plan.module.register_forward_hook(lambda _m, args, _o: seen.append(args[0].detach()))
+    handle = module.register_forward_hook(lambda _m, args, _o: seen.append(args[0].detach()))
     try:
         with eval_mode(model, clear=True):
-            for x in batches:
-                seen.clear()
-                run(model, x, num_steps=num_steps)
-                steps = num_steps if num_steps is not None else x.shape[0]
-                if len(seen) != steps:
-                    raise UnsupportedLayerError(
-                        f"layer {plan.name!r} was called {len(seen)} times in a run of {steps} steps; "
-                        f"post-training compression needs one call per step (no shared layers)")
-                acc.add(torch.stack(seen))
+            run(model, x, num_steps=num_steps)
     finally:
         handle.remove()
+    steps = num_steps if num_steps is not None else x.shape[0]
+    if len(seen) != steps:
+        raise UnsupportedLayerError(
+            f"layer {name!r} was called {len(seen)} times in a run of {steps} steps; "
+            f"post-training compression needs one call per step (no shared layers)")
+    return torch.stack(seen)
+
+
+@torch.no_grad()
+def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps,
+             reference: nn.Module | None = None) -> HessianAccumulator:
+    acc = HessianAccumulator(plan.module, plan.decays)
+    ref_module = dict(reference.named_modules())[plan.name] if reference is not None else None
+    for x in batches:
+        ref = _inputs(reference, ref_module, plan.name, x, num_steps) if reference is not None else None
+        acc.add(_inputs(model, plan.module, plan.name, x, num_steps), ref)
     return acc
 
 
-def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations):
+def _prune(rows: Tensor, hd: Tensor, k: int, gain2: Tensor | None, pruner: str) -> tuple[Tensor, Tensor]:
+    """``k`` weights of ``rows`` removed by exact OBS or SparseGPT (``pruner``, see :data:`PRUNERS`)."""
+    if pruner == "obs" or (pruner == "auto" and rows.shape[1] <= EXACT_OBS_MAX_INPUTS):
+        hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
+        order, cost = obs_order(rows, hinv)
+        return obs_prune(rows, hinv, order, row_counts(cost, k, gain2))
+    return sparsegpt_prune(rows, hd, k, gain2=gain2)
+
+
+def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations,
+                    pruner="auto", bias_correction=False):
     w0 = plan.module.weight.detach()
-    rows = w0.reshape(w0.shape[0], -1).double().cpu()
-    h = acc.hessian()
+    absorb = bias_correction and getattr(plan.module, "bias", None) is not None
+    h = acc.hessian(absorb_bias=absorb)
     hd = damped(h, damping)
+    rows = acc.target(w0.reshape(w0.shape[0], -1).double().cpu(), hd, absorb_bias=absorb)
     gain2 = plan.gain2.expand(rows.shape[0]).clone() if plan.gain2 is not None else None
     mask = None
     work = rows
     if k > 0:
-        hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
-        order, cost = obs_order(rows, hinv)
-        work, mask = obs_prune(rows, hinv, order, row_counts(cost, k, gain2))
+        work, mask = _prune(rows, hd, k, gain2, pruner)
     fit = None
     final = work.float()
     if m is not None or bits is not None:
         groups = rows.shape[0] if granularity == "channel" else 1
         fit = fit_layer(work.float(), hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
-                        iterations=iterations)
+                        iterations=iterations, starts=CAT_STARTS)
         final = fit.quantized
     base = hessian_error(rows, h, gain2)
     err = hessian_error(final.double() - rows, h, gain2) / base if base > 0 else 0.0
     return final, fit, mask, err
+
+
+def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], num_steps, options: dict,
+                 reference: nn.Module | None = None):
+    """Measure the layer's Hessian on the model as it is now, compress it, write the weight (and bias) back."""
+    acc = _hessian(model, plan, batches, num_steps, reference)
+    final, fit, mask, err = _compress_layer(plan, acc, k, **options)
+    w = plan.module.weight
+    if options.get("bias_correction") and getattr(plan.module, "bias", None) is not None:
+        shift = acc.bias_shift(final, w.detach().reshape(w.shape[0], -1).cpu())
+        plan.module.bias.data.add_(shift.to(device=w.device, dtype=w.dtype))
+    w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
+    return final, fit, mask, err
+
+
+def _defaults(m, damping, asymmetric, bias_correction):
+    """``None`` settings resolved: one-shot CAT (``m`` given) or SBC as published."""
+    cat = m is not None
+    return ((CODEBOOK_DAMPING if cat else DAMPING) if damping is None else damping,
+            cat if asymmetric is None else asymmetric, cat if bias_correction is None else bias_correction)
+
+
+def _run_layers(model, plans, ks, batches, num_steps, options, rows, *, quantize, asymmetric, recalibrate,
+                progress) -> list:
+    """Compress every layer in model order (each one's Hessian on the model as compressed so far)."""
+    results = []
+    reference = copy.deepcopy(model).eval() if asymmetric and len(plans) > 1 else None
+    for plan, k in _progress(list(zip(plans, ks)), progress):
+        t0 = time.perf_counter()
+        final, fit, mask, err = (None, None, None, 0.0) if k == 0 and not quantize else _apply_layer(
+            model, plan, k, batches, num_steps, options, reference)
+        results.append(fit)
+        rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
+        if recalibrate and final is not None:  # the next layer's Hessian sees outputs with fitting statistics
+            recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
+    return results
 
 
 def compress_posttraining(
@@ -247,11 +324,14 @@ def compress_posttraining(
     m: int | None = None,
     granularity: str = "layer",
     num_steps: int | None = DEFAULT_NUM_STEPS,
-    damping: float = 0.01,
+    damping: float | None = None,
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     iterations: int = 6,
     recalibrate: bool = False,
+    pruner: str = "auto",
+    asymmetric: bool | None = None,
+    bias_correction: bool | None = None,
     progress: bool | None = None,
 ) -> PostTrainingReport:
     """Prune and quantize ``model`` in place from calibration inputs alone (no training).
@@ -266,11 +346,18 @@ def compress_posttraining(
         m: values per codebook (one-shot CAT), ``None`` for none.
         granularity: ``"layer"`` or ``"channel"`` (one codebook / scale per output channel).
         num_steps: steps a static input is fed for; ``None``: ``calib_data`` is time-major.
-        damping: added to ``H``'s diagonal, as a fraction of its mean.
+        damping: added to ``H``'s diagonal, as a fraction of its mean; ``None``: :data:`DAMPING`
+            (1 %) for pruning and uniform grids, :data:`CODEBOOK_DAMPING` (100 %) with ``m``.
         include, exclude: layer names or glob patterns, as in :func:`snn_spikefit.wrap`.
         iterations: one-shot CAT's assignment/refit rounds at most.
         recalibrate: after each compressed layer, re-estimate BatchNorm running statistics on the
             calibration inputs (no gradient; the clustered baselines do it once, on training batches).
+        pruner: ``"auto"``: exact greedy OBS for rows of up to :data:`EXACT_OBS_MAX_INPUTS` inputs,
+            SparseGPT (:mod:`.sparsegpt`) for longer ones; ``"sparsegpt"`` or ``"obs"``: every layer.
+        asymmetric: each layer approaches the original output on the original inputs (``min |K S_q w'
+            - K S w|^2``, ``S_q``: inputs after the earlier layers were compressed; a second forward pass).
+        bias_correction: biases re-fitted in closed form to each weight change, the weights compressed
+            against the Hessian left after that (Schur complement). Both ``None``: on with ``m``, else off.
         progress: a tqdm bar over layers (``None``: the library switch, :func:`snn_spikefit.set_progress`).
 
     Returns:
@@ -281,48 +368,43 @@ def compress_posttraining(
         UnsupportedLayerError: a layer it cannot handle (named); ``exclude`` it.
         On any error the model is left as it was.
     """
-    _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations)
+    damping, asymmetric, bias_correction = _defaults(m, damping, asymmetric, bias_correction)
+    _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner,
+                dict(asymmetric=asymmetric, bias_correction=bias_correction, recalibrate=recalibrate))
     batches = _calibration(calib_data, num_steps)
     start = time.perf_counter()
     plans = _plans(model, batches, num_steps, include, exclude)
     ks = lamp_counts([p.module.weight for p in plans], float(sparsity))
-    samples = sum(int(b.shape[0 if num_steps is not None else 1]) for b in batches)
     quantize = m is not None or bits is not None
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     installed: list[nn.Module] = []
     rows: list[LayerPostTraining] = []
     try:
-        results = []
-        for plan, k in _progress(list(zip(plans, ks)), progress):
-            t0 = time.perf_counter()
-            if k == 0 and not quantize:
-                results.append(None)
-                rows.append(_row(plan, None, None, None, 0.0, time.perf_counter() - t0))
-                continue
-            acc = _hessian(model, plan, batches, num_steps)
-            final, fit, mask, err = _compress_layer(plan, acc, k, m=m, bits=bits, granularity=granularity,
-                                                    damping=float(damping), iterations=iterations)
-            w = plan.module.weight
-            w.data.copy_(final.reshape(w.shape).to(device=w.device, dtype=w.dtype))  # next layers see it compressed
-            results.append(fit)
-            rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
-            if recalibrate:  # the next layer's Hessian sees this layer's outputs with statistics that fit them
-                recalibrate_bn(model, [(x, None) for x in batches], num_steps=num_steps, progress=False)
+        options = dict(m=m, bits=bits, granularity=granularity, damping=float(damping), iterations=iterations,
+                       pruner=pruner, bias_correction=bias_correction)
+        results = _run_layers(model, plans, ks, batches, num_steps, options, rows, quantize=quantize,
+                              asymmetric=asymmetric, recalibrate=recalibrate, progress=progress)
         if quantize:
-            store_m = m if m is not None else 2**bits - 1
-            for plan, fit in zip(plans, results):
-                form = fit.form(plan.module.weight.shape, store_m, bits)
-                frozen = FrozenCodebook.from_form(form, m=store_m, bits=bits, granularity=granularity)
-                frozen.to(plan.module.weight.device)
-                install_frozen(plan.module, frozen)
-                installed.append(plan.module)
+            _install(plans, results, m, bits, granularity, installed)
     except BaseException:
         for module in installed:
             remove_parametrization(module, leave_parametrized=True)
         model.load_state_dict(snapshot)
         raise
-    return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping), samples,
+    return PostTrainingReport(float(sparsity), bits, m, granularity, num_steps, float(damping),
+                              sum(int(b.shape[0 if num_steps is not None else 1]) for b in batches),
                               tuple(rows), time.perf_counter() - start)
+
+
+def _install(plans: list[_Plan], results: list, m, bits, granularity: str, installed: list[nn.Module]) -> None:
+    """Every layer's fit as a ``FrozenCodebook`` (appended to ``installed`` as it goes, for the rollback)."""
+    store_m = m if m is not None else 2**bits - 1
+    for plan, fit in zip(plans, results):
+        form = fit.form(plan.module.weight.shape, store_m, bits)
+        frozen = FrozenCodebook.from_form(form, m=store_m, bits=bits, granularity=granularity)
+        frozen.to(plan.module.weight.device)
+        install_frozen(plan.module, frozen)
+        installed.append(plan.module)
 
 
 def _row(plan: _Plan, final: Tensor | None, fit, mask: Tensor | None, err: float, seconds: float

@@ -33,7 +33,7 @@ from ..quantize.init import init_codebook
 from ..quantize.quantizer import IntegerForm, code_dtype, int_dtype
 from .obs import gptq, hessian_error, nearest
 
-__all__ = ["LayerFit", "fit_layer", "uniform_codebook", "refit_codebook", "CLIP_RATIOS"]
+__all__ = ["LayerFit", "fit_layer", "uniform_codebook", "refit_codebook", "weighted_kmeans", "CLIP_RATIOS", "STARTS"]
 
 #: Clipping ratios tried for a uniform grid's scale.
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
@@ -138,27 +138,77 @@ def _nearest_assignment(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | 
     return codes, vals.gather(1, codes), latent
 
 
-def _start(w: Tensor, m: int, groups: int, sparse: bool) -> Tensor:
-    book = init_codebook(w.reshape(groups, -1), m, "kmeans").float()
+def weighted_kmeans(w: Tensor, omega: Tensor, start: Tensor, iterations: int = 30) -> Tensor:
+    """1-D Lloyd's algorithm with importances: ``C_j = sum omega x / sum omega`` over cluster ``j``.
+
+    ``w``, ``omega``: ``[G, N]``; ``start``: ``[G, m]``. Minimises ``sum omega (x - C[k(x)])^2``,
+    the Hessian error with only ``H``'s diagonal (``omega = g_r^2 H_qq``) when ``w`` are a layer's
+    weights. Empty clusters keep their value.
+    """
+    x, om = w.double(), omega.double()
+    g, m = start.shape
+    centers = start.double().sort(dim=1).values
+    offsets = torch.arange(g)[:, None] * m
+    for _ in range(iterations):
+        bounds = ((centers[:, 1:] + centers[:, :-1]) * 0.5).contiguous()
+        idx = (torch.searchsorted(bounds, x.contiguous()) + offsets).flatten()
+        sums = torch.zeros(g * m, dtype=torch.float64).index_add_(0, idx, (om * x).flatten())
+        mass = torch.zeros(g * m, dtype=torch.float64).index_add_(0, idx, om.flatten())
+        new = torch.where(mass > 0, sums / mass.clamp_min(1e-300), centers.flatten()).reshape(g, m).sort(dim=1).values
+        if torch.equal(new, centers):
+            break
+        centers = new
+    return centers.float()
+
+
+#: Codebook starts of one-shot CAT (each runs the whole alternation; the lowest error wins):
+#: ``"kmeans"`` exact 1-D k-means of the weights, ``"hessian"`` that refined by
+#: :func:`weighted_kmeans` with ``omega = g_r^2 H_qq``, ``"hessian-quantile"`` the same from quantiles.
+STARTS = ("kmeans", "hessian", "hessian-quantile")
+
+
+def _start(w: Tensor, h: Tensor, m: int, groups: int, sparse: bool, how: str, gain2: Tensor | None) -> Tensor:
+    if how not in STARTS:
+        raise ValueError(f"start {how!r} is not one of {STARTS}")
+    flat = w.reshape(groups, -1)
+    if how == "kmeans":
+        book = init_codebook(flat, m, "kmeans").float()
+    else:
+        omega = h.diagonal().float()[None, :].expand(w.shape[0], -1)
+        if gain2 is not None:
+            omega = omega * gain2.float()[:, None]
+        first = init_codebook(flat, m, "kmeans" if how == "hessian" else "quantile").float()
+        book = weighted_kmeans(flat, omega.reshape(groups, -1), first)  # clusters stay disjoint: values distinct
     if sparse:  # pruned weights need the value 0: the codeword nearest 0 becomes 0
         book[torch.arange(groups), _zero_index(book)] = 0.0
     return book
 
 
 def fit_layer(w: Tensor, h: Tensor, *, m: int | None, bits: int | None, groups: int, mask: Tensor | None = None,
-              gain2: Tensor | None = None, iterations: int = 6) -> LayerFit:
+              gain2: Tensor | None = None, iterations: int = 6, starts: tuple[str, ...] = ("kmeans",)) -> LayerFit:
     """Quantize rows ``w`` (``[R, n]``, float32) against the damped Hessian ``h``.
 
     ``m`` given: one-shot CAT with an ``m``-value codebook per group (``bits``: rounded
-    to integers); ``m`` None: the uniform ``bits``-bit grid (one pass of GPTQ).
+    to integers), alternated from every start of ``starts`` (:data:`STARTS`), the lowest
+    error kept; ``m`` None: the uniform ``bits``-bit grid (one pass of GPTQ).
     ``mask``: pruned weights, held at 0.
     """
     sparse = mask is not None and bool(mask.any())
     if m is None:
         book = uniform_codebook(w, bits, h, groups, gain2)
-        iterations = 1
-    else:
-        book = _start(w, m, groups, sparse)
+        return _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2, iterations=1)
+    best = None
+    for how in starts:
+        book = _start(w, h, m, groups, sparse, how, gain2 if groups == 1 else None)
+        fit = _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2,
+                         iterations=iterations)
+        if best is None or fit.error < best.error:
+            best = fit
+    return best
+
+
+def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations) -> LayerFit:
+    """Assignment (GPTQ or nearest, the lower error) and closed-form refit, ``iterations`` rounds at most."""
     best: LayerFit | None = None
     last_codes = None
     for it in range(1, iterations + 1):
@@ -173,7 +223,7 @@ def fit_layer(w: Tensor, h: Tensor, *, m: int | None, bits: int | None, groups: 
         if best is None or step.error < best.error:
             best = step
         codes = step.codes
-        if m is None or (last_codes is not None and torch.equal(codes, last_codes)):
+        if iterations == 1 or (last_codes is not None and torch.equal(codes, last_codes)):
             break
         last_codes = codes
         book = refit_codebook(codes, w, h, book, gain2=gain2 if groups == 1 else None,

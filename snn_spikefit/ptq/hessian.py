@@ -97,25 +97,88 @@ class HessianAccumulator:
         n = module.weight[0].numel()
         self.sum = torch.zeros(n, n, dtype=torch.float64)
         self.m = 0           # samples x positions
+        self.bias_cross = torch.zeros(n, dtype=torch.float64)  # sum (K 1)^T (K S)
+        self.bias_sq = 0.0                                     # sum (K 1)^T (K 1)
+        self.bias_ref = torch.zeros(n, dtype=torch.float64)    # sum (K 1)^T (K S_reference)
+        self.cross: Tensor | None = None                       # sum (K S)^T (K S_reference)
         self.samples = 0
         self._kernels: dict[int, Tensor] = {}
 
-    def add(self, steps: Tensor) -> None:
-        """Add one batch of inputs, time-major ``[T, B, ...]``."""
+    def _rows(self, steps: Tensor) -> tuple[Tensor, int, Tensor]:
         T = steps.shape[0]
         if T not in self._kernels:
             self._kernels[T] = leak_kernel(self.decays, T)
         k = self._kernels[T].to(steps.device)
         filtered = torch.einsum("ts,sb...->tb...", k, steps.double())  # V = K S, per sample and position
         rows, L = patches(self.module, filtered.reshape(-1, *steps.shape[2:]))
+        return rows, L, k.sum(dim=1)
+
+    def add(self, steps: Tensor, reference: Tensor | None = None) -> None:
+        """Add one batch of inputs, time-major ``[T, B, ...]``.
+
+        ``reference``: the inputs the uncompressed model gives this layer on the same samples
+        (asymmetric calibration: the target is the original layer's output on the original inputs).
+        """
+        T = steps.shape[0]
+        rows, L, k1 = self._rows(steps)
         # rows are [(t, b, position), in]; the sum over t, b, positions of row outer products is sum (KS)^T (KS)
         self.sum += (rows.T @ rows).cpu()
+        # the bias enters every step as a constant input 1: its filtered trace is K 1
+        cross = torch.einsum("t,tjn->n", k1, rows.reshape(T, -1, rows.shape[-1])).cpu()
+        self.bias_cross += cross
+        self.bias_sq += float(k1 @ k1) * steps.shape[1] * L
         self.samples += steps.shape[1]
         self.m += steps.shape[1] * L
+        if reference is not None:
+            ref, _, _ = self._rows(reference)
+            if self.cross is None:
+                self.cross = torch.zeros_like(self.sum)
+            self.cross += (rows.T @ ref).cpu()
+            self.bias_ref += torch.einsum("t,tjn->n", k1, ref.reshape(T, -1, ref.shape[-1])).cpu()
+        else:
+            self.bias_ref += cross
 
-    def hessian(self) -> Tensor:
-        """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped)."""
-        return self.sum * (2.0 / max(self.m, 1))
+    def bias_shift(self, new: Tensor, old: Tensor) -> Tensor:
+        """The bias change ``db`` that best restores the output after the weights go from ``old`` to ``new``.
+
+        ``min_db sum |K S_q new_r + K 1 db_r - K S old_r|^2`` (``S_q``: the inputs the layer sees
+        now, ``S``: the reference inputs, the same without :meth:`add`'s ``reference``) gives
+        ``db_r = (s_ref . old_r - s . new_r) / c`` with ``s = sum (K S_q)^T (K 1)``, ``s_ref =
+        sum (K S)^T (K 1)``, ``c = sum |K 1|^2``: the filtered mean shift removed (bias correction).
+        """
+        if self.bias_sq <= 0:
+            return torch.zeros(new.shape[0], dtype=torch.float64)
+        return (old.double() @ self.bias_ref - new.double() @ self.bias_cross) / self.bias_sq
+
+    def target(self, w: Tensor, damped_h: Tensor, *, absorb_bias: bool = False) -> Tensor:
+        """The weights the compressed layer should approach: ``w`` itself, or with a reference (asymmetric)
+
+        ``w* = w + H_d^-1 (2 / m) (G - A) w`` per row, ``G = sum (K S_q)^T (K S)``, ``A = sum (K S_q)^T
+        (K S_q)`` (bias-absorbed like :meth:`hessian`): the minimiser of ``|K S_q w' - K S w|^2``
+        (damped), so that ``(w' - w*)^T H (w' - w*)`` is the output error up to a constant.
+        """
+        if self.cross is None:
+            return w
+        g, a = self.cross, self.sum
+        if absorb_bias and self.bias_sq > 0:
+            g = g - torch.outer(self.bias_cross, self.bias_ref) / self.bias_sq
+            a = a - torch.outer(self.bias_cross, self.bias_cross) / self.bias_sq
+        rhs = ((g - a) @ w.double().T) * (2.0 / max(self.m, 1))
+        return w.double() + torch.cholesky_solve(rhs, torch.linalg.cholesky(damped_h)).T
+
+    def hessian(self, *, absorb_bias: bool = False) -> Tensor:
+        """``H = (2 / m) sum (K S)^T (K S)`` (float64, undamped).
+
+        ``absorb_bias``: the Hessian of the weights when the bias is re-fitted to every weight
+        change (:meth:`bias_shift`): the Schur complement ``(2 / m) (A - s s^T / c)`` of the bias in
+        the Hessian of ``[w, b]`` (``A = sum (KS)^T (KS)``, ``s = sum (KS)^T (K1)``, ``c = sum |K1|^2``),
+        so that ``dw^T H dw`` is the error left after the bias correction.
+        """
+        a = self.sum
+        if absorb_bias and self.bias_sq > 0:
+            a = a - torch.outer(self.bias_cross, self.bias_cross) / self.bias_sq
+            a = (a + a.T) * 0.5
+        return a * (2.0 / max(self.m, 1))
 
 
 def damped(h: Tensor, damping: float) -> Tensor:

@@ -27,7 +27,7 @@ from ..transaction import transactional
 from .codebook import FrozenCodebook
 from .layers import compressed_layers
 
-__all__ = ["round_biases", "BiasReport"]
+__all__ = ["round_biases", "round_biases_for", "BiasReport"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +81,13 @@ def round_biases(model: nn.Module, *, bits: int | None = None) -> BiasReport:
         bias.copy_((k * s).to(bias.dtype))
         rows.append((c.name, change, clipped, int(bias.numel())))
     return BiasReport(rows)
+
+
+def round_biases_for(model: nn.Module, profile) -> BiasReport | None:
+    """:func:`round_biases` with the profile's ``bias_bits`` when it has one and ``model`` has frozen integer
+    layers (what ``sf.compress`` and ``fit_to_chip`` do after freezing); ``None`` when there is nothing to do."""
+    bits = getattr(profile, "bias_bits", None)
+    if bits is None or not any(isinstance(c.quantizer, FrozenCodebook) and c.quantizer.scale is not None
+                               for c in compressed_layers(model)):
+        return None
+    return round_biases(model, bits=bits)
