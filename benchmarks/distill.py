@@ -44,7 +44,7 @@ from benchmarks.suite import _data, _seed_all  # noqa: E402
 from benchmarks.suite_config import MODES  # noqa: E402
 from snn_spikefit.data.datasets import make_loader  # noqa: E402
 
-DISTILL = {"membrane_weight": 1.0, "logit_weight": 1.0, "temperature": 4.0}
+DISTILL = {"membrane_weight": 0.1, "logit_weight": 0.1, "temperature": 4.0, "teacher_bn": "match"}
 
 
 class _Bench:
@@ -80,7 +80,8 @@ class _Bench:
         recalibrate_bn(model, self.loader(), num_steps=self.cfg.num_steps, num_batches=self.cfg.recal_batches,
                        progress=False)
 
-    def record(self, model, method: str, m, distilled: bool, state: str = "float", trained: str = "") -> None:
+    def record(self, model, method: str, m, distilled, state: str = "float", trained: str = "") -> None:
+        """``distilled``: ``False`` or the teacher's name (``"fp32"``, ``"fp32-ft"``)."""
         acc = accuracy(model, self.loader(shuffle=False), num_steps=self.cfg.num_steps)
         self.rows.append({"dataset": self.name, "seed": self.seed, "method": method, "m": m, "bits": 4 if m else 32,
                           "distilled": distilled, "state": state, "trained_with_state": trained, "accuracy": acc})
@@ -88,20 +89,22 @@ class _Bench:
               flush=True)
 
 
-def _rows(b: _Bench, ms, profiles, state_ms, teacher_kind: str = "fp32") -> None:
+def _rows(b: _Bench, ms, profiles, state_ms, teacher_kinds=("fp32",), state_plain: bool = True) -> None:
+    """Every row of one seed; CAT is distilled from each teacher of ``teacher_kinds``, the state rows
+    from the first."""
     control = copy.deepcopy(b.fp32)
     b.finetune(control, "FP32 ft")
     b.record(control, "FP32 + fine-tune", None, False)
-    teacher = control if teacher_kind == "fp32-ft" else b.fp32
+    teachers = {"fp32": b.fp32, "fp32-ft": control}
     for m in ms:
-        for distilled in (False, True):
+        for kind in (False, *teacher_kinds):
             model = sf.wrap(copy.deepcopy(b.fp32), m=m, bits=4)
-            b.finetune(model, f"CAT m={m}{' +KD' if distilled else ''}", teacher if distilled else None)
-            b.record(model, "CAT", m, distilled)
+            b.finetune(model, f"CAT m={m}{f' +KD {kind}' if kind else ''}", teachers[kind] if kind else None)
+            b.record(model, "CAT", m, kind)
     folded = fold_batchnorm(copy.deepcopy(b.fp32))
     for m in state_ms if profiles else ():
-        for distilled in (False, True):
-            kd = teacher if distilled else None
+        for distilled in (False, teacher_kinds[0]) if state_plain else (teacher_kinds[0],):
+            kd = teachers[distilled] if distilled else None
             plain = sf.wrap(copy.deepcopy(folded), m=m, bits=4)
             b.finetune(plain, f"CAT-folded m={m}", kd)
             b.record(plain, "CAT (BN folded)", m, distilled)
@@ -156,9 +159,15 @@ def _summary(rows: list[dict]) -> Table:
         accs = [r["accuracy"] for r in rows if (r["dataset"], r["method"], r["m"], r["distilled"], r["state"],
                                                 r["trained_with_state"]) == k]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        t.add_row([k[0], k[1], k[2] or "-", "yes" if k[3] else "no", k[4], k[5] or "-", len(accs),
+        t.add_row([k[0], k[1], k[2] or "-", _teacher_name(k[3]), k[4], k[5] or "-", len(accs),
                    round(statistics.mean(accs), 2), round(std, 2)])
     return t
+
+
+def _teacher_name(distilled) -> str:
+    if distilled is True:  # results written before the teacher was named
+        return "yes"
+    return {False: "no", "fp32": "from FP32", "fp32-ft": "from FP32 + fine-tune"}.get(distilled, str(distilled))
 
 
 def main(argv=None) -> int:
@@ -167,12 +176,18 @@ def main(argv=None) -> int:
     g.add_argument("--quick", action="store_true", help="digits, 1 seed (the default)")
     g.add_argument("--full", action="store_true", help="Fashion-MNIST, 3 seeds (suite budgets)")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--ms", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--ms", type=int, nargs="*", default=[2, 3, 4], help="m of the CAT rows (none: only state rows)")
     ap.add_argument("--profiles", nargs="*", default=["loihi", "xylo"])
     ap.add_argument("--state-ms", type=int, nargs="*", default=None, help="m of the state rows (default: --ms)")
     ap.add_argument("--timing-reps", type=int, default=15)
-    ap.add_argument("--teacher", choices=("fp32", "fp32-ft"), default="fp32",
-                    help="distil from the FP32 model (default) or from the FP32 + fine-tune control")
+    ap.add_argument("--teacher", choices=("fp32", "fp32-ft"), nargs="+", default=["fp32"],
+                    help="distil from the FP32 model (default) and/or from the FP32 + fine-tune control "
+                         "(the state rows use the first)")
+    ap.add_argument("--state-distilled-only", action="store_true", help="state rows: only the distilled ones")
+    ap.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                    help="run just these seeds (one process per seed; combine with --merge)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="write one result from the runs of several distill_*.json files and exit")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -182,19 +197,61 @@ def main(argv=None) -> int:
     name = "fashion-mnist" if args.full else "digits"
     cfg = MODES[mode]
     seeds = list(range(args.seeds)) if args.seeds is not None else list(cfg.seeds if args.full else (0,))
+    seeds = args.only_seeds if args.only_seeds is not None else seeds
     begin, rows, timing = time.perf_counter(), [], None
     command = "python benchmarks/distill.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    tag = "" if args.teacher == ["fp32"] else "_teacher-" + "-and-".join(args.teacher)
+    tag += "" if args.only_seeds is None else "_seeds-" + "-".join(map(str, seeds))
+    if args.merge:
+        return _merge(Path(args.out), mode, name, command, args.merge, tag.split("_seeds-")[0])
     for seed in seeds:
         b = _Bench(mode, name, seed, not args.no_progress)
         b.record(b.fp32, "FP32", None, False)
         if timing is None and args.timing_reps:
             timing = _step_times(b, args.timing_reps)
             print("step time:", timing, flush=True)
-        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms, args.teacher)
+        _rows(b, args.ms, args.profiles, args.ms if args.state_ms is None else args.state_ms, tuple(args.teacher),
+              not args.state_distilled_only)
         rows.extend(b.rows)
-        tag = "" if args.teacher == "fp32" else f"_teacher-{args.teacher}"
         _write(Path(args.out), mode, name, command, rows, timing, time.perf_counter() - begin, tag)  # every seed
     return 0
+
+
+def _merge(out: Path, mode: str, name: str, command: str, files, tag: str) -> int:
+    """One result from per-seed runs: their rows in seed order, the first timing found, the summed wall."""
+    runs = [json.loads(Path(f).read_text()) if f.endswith(".json") else _from_log(Path(f)) for f in files]
+    rows, seen = [], set()  # a row two processes both made (FP32, the control: deterministic) counts once
+    for r in sorted((r for run in runs for r in run["rows"]), key=lambda r: r["seed"]):
+        key = tuple(r[k] for k in ("seed", "method", "m", "distilled", "state", "trained_with_state"))
+        if key not in seen:
+            seen.add(key)
+            rows.append(r)
+    timing = next((run["timing"] for run in runs if run.get("timing")), None)
+    commands = "; ".join(run["command"] for run in runs)
+    _write(out, mode, name, f"{commands}; {command}", rows, timing, sum(run.get("wall", 0.0) for run in runs), tag)
+    return 0
+
+
+def _from_log(path: Path) -> dict:
+    """The rows a run printed (``<dataset> s<seed> <method> m=<m> distil=<teacher> state=<s> <trained>: <acc>%``),
+    for a process stopped before it wrote its JSON; its first line names it (``# <command>``)."""
+    import ast
+    import re
+
+    lines = path.read_text().splitlines()
+    line_re = re.compile(r"^(\S+) s(\d+) (.+?) m=(\S+) distil=(\S+) state=(\S+) (.*): ([\d.]+)%$")
+    rows = []
+    for line in lines:
+        hit = line_re.match(line)
+        if hit:
+            ds, seed, method, m, dist, state, trained, acc = hit.groups()
+            m = None if m == "None" else int(m)
+            rows.append({"dataset": ds, "seed": int(seed), "method": method, "m": m, "bits": 4 if m else 32,
+                         "distilled": False if dist == "False" else dist, "state": state,
+                         "trained_with_state": trained.strip(), "accuracy": float(acc)})
+    timing = next((ast.literal_eval(ln[len("step time: "):]) for ln in lines if ln.startswith("step time: ")), None)
+    command = lines[0][2:] if lines and lines[0].startswith("# ") else f"(log {path.name})"
+    return {"command": command, "rows": rows, "timing": timing}
 
 
 def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timing, wall: float,
@@ -207,7 +264,8 @@ def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timi
             f"{name}: train {budget.train or 'all'} / test {budget.test or 'all'}, FP32 {budget.epochs} epochs, every "
             f"row fine-tuned {2 * budget.finetune_epochs} epochs on {budget.finetune or 'all'} samples (lr "
             f"{cfg.finetune_lr}, {cfg.finetune_schedule}), T={cfg.num_steps}, seeds {seeds}; distillation "
-            f"{DISTILL}, teacher {'FP32 + fine-tune' if tag else 'FP32'}; wall {wall:.0f} s (shared machine)\n\n")
+            f"{DISTILL} (the Distiller's defaults), teacher as in the `distilled` column; wall {wall:.0f} s "
+            f"(shared machine, summed over processes)\n\n")
     text = head + _summary(rows).to_markdown() + "\n"
     if timing:
         text += (f"\nStep time (CAT m=4 b=4, batch {timing['batch']}, T={timing['num_steps']}, one thread, CPU time, "
@@ -216,7 +274,7 @@ def _write(out: Path, mode: str, name: str, command: str, rows: list[dict], timi
                  f"(quartiles {timing['ratio_q1']:.2f}-{timing['ratio_q3']:.2f})\n")
     (out / f"distill_{mode}{tag}.md").write_text(text)
     (out / f"distill_{mode}{tag}.json").write_text(json.dumps({"command": command, "rows": rows, "timing": timing,
-                                                          "distill": DISTILL}, indent=2))
+                                                          "distill": DISTILL, "wall": wall}, indent=2))
     keys = list(rows[0])
     (out / f"distill_{mode}{tag}_runs.csv").write_text(
         "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")

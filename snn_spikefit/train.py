@@ -62,7 +62,8 @@ def fit(
         teacher: distil from this model (:class:`~snn_spikefit.Distiller`: membranes and logits
             added to the loss; the teacher runs once per step under ``no_grad``).
         distill: keyword arguments of the ``Distiller`` (``membrane_weight``, ``logit_weight``,
-            ``temperature``, ``layers``, ``prune_report``).
+            ``temperature``, ``layers``, ``prune_report``, ``normalize``, ``teacher_bn``); its
+            defaults otherwise (weights 0.1, ``tau`` 4, batch statistics in the teacher's BatchNorm).
         recalibrate: after the last epoch, re-estimate BatchNorm running statistics
             with the final weights (:func:`recalibrate_bn`; only if the model has
             BatchNorm and parametrized, i.e. quantized, weights). Codebook training changes weights in

@@ -158,3 +158,74 @@ def test_norse_student_copy_is_zero_and_cross_framework_runs():
     loss.backward()
     assert torch.isfinite(loss) and float(loss) > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def _bn_teacher():
+    from snn_spikefit.zoo.snntorch import conv_snn
+
+    torch.manual_seed(0)
+    net = conv_snn(image_size=8, channels=(6, 8), batch_norm=True)
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+        for bn in (net[1], net[5]):  # running statistics unlike any batch's: eval and train modes differ
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_batchnorm_teacher_matches_a_training_student_and_keeps_its_statistics():
+    teacher = _bn_teacher()
+    before = copy.deepcopy(teacher.state_dict())
+    teacher.eval()
+    student = copy.deepcopy(teacher).train()
+    d = sf.Distiller(teacher, student)  # teacher_bn="match": batch statistics while the student trains
+    d.run(_x(), num_steps=4)
+    assert all(bool(v.abs().sum() > 0) for v in d.membranes()[1].values())
+    assert float(d.loss()) == 0.0
+    for k, v in teacher.state_dict().items():  # running statistics neither used nor updated
+        assert torch.equal(v, before[k]), k
+    assert not teacher.training and all(m.track_running_stats for m in (teacher[1], teacher[5]))
+    old = sf.Distiller(teacher, student, teacher_bn="running")  # the teacher's running statistics
+    old.run(_x(), num_steps=4)
+    assert old.loss().item() > 0 and old.terms["membrane"] > 0
+    student.eval()  # an evaluating student: the teacher uses its running statistics as well
+    with torch.no_grad():
+        out = d.run(_x(), num_steps=4)
+    t_out = d._outputs[0]
+    assert torch.equal(out, t_out)
+
+
+def test_variance_normalised_membrane_loss_is_mse_over_teacher_variance():
+    teacher = _teacher()
+    student = sf.wrap(copy.deepcopy(teacher), m=2, bits=4)
+    d = sf.Distiller(teacher, student, normalize="variance", membrane_weight=1.0, logit_weight=0.0)
+    d.run(_x(), num_steps=4)
+    s_mem, t_mem = d.membranes()
+    hand = torch.stack([F.mse_loss(s_mem[n], t_mem[n]) / (t_mem[n].var(unbiased=False) + 1e-6)
+                        for n in ("2", "5")]).mean()
+    assert torch.allclose(d.loss(), hand)
+    plain = sf.Distiller(teacher, student, membrane_weight=1.0, logit_weight=0.0)  # unnormalised: the plain mean of the MSEs
+    plain.run(_x(), num_steps=4)
+    s_mem, t_mem = plain.membranes()
+    assert torch.allclose(plain.loss(), torch.stack([F.mse_loss(s_mem[n], t_mem[n]) for n in ("2", "5")]).mean())
+
+
+def test_distiller_refuses_unknown_options_by_name():
+    teacher = _teacher()
+    with pytest.raises(sf.SpikeFitValueError, match=r"normalize='std' is not allowed; use None or 'variance'"):
+        sf.Distiller(teacher, copy.deepcopy(teacher), normalize="std")
+    with pytest.raises(sf.SpikeFitValueError, match=r"teacher_bn='eval' is not allowed; use 'match' or 'running'"):
+        sf.Distiller(teacher, copy.deepcopy(teacher), teacher_bn="eval")
+
+
+def test_folded_student_is_matched_to_the_teachers_running_statistics():
+    from snn_spikefit.quantize.fold import fold_batchnorm
+
+    teacher = _bn_teacher().eval()
+    student = fold_batchnorm(copy.deepcopy(teacher)).train()  # no BatchNorm left: fixed statistics
+    d = sf.Distiller(teacher, student, membrane_weight=1.0)
+    d.run(_x(), num_steps=4)
+    s_mem, t_mem = d.membranes()
+    assert all(bool(v.abs().sum() > 0) for v in t_mem.values())
+    assert float(d.loss()) < 1e-8  # the same function up to the rounding of folding
+    d.close()
