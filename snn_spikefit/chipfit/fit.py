@@ -16,6 +16,7 @@ snn_spikefit.errors.SpikeFitValueError: generic-45nm gives no budget to fit: ...
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import replace
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..distill.distiller import Distiller
 from ..deploy.check import ConstraintViolationError, check
 from ..deploy.hardware import HardwareProfile, as_profile
 from ..deploy.metrics import evaluate
@@ -47,7 +49,8 @@ __all__ = ["fit_to_chip", "OBJECTIVES"]
 
 OBJECTIVES = ("accuracy", "deploy_ratio", "energy")
 #: The Distiller's keywords ``distill={...}`` may give (the teacher is the original model).
-DISTILL_KEYS = ("layers", "membrane_weight", "logit_weight", "temperature")
+DISTILL_KEYS = tuple(k for k in inspect.signature(Distiller.__init__).parameters
+                     if k not in ("self", "teacher", "student", "prune_report"))
 
 
 class _Job:
@@ -208,8 +211,8 @@ def fit_to_chip(model: nn.Module, data: Any, *, hardware: str | HardwareProfile,
             larger margin), and its *test* accuracy is reported. ``None``: no split, the margins are tried
             in order and the first that passes is kept.
         distill: distil from the original model while fine-tuning (``True``: the
-            :class:`~snn_spikefit.Distiller` defaults; a dict: its keywords ``layers``,
-            ``membrane_weight``, ``logit_weight``, ``temperature``); the pruned layers' teacher
+            :class:`~snn_spikefit.Distiller` defaults; a dict: any of its keywords but ``prune_report``,
+            e.g. ``membrane_weight``, ``logit_weight``, ``temperature``, ``teacher_bn``); the pruned layers' teacher
             membranes are cut to the kept channels.
         max_tries: allocations tried per margin; after the first, only budgets ``check`` still finds
             broken are tightened (by 15% each time).
