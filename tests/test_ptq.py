@@ -8,7 +8,8 @@ from torch import nn
 
 import snn_spikefit as sf
 from snn_spikefit.errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
-from snn_spikefit.ptq.api import _hessian, _plans
+from snn_spikefit.ptq.api import _hessian
+from snn_spikefit.ptq.plan import layer_plans as _plans
 from snn_spikefit.ptq.hessian import leak_kernel
 from snn_spikefit.ptq.obs import gptq, nearest, obs_order, obs_prune
 from snn_spikefit.quantize.codebook import FrozenCodebook

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from snn_spikefit.ptq.api import _hessian, _plans
+from snn_spikefit.ptq.api import _hessian
+from snn_spikefit.ptq.plan import layer_plans as _plans
 from snn_spikefit.ptq.codebook import STARTS, fit_layer, weighted_kmeans
 from snn_spikefit.ptq.hessian import damped
 from snn_spikefit.ptq.obs import hessian_error, nearest

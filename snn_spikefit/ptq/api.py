@@ -24,26 +24,23 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import compressed_layers, install_frozen, remove_parametrization
 from ..quantize.quantizer import distinct_per_row
-from ..quantize.wrap import GRANULARITIES, as_patterns, check_int, select_layers
+from ..quantize.wrap import GRANULARITIES, check_int
 from ..progress import progress_bar
 from ..runtime import DEFAULT_NUM_STEPS, check_module, eval_mode, run
-from ..trace import trace
 from ..train import recalibrate_bn
 from .codebook import fit_layer
-from .hessian import SUPPORTED_TYPES, HessianAccumulator, damped, patches
+from .hessian import HessianAccumulator, damped
 from .obs import hessian_error, obs_order, obs_prune, row_counts
+from .plan import Plan, calibration_batches, layer_plans
 from .sparsegpt import sparsegpt_prune
 from .report import LayerPostTraining, PostTrainingReport
 
@@ -64,21 +61,6 @@ DAMPING = 0.01
 CODEBOOK_DAMPING = 1.0
 #: One-shot CAT's codebook starts (:data:`snn_spikefit.ptq.codebook.STARTS`), each alternated, the best kept.
 CAT_STARTS: tuple[str, ...] = ("kmeans",)
-
-_BATCH = 64
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-#: Modules between a layer and its neuron that keep the input linear enough for the kernel.
-_PASS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-
-
-@dataclass
-class _Plan:
-    name: str
-    module: nn.Module
-    neuron: str
-    decays: tuple
-    gain2: Tensor | None
-
 
 def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner, flags) -> None:
     check_module(model)
@@ -110,89 +92,6 @@ def _check_args(model, sparsity, bits, m, granularity, num_steps, damping, itera
     if compressed_layers(model):
         raise SpikeFitValueError("model already carries quantizers (wrap/freeze/a baseline); "
                                  "compress_posttraining takes a plain trained model (call strip(model) first)")
-
-
-def _calibration(calib_data: Any, num_steps: int | None) -> list[Tensor]:
-    """The calibration inputs as a list of batches (read once: later passes see the same samples)."""
-    if calib_data is None:
-        raise SpikeFitValueError("calib_data is None; pass calibration inputs (a tensor [N, ...] or (x, y) batches)")
-    if isinstance(calib_data, Tensor):
-        dim = 0 if num_steps is not None else 1
-        batches = list(torch.split(calib_data, _BATCH, dim=dim)) if calib_data.ndim > dim else []
-    elif isinstance(calib_data, (str, bytes)) or not isinstance(calib_data, Iterable):
-        raise SpikeFitTypeError(f"calib_data must be a tensor or an iterable of batches, got {type(calib_data).__name__}")
-    else:
-        batches = []
-        for i, item in enumerate(calib_data):
-            x = item[0] if isinstance(item, (tuple, list)) and item else item
-            if not isinstance(x, Tensor):
-                raise SpikeFitTypeError(f"calib_data batch {i} holds {type(x).__name__}; use tensors or (x, y) pairs")
-            batches.append(x)
-    batches = [b for b in batches if b.numel() > 0]
-    if not batches:
-        raise SpikeFitValueError("calib_data has no samples; pass at least one calibration input")
-    for i, b in enumerate(batches):
-        if b.is_floating_point() and not bool(b.isfinite().all()):
-            raise SpikeFitValueError(f"calib_data batch {i} contains NaN or inf values; inputs must be finite")
-    return batches
-
-
-def _follow(graph, name: str, adapter: Adapter) -> tuple[str, tuple, Tensor | None]:
-    """The neuron fed by layer ``name`` (through BatchNorm, pooling, flatten), its decays, the BN gain^2."""
-    gain2, cur = None, name
-    for _ in range(16):
-        consumers = graph.consumers(cur)
-        if len(consumers) != 1:
-            break
-        node = consumers[0]
-        if node.is_neuron:
-            decays = []
-            for d in adapter.membrane_decays(node.module):
-                d = torch.as_tensor(d, dtype=torch.float64)
-                decays.append(float(d.mean()))
-            return node.name, tuple(decays), gain2
-        if isinstance(node.module, _BATCHNORM):
-            bn = node.module
-            g = (bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(
-                bn.running_var + bn.eps) if bn.running_var is not None else None
-            gain2 = None if g is None else (g.double() ** 2) * (gain2 if gain2 is not None else 1.0)
-        elif not isinstance(node.module, _PASS) and type(node.module).__name__ != "Gain":
-            break
-        cur = node.name
-    return "-", (), gain2  # a read-out (or a branch): the output error at every step, K = I
-
-
-def _plans(model: nn.Module, batches: list[Tensor], num_steps, include, exclude) -> list[_Plan]:
-    adapter = get_adapter(model)
-    layers = select_layers(model, as_patterns("include", include), as_patterns("exclude", exclude))
-    if not layers:
-        raise SpikeFitValueError(f"model has no compressible layer (after include={include!r}, exclude={exclude!r})")
-    for name, module, param in layers:
-        if param != "weight" or not isinstance(module, SUPPORTED_TYPES) or parametrize.is_parametrized(module):
-            kind = type(module).__name__ + (f".{param}" if param != "weight" else "")
-            raise UnsupportedLayerError(
-                f"layer {name!r} ({kind}) cannot be compressed post-training (supported: "
-                f"{[t.__name__ for t in SUPPORTED_TYPES]} weights without parametrizations); "
-                f"pass exclude=[{name!r}] to leave it as it is")
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            try:  # refuse before anything runs
-                patches(module, torch.zeros(1, module.in_channels, *([8] * (module.weight.ndim - 2))))
-            except UnsupportedLayerError as exc:
-                raise UnsupportedLayerError(f"layer {name!r}: {exc}; pass exclude=[{name!r}] to leave it as it is"
-                                            ) from None
-    sample = batches[0] if num_steps is not None else batches[0][0]
-    graph = trace(model, sample)
-    out = []
-    for name, module, _ in layers:
-        try:
-            neuron, decays, gain2 = _follow(graph, name, adapter)
-        except UnsupportedLayerError as exc:
-            raise UnsupportedLayerError(f"layer {name!r} feeds a neuron post-training compression cannot model: "
-                                        f"{exc}; pass exclude=[{name!r}] to leave it as it is") from None
-        if gain2 is not None and gain2.numel() not in (1, module.weight.shape[0]):
-            gain2 = None
-        out.append(_Plan(name, module, neuron, decays, gain2))
-    return out
 
 
 def lamp_counts(weights: Sequence[Tensor], sparsity: float) -> list[int]:
@@ -236,7 +135,7 @@ def _inputs(model: nn.Module, module: nn.Module, name: str, x: Tensor, num_steps
 
 
 @torch.no_grad()
-def _hessian(model: nn.Module, plan: _Plan, batches: list[Tensor], num_steps,
+def _hessian(model: nn.Module, plan: Plan, batches: list[Tensor], num_steps,
              reference: nn.Module | None = None) -> HessianAccumulator:
     acc = HessianAccumulator(plan.module, plan.decays)
     ref_module = dict(reference.named_modules())[plan.name] if reference is not None else None
@@ -255,7 +154,7 @@ def _prune(rows: Tensor, hd: Tensor, k: int, gain2: Tensor | None, pruner: str) 
     return sparsegpt_prune(rows, hd, k, gain2=gain2)
 
 
-def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations,
+def _compress_layer(plan: Plan, acc: HessianAccumulator, k: int, *, m, bits, granularity, damping, iterations,
                     pruner="auto", bias_correction=False):
     w0 = plan.module.weight.detach()
     absorb = bias_correction and getattr(plan.module, "bias", None) is not None
@@ -279,7 +178,7 @@ def _compress_layer(plan: _Plan, acc: HessianAccumulator, k: int, *, m, bits, gr
     return final, fit, mask, err
 
 
-def _apply_layer(model: nn.Module, plan: _Plan, k: int, batches: list[Tensor], num_steps, options: dict,
+def _apply_layer(model: nn.Module, plan: Plan, k: int, batches: list[Tensor], num_steps, options: dict,
                  reference: nn.Module | None = None):
     """Measure the layer's Hessian on the model as it is now, compress it, write the weight (and bias) back."""
     acc = _hessian(model, plan, batches, num_steps, reference)
@@ -371,9 +270,9 @@ def compress_posttraining(
     damping, asymmetric, bias_correction = _defaults(m, damping, asymmetric, bias_correction)
     _check_args(model, sparsity, bits, m, granularity, num_steps, damping, iterations, pruner,
                 dict(asymmetric=asymmetric, bias_correction=bias_correction, recalibrate=recalibrate))
-    batches = _calibration(calib_data, num_steps)
+    batches = calibration_batches(calib_data, num_steps)
     start = time.perf_counter()
-    plans = _plans(model, batches, num_steps, include, exclude)
+    plans = layer_plans(model, batches, num_steps, include, exclude)
     ks = lamp_counts([p.module.weight for p in plans], float(sparsity))
     quantize = m is not None or bits is not None
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -396,7 +295,7 @@ def compress_posttraining(
                               tuple(rows), time.perf_counter() - start)
 
 
-def _install(plans: list[_Plan], results: list, m, bits, granularity: str, installed: list[nn.Module]) -> None:
+def _install(plans: list[Plan], results: list, m, bits, granularity: str, installed: list[nn.Module]) -> None:
     """Every layer's fit as a ``FrozenCodebook`` (appended to ``installed`` as it goes, for the rollback)."""
     store_m = m if m is not None else 2**bits - 1
     for plan, fit in zip(plans, results):
@@ -407,7 +306,7 @@ def _install(plans: list[_Plan], results: list, m, bits, granularity: str, insta
         installed.append(plan.module)
 
 
-def _row(plan: _Plan, final: Tensor | None, fit, mask: Tensor | None, err: float, seconds: float
+def _row(plan: Plan, final: Tensor | None, fit, mask: Tensor | None, err: float, seconds: float
          ) -> LayerPostTraining:
     w = plan.module.weight
     rows = final if final is not None else w.detach().reshape(w.shape[0], -1)
