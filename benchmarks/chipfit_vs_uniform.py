@@ -116,7 +116,8 @@ def run_seed(key, hardware, factory, data, seed, args):
     base = sf.accuracy(model, data.test, num_steps=4)
     rep = sf.fit_to_chip(model, data, hardware=hardware, max_epochs=args.epochs, seed=seed, progress=False,
                          validation=0.2,
-                         distill={"membrane_weight": args.membrane_weight} if args.distill else False)
+                         distill=(True if args.membrane_weight is None else {"membrane_weight": args.membrane_weight})
+                         if args.distill else False)
     tried = []
     if not args.fit_only:
         torch.manual_seed(seed)
@@ -170,8 +171,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--distill", action="store_true", help="fit_to_chip distils from the original")
     ap.add_argument("--only", nargs="*", help="cases to run (keys of cases())")
-    ap.add_argument("--membrane-weight", type=float, default=1.0,
-                    help="with --distill: the Distiller's membrane_weight")
+    ap.add_argument("--membrane-weight", type=float, default=None,
+                    help="with --distill: the Distiller's membrane_weight (default: the Distiller's own)")
     ap.add_argument("--fit-only", action="store_true", help="leave the uniform grid out (e.g. with --distill)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "chipfit_vs_uniform.md"))
     args = ap.parse_args()
@@ -189,12 +190,13 @@ def main() -> None:
         summary.append(_summary(rows))
     command = ("python benchmarks/chipfit_vs_uniform.py " + f"--seeds {args.seeds} --pretrain {args.pretrain} "
                f"--epochs {args.epochs}"
-               + (f" --distill --membrane-weight {args.membrane_weight:g}" if args.distill else "")
+               + (" --distill" + ("" if args.membrane_weight is None else f" --membrane-weight {args.membrane_weight:g}")
+                  if args.distill else "")
                + (" --fit-only" if args.fit_only else "")
                + (f" --only {' '.join(args.only)}" if args.only else ""))
     text = (f"# fit_to_chip vs the uniform prune ratio passing check, both chosen on a validation split (digits, "
             f"{args.seeds} seeds, pretrain {args.pretrain} epochs, fine-tune {args.epochs} epochs per candidate"
-            f"{f', fit_to_chip distils, membrane_weight {args.membrane_weight:g}' if args.distill else ''})\n\n"
+            f"{(', fit_to_chip distils, ' + ('Distiller defaults' if args.membrane_weight is None else f'membrane_weight {args.membrane_weight:g}')) if args.distill else ''})\n\n"
             + "\n".join(lines) + "\n\n" + SUMMARY + "\n"
             + "\n".join(summary) + f"\n\nCommand: `{command}`\n")
     Path(args.out).write_text(text)
