@@ -81,6 +81,8 @@ def work(rank: int, world: int, store_dir: str) -> None:
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{store_dir}/store", rank=rank, world_size=world)
     data, out = _data(rank, world), {}
+    out["init"] = {k: v.clone() for k, v in sf.wrap(_model(False), m=4).state_dict().items()}
+    out["init_bn"] = {k: v.clone() for k, v in sf.wrap(_model(True), m=4).state_dict().items()}
     model = sf.wrap(_model(False), m=4)  # wrap before DDP: DDP broadcasts rank 0's codebooks
     out["trained"], out["history"] = _train(model, world, data, lambda p: torch.optim.SGD(p, lr=0.05))
     check_same_model(model)
