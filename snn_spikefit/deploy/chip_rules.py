@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from ..targets.sinabs_program import BIAS_SLACK  # the slack the Speck target allows (float32 k * scale)
 from .rules import CheckContext, register_check_rule
 
 __all__ = ["SPECK_KERNEL_MEMORY", "SPECK_NEURON_MEMORY", "XYLO_HIDDEN", "XYLO_OUTPUTS"]
@@ -36,7 +37,6 @@ __all__ = ["SPECK_KERNEL_MEMORY", "SPECK_NEURON_MEMORY", "XYLO_HIDDEN", "XYLO_OU
 SPECK_KERNEL_MEMORY = [16 * 1024] * 3 + [32 * 1024] * 2 + [64 * 1024] * 2 + [16 * 1024] * 2
 SPECK_NEURON_MEMORY = [64 * 1024] * 3 + [32 * 1024] * 2 + [16 * 1024] * 4
 SPECK_BIAS_MEMORY = 1024
-BIAS_SLACK = 1e-2   # LSBs, as targets/sinabs_program.py (float32 k * scale)
 XYLO_HIDDEN, XYLO_OUTPUTS, XYLO_DASH_MAX = 1000, 8, 15
 
 
