@@ -121,13 +121,14 @@ def bias_bits(ctx: CheckContext) -> None:
             continue
         s = scale.double().reshape(-1)
         k = bias.detach().double() / (s if s.numel() == bias.numel() else s[0])
-        off = float((k - torch.round(k)).abs().max())
+        grid = torch.round(k)
+        off, top, most = float((k - grid).abs().max()), int(grid.abs().max()), 2 ** (limit - 1) - 1
         if off > BIAS_SLACK:
             ctx.add("bias_bits", "bias_bits", f.name, "integer weight LSBs", f"{off:.3g} LSB off the grid",
                     f"{ctx.profile.name} holds integer biases in the weight scale: sf.round_biases(model, "
                     f"bits={limit}) after sf.freeze (or bias=False)")
-        elif int(torch.round(k).abs().max()) > 2 ** (limit - 1) - 1:
-            ctx.add("bias_bits", "bias_bits", f.name, 2 ** (limit - 1) - 1, int(torch.round(k).abs().max()),
+        elif top > most:
+            ctx.add("bias_bits", "bias_bits", f.name, most, top,
                     f"{ctx.profile.name} biases are {limit}-bit integers of the weight LSB: lower the bias, use "
                     f"finer weights, or sf.round_biases(model, bits={limit}) to clip")
 
