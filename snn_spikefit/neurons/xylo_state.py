@@ -18,10 +18,11 @@ that is 0 and ``y != 0``, each step::
 :func:`grid_threshold` + 1, the grid threshold :meth:`~snn_spikefit.neurons.state.StateRule.threshold_int`
 also gives: snnTorch's strict ``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
 ``k_s, k_m`` are the nearest shifts of the neuron's ``alpha, beta`` (``1 - 2**-k``; ``k_s >= 1``, since
-``dash_syn = 0`` empties the current). The neuron stores ``s V'`` (pre-reset, so its own ``fire`` sees it)
-and ``s I'`` and emits the count ``n'`` (several spikes a step, as Xylo's hidden neurons). Gradients are straight-through from the float update
-``I' = alpha (I + x)``, ``V' = beta (V - n theta s) + I'``; the count's surrogate is the sum over the
-levels ``k = 1..N`` of snnTorch's arctangent surrogate at ``k theta s`` (``alpha = 2``).
+``dash_syn = 0`` empties the current). The neuron stores ``s V'`` (pre-reset, so its own ``fire`` sees it) and
+``s I'`` and emits the count ``n'`` (several spikes a step, as Xylo's hidden neurons). Gradients are
+straight-through from the float update ``I' = alpha (I + x)``, ``V' = beta (V - n theta s) + I'``; the count's
+surrogate is the sum over the levels ``k = 1..N`` of snnTorch's arctangent surrogate at ``k theta s``
+(``alpha = 2``).
 
 The one arithmetic left out: Xylo saturates after every single synaptic add, in presynaptic order; the
 rule saturates the step's sum. They agree whenever no partial sum leaves int16 (xylo_int's note).
