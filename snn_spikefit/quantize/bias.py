@@ -50,7 +50,7 @@ class BiasReport(Report):
 
 
 def _integer_layers(model: nn.Module) -> list:
-    """The compressed layers whose weight is frozen to integer codes (a codebook scale)."""
+    """The frozen layers whose weights are integers times a scale: the ones a bias grid exists for."""
     return [c for c in compressed_layers(model)
             if isinstance(c.quantizer, FrozenCodebook) and c.quantizer.scale is not None and c.param == "weight"]
 
