@@ -232,9 +232,7 @@ def select_groups(graph: Graph, owns_input, ignored) -> tuple[list[ChannelGroup]
 def remove_group(model: nn.Module, adapter: Adapter, group: ChannelGroup, keep: Tensor) -> None:
     """Keep channels ``keep`` (sorted indices) in every member of ``group``."""
     modules = dict(model.named_modules())
-    for name in (*group.producers,):
-        surgery_for(modules[name]).out(modules[name], keep)
-    for name in group.between:
+    for name in (*group.producers, *group.between):
         surgery_for(modules[name]).out(modules[name], keep)
     for name in group.neurons:
         adapter.prune_neuron(modules[name], keep, group.channel_dim)
@@ -242,7 +240,8 @@ def remove_group(model: nn.Module, adapter: Adapter, group: ChannelGroup, keep: 
         index = keep
         for name, in_shape in zip(path, shapes):
             s = surgery_for(modules[name])
-            index = s.map_keep(modules[name], index, in_shape) if s.role == "flatten" else index
-            if s.role != "flatten":
+            if s.role == "flatten":
+                index = s.map_keep(modules[name], index, in_shape)
+            else:
                 s.out(modules[name], index)
         surgery_for(modules[consumer]).inp(modules[consumer], index)
