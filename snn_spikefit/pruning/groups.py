@@ -75,6 +75,7 @@ class _Space:
     input: bool = False
     output: bool = False
     branches: bool = False
+    nearest: dict[str, str] = field(default_factory=dict)  # neuron -> the layer nearest before it
 
 
 class _Union:
@@ -181,7 +182,7 @@ def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
         spaces[u.find(space[graph.output])].output = True
     result = list(spaces.values())
     for sp in result:
-        sp.nearest = {m: nearest.get(m, "") for m in sp.neurons}  # type: ignore[attr-defined]
+        sp.nearest = {m: nearest.get(m, "") for m in sp.neurons}
     return result
 
 
@@ -203,11 +204,10 @@ def group_of(sp: _Space, graph: Graph) -> ChannelGroup:
             f"cannot prune spiking layers {sp.neurons} together (their channels are {joined}): "
             f"{'; '.join(why)}; pass ignore={sp.neurons[:1]} to leave the group unpruned")
     shape = graph.node(sp.neurons[0]).out_shape
-    nearest = sp.nearest  # type: ignore[attr-defined]
     return ChannelGroup(
         sp.neurons[0], sp.producers[0], tuple(sp.neurons), tuple(sp.producers), tuple(sp.between),
         tuple(sp.consumers), tuple(sp.adds), channels.pop(), 1 - len(shape),
-        tuple((n, nearest[n] or sp.producers[0]) for n in sp.neurons),
+        tuple((n, sp.nearest[n] or sp.producers[0]) for n in sp.neurons),
         tuple((sp.neurons[0] if i == 0 else f"{sp.neurons[0]}:{p}", p) for i, p in enumerate(sp.producers)))
 
 
