@@ -96,6 +96,17 @@ class _Union:
         return ra
 
 
+def _blocked(n, s, owns_input) -> str | None:
+    """Why channels cannot pass through node ``n`` (surgery ``s``; None for a neuron), or None."""
+    if n.is_neuron:
+        return f"spiking layer {n.name!r} owns its input weights" if owns_input(n.module) else None
+    kind = type(n.module).__name__
+    if s is None:
+        return f"{n.name!r} ({kind}) is not a module channel pruning can pass through"
+    why = s.problem(n.module)
+    return f"{n.name!r} ({kind}) has {why}" if why else None
+
+
 def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
     """Assign every traced tensor to a space; returns the union, space per node, flatten paths, producers, log."""
     u = _Union()
@@ -123,25 +134,17 @@ def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
         for i in ins[1:]:  # a module of several inputs: none of them can be followed
             for k in {key, space[i]}:
                 log.append((k, "problem", f"{n.name!r} combines inputs {n.inputs}"))
+        s = None if n.is_neuron else surgery_for(n.module)
+        problem = _blocked(n, s, owns_input)
+        if problem:  # its input's channels and its output's both stop here
+            space[n.name] = f"#{n.name}"
+            log += [(key, "problem", problem), (space[n.name], "problem", problem)]
+            continue
         if n.is_neuron:
-            if owns_input(n.module):
-                log.append((key, "problem", f"spiking layer {n.name!r} owns its input weights"))
-                space[n.name] = f"#{n.name}"
-                log.append((space[n.name], "problem", f"spiking layer {n.name!r} owns its input weights"))
-                continue
             space[n.name], nearest[n.name] = key, nearest.get(ins[0], "")
             log.append((key, "neuron", n.name))
             if ins[0] in flat:
                 log.append((key, "problem", f"spiking layer {n.name!r} follows a Flatten"))
-            continue
-        s = surgery_for(n.module)
-        kind = type(n.module).__name__
-        problem = (f"{n.name!r} ({kind}) is not a module channel pruning can pass through" if s is None
-                   else (f"{n.name!r} ({kind}) has {s.problem(n.module)}" if s.problem(n.module) else None))
-        if problem:
-            log.append((key, "problem", problem))
-            space[n.name] = f"#{n.name}"
-            log.append((space[n.name], "problem", problem))
             continue
         if s.role == "layer":
             path, shapes = flat.get(ins[0], ((), ()))
