@@ -24,6 +24,7 @@ values), its scale ``s = r * max|w| / q`` with the clipping ratio ``r`` (of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ from torch import Tensor
 from ..quantize.codebook import quantize_codebook
 from ..quantize.init import init_codebook
 from ..quantize.quantizer import IntegerForm, code_dtype, int_dtype
-from .obs import gptq, hessian_error, nearest
+from .obs import gptq, gptq_factor, hessian_error, nearest
 
 __all__ = ["LayerFit", "fit_layer", "uniform_codebook", "refit_codebook", "weighted_kmeans", "CLIP_RATIOS", "STARTS"]
 
@@ -194,20 +195,22 @@ def fit_layer(w: Tensor, h: Tensor, *, m: int | None, bits: int | None, groups: 
     ``mask``: pruned weights, held at 0.
     """
     sparse = mask is not None and bool(mask.any())
+    factor = gptq_factor(h)  # the same for every gptq call below: h does not change
     if m is None:
         book = uniform_codebook(w, bits, h, groups, gain2)
-        return _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2, iterations=1)
+        return _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2, iterations=1,
+                          factor=factor)
     best = None
     for how in starts:
         book = _start(w, h, m, groups, sparse, how, gain2 if groups == 1 else None)
         fit = _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2,
-                         iterations=iterations)
+                         iterations=iterations, factor=factor)
         if best is None or fit.error < best.error:
             best = fit
     return best
 
 
-def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations) -> LayerFit:
+def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations, factor) -> LayerFit:
     """Assignment (GPTQ or nearest, the lower error) and closed-form refit, ``iterations`` rounds at most."""
     best: LayerFit | None = None
     last_codes = None
@@ -215,7 +218,7 @@ def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations) -> 
         values, ints, scale = _used(book, bits)
         zero = _zero_index(values) if sparse else None
         step = None
-        for assign in (gptq, _nearest_assignment):  # error feedback can lose to plain rounding on coarse books
+        for assign in (partial(gptq, factor=factor), _nearest_assignment):  # error feedback can lose to plain rounding on coarse books
             codes, quantized, latent = assign(w, h, values, mask=mask if sparse else None, zero=zero)
             err = hessian_error(quantized - w, h, gain2)
             if step is None or err < step.error:

@@ -34,7 +34,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "nearest", "hessian_error", "MEMORY_BUDGET"]
+__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "gptq_factor", "nearest", "hessian_error", "row_errors",
+           "MEMORY_BUDGET"]
 
 #: Bytes of per-row inverse-Hessian copies :func:`obs_order` holds at once.
 MEMORY_BUDGET = 2**28
@@ -134,8 +135,18 @@ def _nearest_sorted(w: Tensor, order: Tensor, bounds: Tensor) -> Tensor:
     return torch.gather(order, 1, torch.searchsorted(bounds, w.contiguous()))
 
 
+def gptq_factor(h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(perm, U)``: :func:`gptq`'s column order (largest ``diag H`` first) and the upper Cholesky
+    factor of ``H^-1`` in that order (``H^-1 = U^T U``). It depends on ``h`` alone: compute it once
+    for several :func:`gptq` calls on the same Hessian.
+    """
+    perm = torch.argsort(h.diagonal(), descending=True, stable=True)
+    hp = h[perm][:, perm]
+    return perm, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hp)), upper=True)
+
+
 def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, zero: Tensor | None = None,
-         block: int = 128) -> tuple[Tensor, Tensor, Tensor]:
+         block: int = 128, factor: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Round every weight to a codeword with error feedback: ``(codes, quantized, latent)``.
 
     Args:
@@ -144,6 +155,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
         values: ``[R, m]`` (one codebook per row) or ``[1, m]`` (shared), float32.
         mask: removed weights, held at codeword ``zero`` (the index of the value 0).
         zero: ``[R]`` or ``[1]`` index of the codeword equal to 0 (needed with ``mask``).
+        factor: :func:`gptq_factor` of ``h`` if already computed (None: computed here).
 
     Returns ``codes [R, n]``, ``quantized [R, n]`` (float32 values) and ``latent [R, n]``:
     the float32 weight each column had when it was rounded (0 at masked weights), whose
@@ -151,9 +163,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
     """
     rows, n = w.shape
     vals = values.expand(rows, -1) if values.shape[0] == 1 else values
-    perm = torch.argsort(h.diagonal(), descending=True, stable=True)
-    hp = h[perm][:, perm]
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hp)), upper=True)
+    perm, u = factor if factor is not None else gptq_factor(h)
     work = w.double()[:, perm].clone()
     mk = mask[:, perm] if mask is not None else None
     codes = torch.empty(rows, n, dtype=torch.long)
