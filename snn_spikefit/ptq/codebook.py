@@ -32,7 +32,7 @@ from torch import Tensor
 from ..quantize.codebook import quantize_codebook
 from ..quantize.init import init_codebook
 from ..quantize.quantizer import IntegerForm, code_dtype, int_dtype
-from .obs import gptq, gptq_factor, hessian_error, nearest
+from .obs import gptq, gptq_factor, hessian_error, nearest, row_errors
 
 __all__ = ["LayerFit", "fit_layer", "uniform_codebook", "refit_codebook", "weighted_kmeans", "CLIP_RATIOS", "STARTS"]
 
@@ -73,11 +73,6 @@ def _zero_index(values: Tensor) -> Tensor:
     return values.abs().argmin(dim=1)
 
 
-def _row_errors(delta: Tensor, h: Tensor) -> Tensor:
-    d = delta.double()
-    return ((d @ h) * d).sum(dim=1)
-
-
 def uniform_codebook(w: Tensor, bits: int, h: Tensor, groups: int, gain2: Tensor | None = None) -> Tensor:
     """``[groups, 2^bits - 1]`` float grid ``s * (-q .. q)`` with the best clipping ratio per group."""
     q = 2 ** (bits - 1) - 1
@@ -89,7 +84,7 @@ def uniform_codebook(w: Tensor, bits: int, h: Tensor, groups: int, gain2: Tensor
         book = (r * amax / q)[:, None] * steps[None, :]
         values, _, _ = quantize_codebook(book, bits)
         vals = values.expand(rows, -1) if groups == 1 else values
-        err = _row_errors(vals.gather(1, nearest(w, vals)) - w, h)
+        err = row_errors(vals.gather(1, nearest(w, vals)) - w, h)
         if gain2 is not None:
             err = err * gain2.double()
         err = err.sum().reshape(1) if groups == 1 else err

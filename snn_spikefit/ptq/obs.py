@@ -193,8 +193,13 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
 
 def hessian_error(delta: Tensor, h: Tensor, gain2: Tensor | None = None) -> float:
     """``sum_r gain_r^2 delta_r^T H delta_r`` (the layer's membrane error of a weight change ``delta``)."""
-    d = delta.double()
-    per_row = ((d @ h) * d).sum(dim=1)
+    per_row = row_errors(delta, h)
     if gain2 is not None:
         per_row = per_row * gain2.double()
     return float(per_row.sum())
+
+
+def row_errors(delta: Tensor, h: Tensor) -> Tensor:
+    """``[R]`` float64: ``delta_r^T H delta_r`` of every row (no BatchNorm gain)."""
+    d = delta.double()
+    return ((d @ h) * d).sum(dim=1)
