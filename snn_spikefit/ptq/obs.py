@@ -54,9 +54,10 @@ def obs_order(w: Tensor, hinv: Tensor, *, block: int | None = None) -> tuple[Ten
     chunk = max(1, min(rows, MEMORY_BUDGET // max(1, n * n * 8)))
     order = torch.empty(rows, n, dtype=torch.long)
     cost = torch.empty(rows, n, dtype=torch.float64)
+    hinv = hinv.double()
     for start in range(0, rows, chunk):
         stop = min(rows, start + chunk)
-        o, c = _order_chunk(w[start:stop].double().clone(), hinv.double(), block)
+        o, c = _order_chunk(w[start:stop].double().clone(), hinv, block)
         order[start:stop], cost[start:stop] = o, c
     return order, cost
 
