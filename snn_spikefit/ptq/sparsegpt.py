@@ -78,10 +78,11 @@ def _prune_block(w1: Tensor, u1: Tensor, m1: Tensor) -> Tensor:
     """Zero ``w1[m1]`` column by column, each error compensated inside the block; returns ``e / U_qq``."""
     err = torch.zeros_like(w1)
     for i in range(w1.shape[1]):
+        if not bool(m1[:, i].any()):  # nothing removed in this column: its error stays 0
+            continue
         col = w1[:, i]
         e = torch.where(m1[:, i], col, torch.zeros_like(col)) / u1[i, i]
-        if bool(m1[:, i].any()):
-            w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
+        w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
         err[:, i] = e
     return err
 
