@@ -116,8 +116,8 @@ def refit_codebook(codes: Tensor, target: Tensor, h: Tensor, old: Tensor, *, gai
     ridge = (1e-9 * scale)[:, None, None] * torch.eye(m, dtype=torch.float64)
     rhs = b + (1e-9 * scale)[:, None] * old.double()
     if fixed_zero is not None:
-        big = (1e9 * scale)[:, None, None] * torch.nn.functional.one_hot(fixed_zero, m).double()[:, :, None]
-        ridge = ridge + big * torch.nn.functional.one_hot(fixed_zero, m).double()[:, None, :]
+        hot = torch.nn.functional.one_hot(fixed_zero, m).double()
+        ridge = ridge + (1e9 * scale)[:, None, None] * hot[:, :, None] * hot[:, None, :]
     new = torch.linalg.solve(a + ridge, rhs).float()
     if fixed_zero is not None:
         new[torch.arange(groups), fixed_zero] = 0.0
