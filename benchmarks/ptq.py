@@ -1,6 +1,6 @@
 """One-shot post-training compression (SBC, one-shot CAT) against the post-training baselines.
 
-    python benchmarks/ptq.py --quick                    # digits, 1 seed (about a minute)
+    python benchmarks/ptq.py --quick                    # digits, 1 seed (30 s wall: ptq_quick.md)
     python benchmarks/ptq.py --full --out benchmarks/results   # Fashion-MNIST, 3 seeds
 
 Per data set and seed the FP32 conv SNN of the benchmark suite (``benchmarks/suite.py``: same
