@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks.suite import _Run, _seed_all  # noqa: E402
 from benchmarks.suite_config import MODES  # noqa: E402
 from snn_spikefit.baselines import cluster, freeze_baseline  # noqa: E402
-from snn_spikefit.deploy.metrics import model_size_bits  # noqa: E402
+from snn_spikefit.deploy.metrics import evaluate, model_size_bits  # noqa: E402
 from snn_spikefit.ptq import compress_posttraining, lamp_counts  # noqa: E402
 from snn_spikefit.pruning.prune import prune  # noqa: E402
 from snn_spikefit.quantize.layers import COMPRESSIBLE_TYPES  # noqa: E402
@@ -130,8 +130,6 @@ class _Bench:
         model = built if isinstance(built, torch.nn.Module) else model  # verbs that change in place return a report
         cpu = time.process_time() - t0
         r = self.run.loader(shuffle=False)
-        from snn_spikefit.deploy.metrics import evaluate
-
         rep = evaluate(model, r, hardware=self.run.cfg.profile, num_steps=self.run.cfg.num_steps, progress=False)
         self.rows.append({"dataset": self.run.name, "seed": self.run.seed, "section": section, "method": method,
                           "setting": setting, "accuracy": rep.accuracy, "cpu_s": cpu, **extra})
