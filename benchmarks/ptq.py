@@ -122,7 +122,9 @@ class _Bench:
         self.calib = calibration(run.train, per_class, run.seed)
         self.per_class = per_class
 
-    def add(self, section: str, method: str, setting: str, build, **extra) -> Any:
+    def add(self, section: str, method: str, setting: str, build, *, memory: bool = False, **extra) -> Any:
+        """One row: ``build`` applied to a copy of the FP32 model, its test accuracy and CPU seconds;
+        ``memory``: also the synapse kbit each chip of :data:`CHIPS` stores for it."""
         _seed_all(self.run.seed)
         model = copy.deepcopy(self.run.fp32)
         t0 = time.process_time()
@@ -133,6 +135,8 @@ class _Bench:
         rep = evaluate(model, r, hardware=self.run.cfg.profile, num_steps=self.run.cfg.num_steps, progress=False)
         self.rows.append({"dataset": self.run.name, "seed": self.run.seed, "section": section, "method": method,
                           "setting": setting, "accuracy": rep.accuracy, "cpu_s": cpu, **extra})
+        if memory:
+            self.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
         return model
 
     def ptq(self, model, calib=None, **kw):
@@ -202,12 +206,10 @@ def run_one(cfg, name: str, seed: int, per_class: float, progress: bool, targets
         if s == EXACT_OBS_AT:
             variants.append(("SBC (LAMP; exact OBS everywhere)", lambda m, s=s: b.ptq(m, sparsity=s, pruner="obs")))
         for method, fn in variants:
-            model = b.add("sparsity", method, f"{s:.0%}", fn)
-            b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+            b.add("sparsity", method, f"{s:.0%}", fn, memory=True)
     if not targets:
-        model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
-            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
-        b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+        b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
+            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False), memory=True)
     for k in () if targets else CALIB_PER_CLASS:
         calib = calibration(run.train, k, seed)
         b.add("calibration", "SBC 4-bit", f"{k:g}/class ({calib.shape[0]})", lambda m, c=calib: b.ptq(m, c, bits=4))
