@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import statistics
 import sys
@@ -43,7 +44,9 @@ from benchmarks.suite import _data, _seed_all  # noqa: E402
 from benchmarks.suite_config import MODES  # noqa: E402
 from snn_spikefit.data.datasets import make_loader  # noqa: E402
 
-DISTILL = {"membrane_weight": 0.1, "logit_weight": 0.1, "temperature": 4.0, "teacher_bn": "match"}
+#: The Distiller's defaults, read from its signature (what every distilled row uses).
+DISTILL = {k: inspect.signature(sf.Distiller).parameters[k].default
+           for k in ("membrane_weight", "logit_weight", "temperature", "teacher_bn")}
 
 
 class _Bench:

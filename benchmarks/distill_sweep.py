@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import statistics
 import sys
 import time
@@ -152,6 +153,12 @@ def _merge(out: Path, tag: str, command: str, files) -> int:
     return 0
 
 
+def _defaults() -> str:
+    """The Distiller's defaults of the keywords no config sets (as the table's head names them)."""
+    params = inspect.signature(sf.Distiller).parameters
+    return ", ".join(f"{k} {params[k].default!r}" for k in ("temperature", "teacher_bn", "normalize"))
+
+
 def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t = Table(["m", "config", "teacher", "distiller", "seeds", "val accuracy", "std"])
@@ -163,7 +170,7 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
                    round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0])
     head = (f"# Distillation settings on a validation split\n\n`{command}`\n\nFashion-MNIST, models as in "
             f"`distill.py --full`; accuracy on training-file images 4000.. (no model trains on them); a "
-            f"keyword not listed is the Distiller's default (temperature 4.0, teacher_bn 'match', normalize None); "
+            f"keyword not listed is the Distiller's default ({_defaults()}); "
             f"wall {wall:.0f} s (shared machine; 0: merged)\n\n")
     (out / f"distill_sweep{tag}.md").write_text(head + t.to_markdown() + "\n")
     keys = list(rows[0])

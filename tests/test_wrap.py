@@ -65,6 +65,18 @@ def _check_invariant(model, m, bits):
             assert int(k.abs().max()) <= 2 ** (bits - 1) - 1
 
 
+def _steps_both_modes(model, x, opt, m, bits, task):
+    """Two optimiser steps in train mode and two in eval mode, checking the CAT invariant after each."""
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        for _ in range(2):
+            loss = task(model(x)) + sf.commitment_loss(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            _check_invariant(model, m, bits)
+
+
 @pytest.mark.parametrize("name", list(_models()))
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 @pytest.mark.parametrize("m,bits", [(4, None), (4, 4), (3, 2), (16, 8)])
@@ -72,15 +84,7 @@ def test_invariant_train_and_eval(name, granularity, m, bits):
     model = _models()[name]
     sf.wrap(model, m=m, bits=bits, granularity=granularity)
     x = _input(name)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    for mode in ("train", "eval"):
-        getattr(model, mode)()
-        for _ in range(2):
-            loss = model(x).pow(2).sum() + sf.commitment_loss(model)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            _check_invariant(model, m, bits)
+    _steps_both_modes(model, x, torch.optim.SGD(model.parameters(), lr=0.5), m, bits, lambda y: y.pow(2).sum())
 
 
 @needs_snntorch
@@ -585,15 +589,7 @@ def test_invariant_on_a_layer_large_enough_for_the_table_search(granularity, m, 
     assert model[0].weight.numel() >= assign.MIN_SIZE
     sf.wrap(model, m=m, bits=bits, granularity=granularity)
     x = torch.randn(16, 256)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for mode in ("train", "eval"):
-        getattr(model, mode)()
-        for _ in range(2):
-            loss = model(x).pow(2).mean() + sf.commitment_loss(model)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            _check_invariant(model, m, bits)
+    _steps_both_modes(model, x, torch.optim.Adam(model.parameters(), lr=1e-2), m, bits, lambda y: y.pow(2).mean())
     q = model[0].parametrizations.weight[0]
     w = model[0].parametrizations.weight.original.detach()
     values = q.codebook_values().detach()

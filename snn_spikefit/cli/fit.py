@@ -27,10 +27,6 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
                         "(accuracy vs energy vs size)")
 
 
-def _validation(value: float | None) -> float | None:
-    return 0.2 if value is None else (None if value == 0 else value)
-
-
 def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
     import nir
 
@@ -41,6 +37,8 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
         raise SpikeFitValueError(f"--prune={args.prune} is not allowed with --fit: the chip's budgets choose the "
                                  f"channels each layer keeps (leave --prune out)")
     progress = False if args.no_progress else None
+    # --validation not given: fit_to_chip's own default; 0: no split
+    validation = {} if args.validation is None else {"validation": args.validation or None}
     try:
         with relay_warnings(args):
             if args.sweep:
@@ -51,8 +49,7 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
                 result = sf.fit_to_chip(loaded.model, data, hardware=profile, objective=args.objective,
                                         max_epochs=args.epochs, lr=args.lr, m=args.m, bits=args.bits,
                                         granularity=args.granularity, criterion=args.criterion, seed=args.seed,
-                                        validation=_validation(args.validation), distill=args.distill,
-                                        progress=progress)
+                                        distill=args.distill, progress=progress, **validation)
     except sf.ConstraintViolationError as exc:  # found before training: no allocation can fix it
         print(f"spikefit compress --fit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -49,6 +49,12 @@ class BiasReport(Report):
         return str(self.table())
 
 
+def _integer_layers(model: nn.Module) -> list:
+    """The frozen layers whose weights are integers times a scale: the ones a bias grid exists for."""
+    return [c for c in compressed_layers(model)
+            if isinstance(c.quantizer, FrozenCodebook) and c.quantizer.scale is not None and c.param == "weight"]
+
+
 @transactional
 @torch.no_grad()
 def round_biases(model: nn.Module, *, bits: int | None = None) -> BiasReport:
@@ -60,8 +66,7 @@ def round_biases(model: nn.Module, *, bits: int | None = None) -> BiasReport:
     check_module(model)
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32):
         raise SpikeFitValueError(f"bits={bits!r} is not allowed; use an int in 2..32 or None (no clip)")
-    layers = [c for c in compressed_layers(model)
-              if isinstance(c.quantizer, FrozenCodebook) and c.quantizer.scale is not None and c.param == "weight"]
+    layers = _integer_layers(model)
     if not layers:
         raise NotWrappedError(f"round_biases needs a model frozen with integer codebooks (sf.wrap(..., bits=8), "
                               f"sf.freeze); {type(model).__name__} has none")
@@ -87,7 +92,6 @@ def round_biases_for(model: nn.Module, profile) -> BiasReport | None:
     """:func:`round_biases` with the profile's ``bias_bits`` when it has one and ``model`` has frozen integer
     layers (what ``sf.compress`` and ``fit_to_chip`` do after freezing); ``None`` when there is nothing to do."""
     bits = getattr(profile, "bias_bits", None)
-    if bits is None or not any(isinstance(c.quantizer, FrozenCodebook) and c.quantizer.scale is not None
-                               for c in compressed_layers(model)):
+    if bits is None or not _integer_layers(model):
         return None
     return round_biases(model, bits=bits)
