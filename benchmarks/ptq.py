@@ -1,6 +1,6 @@
 """One-shot post-training compression (SBC, one-shot CAT) against the post-training baselines.
 
-    python benchmarks/ptq.py --quick                    # digits, 1 seed (about a minute)
+    python benchmarks/ptq.py --quick                    # digits, 1 seed (30 s wall: ptq_quick.md)
     python benchmarks/ptq.py --full --out benchmarks/results   # Fashion-MNIST, 3 seeds
 
 Per data set and seed the FP32 conv SNN of the benchmark suite (``benchmarks/suite.py``: same
@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks.suite import _Run, _seed_all  # noqa: E402
 from benchmarks.suite_config import MODES  # noqa: E402
 from snn_spikefit.baselines import cluster, freeze_baseline  # noqa: E402
-from snn_spikefit.deploy.metrics import model_size_bits  # noqa: E402
+from snn_spikefit.deploy.metrics import evaluate, model_size_bits  # noqa: E402
 from snn_spikefit.ptq import compress_posttraining, lamp_counts  # noqa: E402
 from snn_spikefit.pruning.prune import prune  # noqa: E402
 from snn_spikefit.quantize.layers import COMPRESSIBLE_TYPES  # noqa: E402
@@ -122,7 +122,9 @@ class _Bench:
         self.calib = calibration(run.train, per_class, run.seed)
         self.per_class = per_class
 
-    def add(self, section: str, method: str, setting: str, build, **extra) -> Any:
+    def add(self, section: str, method: str, setting: str, build, *, memory: bool = False, **extra) -> Any:
+        """One row: ``build`` applied to a copy of the FP32 model, its test accuracy and CPU seconds;
+        ``memory``: also the synapse kbit each chip of :data:`CHIPS` stores for it."""
         _seed_all(self.run.seed)
         model = copy.deepcopy(self.run.fp32)
         t0 = time.process_time()
@@ -130,11 +132,11 @@ class _Bench:
         model = built if isinstance(built, torch.nn.Module) else model  # verbs that change in place return a report
         cpu = time.process_time() - t0
         r = self.run.loader(shuffle=False)
-        from snn_spikefit.deploy.metrics import evaluate
-
         rep = evaluate(model, r, hardware=self.run.cfg.profile, num_steps=self.run.cfg.num_steps, progress=False)
         self.rows.append({"dataset": self.run.name, "seed": self.run.seed, "section": section, "method": method,
                           "setting": setting, "accuracy": rep.accuracy, "cpu_s": cpu, **extra})
+        if memory:
+            self.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
         return model
 
     def ptq(self, model, calib=None, **kw):
@@ -204,12 +206,10 @@ def run_one(cfg, name: str, seed: int, per_class: float, progress: bool, targets
         if s == EXACT_OBS_AT:
             variants.append(("SBC (LAMP; exact OBS everywhere)", lambda m, s=s: b.ptq(m, sparsity=s, pruner="obs")))
         for method, fn in variants:
-            model = b.add("sparsity", method, f"{s:.0%}", fn)
-            b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+            b.add("sparsity", method, f"{s:.0%}", fn, memory=True)
     if not targets:
-        model = b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
-            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False))
-        b.rows[-1].update({f"synapse_kbit_{c}": synapse_bits(model, c) / 1e3 for c in CHIPS})
+        b.add("sparsity", "FSC channels (no fine-tune)", "50% channels", lambda m: prune(
+            m, run.loader(), amount=0.5, criterion="fsc", num_steps=cfg.num_steps, progress=False), memory=True)
     for k in () if targets else CALIB_PER_CLASS:
         calib = calibration(run.train, k, seed)
         b.add("calibration", "SBC 4-bit", f"{k:g}/class ({calib.shape[0]})", lambda m, c=calib: b.ptq(m, c, bits=4))

@@ -21,7 +21,7 @@ T = 4, Adam). Measured on the test split:
 
 Nothing is selected on the test split. Data: scikit-learn digits (ships with it). Run:
 
-    python benchmarks/residual.py --quick   # 1 seed, about a minute
+    python benchmarks/residual.py --quick   # 1 seed, 40 s wall (measured once on the 2-core machine)
     python benchmarks/residual.py           # 3 seeds, a few minutes on 2 CPU cores
 """
 

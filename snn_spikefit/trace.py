@@ -136,9 +136,9 @@ def _tensors(obj: Any) -> list[Tensor]:
 class _AddWatch(TorchFunctionMode):
     """Records ``a + b`` of two tensors done in ``forward`` outside every leaf module, as "add" nodes."""
 
-    def __init__(self, producers: dict[int, str], keep: list[Tensor], on_add) -> None:
+    def __init__(self, producers: dict[int, str], on_add) -> None:
         super().__init__()
-        self.producers, self.keep, self.on_add = producers, keep, on_add
+        self.producers, self.on_add = producers, on_add
         self.depth = 0          # > 0 while a leaf module runs (its inner additions are its own business)
         self.scopes: list[str] = [""]  # the containers whose forward is running, innermost last
         self.done = False       # the first step is over
@@ -240,7 +240,7 @@ def trace(model: nn.Module, sample: Tensor, *, num_steps: int | None = 1) -> Gra
     keep: list[Tensor] = []  # keep traced tensors alive so their ids stay unique
     nodes: dict[str, TraceNode] = {}
     order: list[str] = []
-    watch = _AddWatch(producers, keep, _add_node(nodes, order, producers, keep))
+    watch = _AddWatch(producers, _add_node(nodes, order, producers, keep))
     returned: list[Any] = []
     handles = _hooks(model, adapter, watch, nodes, order, producers, keep, returned)
     x = sample[:1] if sample.ndim > 0 and sample.shape[0] > 1 else sample

@@ -264,8 +264,9 @@ class OpCounter:
 
         def fn(module, args, output):
             spk = adapter.spikes(module, output)
-            if isinstance(spk, Tensor) and storage(spk) is not None:
-                self._emitted[storage(spk)] = spk
+            key = storage(spk) if isinstance(spk, Tensor) else None
+            if key is not None:
+                self._emitted[key] = spk
         return fn
 
     def _levels(self, x: Tensor) -> bool:

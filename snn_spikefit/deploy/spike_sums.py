@@ -43,7 +43,8 @@ class SpikeSums(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if (func in ADD_FUNCTIONS and len(args) == 2 and not kwargs and isinstance(out, Tensor) and storage(out)
-                and all(isinstance(a, Tensor) and self.emitted.get(storage(a)) is not None for a in args)):
-            self.emitted[storage(out)] = out
+        if func in ADD_FUNCTIONS and len(args) == 2 and not kwargs and isinstance(out, Tensor):
+            key = storage(out)
+            if key and all(isinstance(a, Tensor) and self.emitted.get(storage(a)) is not None for a in args):
+                self.emitted[key] = out
         return out

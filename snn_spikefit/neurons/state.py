@@ -45,7 +45,7 @@ from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..quantize.layers import COMPRESSIBLE_TYPES, compressed_layers
 from ..runtime import check_module
-from .xylo_state import xylo_rules
+from .xylo_state import grid_threshold, xylo_rules
 
 __all__ = ["StateFormat", "StateRule", "quantize_state", "strip_state", "state_rules", "DECAYS",
            "default_scales"]
@@ -173,12 +173,7 @@ class StateRule:
 
     def threshold_int(self, threshold: Tensor) -> Tensor:
         """``theta``: the largest integer with ``float32(theta * s) <= threshold`` (the framework's compare)."""
-        thr = threshold.detach().to(torch.float32)
-        s = self.scale.to(thr.device)
-        k = torch.floor(thr.double() / s)
-        k = torch.where((k + 1) * s <= thr.double(), k + 1, k)  # float rounding of the division
-        k = torch.where((k * s).float() > thr, k - 1, k)
-        return k.to(torch.int64)
+        return grid_threshold(threshold, self.scale)
 
     def __call__(self, dyn: dict[str, Any], state: dict[str, Tensor], x: Tensor, reset: Tensor) -> dict[str, Tensor]:
         fmt, s = self.fmt, self.scale.to(x.device)

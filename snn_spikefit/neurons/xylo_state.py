@@ -15,13 +15,14 @@ that is 0 and ``y != 0``, each step::
     n'  = min(floor(V' / theta), N)  if V' >= theta  else 0      N = 31 (hidden), 1 (readout)
 
 ``theta = floor(threshold / s) + 1`` (the smallest integer above ``threshold / s``, computed as
-:meth:`~snn_spikefit.neurons.state.StateRule.threshold_int` + 1: snnTorch's strict ``v > threshold`` and
-Xylo's ``V >= theta`` fire on the same grid points). ``k_s, k_m`` are the nearest shifts of the neuron's
-``alpha, beta`` (``1 - 2**-k``; ``k_s >= 1``, since ``dash_syn = 0`` empties the current). The neuron
-stores ``s V'`` (pre-reset, so its own ``fire`` sees it) and ``s I'`` and emits the count ``n'`` (several
-spikes a step, as Xylo's hidden neurons). Gradients are straight-through from the float update
-``I' = alpha (I + x)``, ``V' = beta (V - n theta s) + I'``; the count's surrogate is the sum over the
-levels ``k = 1..N`` of snnTorch's arctangent surrogate at ``k theta s`` (``alpha = 2``).
+:func:`grid_threshold` + 1, the grid threshold :meth:`~snn_spikefit.neurons.state.StateRule.threshold_int`
+also gives: snnTorch's strict ``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
+``k_s, k_m`` are the nearest shifts of the neuron's ``alpha, beta`` (``1 - 2**-k``; ``k_s >= 1``, since
+``dash_syn = 0`` empties the current). The neuron stores ``s V'`` (pre-reset, so its own ``fire`` sees it) and
+``s I'`` and emits the count ``n'`` (several spikes a step, as Xylo's hidden neurons). Gradients are
+straight-through from the float update ``I' = alpha (I + x)``, ``V' = beta (V - n theta s) + I'``; the count's
+surrogate is the sum over the levels ``k = 1..N`` of snnTorch's arctangent surrogate at ``k theta s``
+(``alpha = 2``).
 
 The one arithmetic left out: Xylo saturates after every single synaptic add, in presynaptic order; the
 rule saturates the step's sum. They agree whenever no partial sum leaves int16 (xylo_int's note).
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 
-__all__ = ["XyloRule", "xylo_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO", "HI", "INPUT_QUANTUM",
+__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO", "HI", "INPUT_QUANTUM",
            "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
 
 LO, HI = -(2 ** 15), 2 ** 15 - 1
@@ -49,14 +50,19 @@ MAX_SPIKES_HIDDEN, MAX_SPIKES_OUT = 31, 1
 CHIP_STATE_KEY = "spikefit.chip_state"
 
 
-def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
-    """``theta = floor(threshold / s) + 1`` as the framework compares (``float32(k s) <= threshold``)."""
+def grid_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
+    """The largest integer ``k`` with ``float32(k s) <= threshold`` (the framework's compare, float32)."""
     thr = torch.as_tensor(threshold).detach().to(torch.float32)
     s = torch.as_tensor(s, dtype=torch.float64).to(thr.device)
     k = torch.floor(thr.double() / s)
     k = torch.where((k + 1) * s <= thr.double(), k + 1, k)  # float rounding of the division
     k = torch.where((k * s).float() > thr, k - 1, k)
-    return (k + 1).to(torch.int64)
+    return k.to(torch.int64)
+
+
+def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
+    """``theta = floor(threshold / s) + 1``: :func:`grid_threshold` + 1 (Xylo fires at ``V >= theta``)."""
+    return grid_threshold(threshold, s) + 1
 
 
 def weight_lsb(module: nn.Module) -> Tensor | None:

@@ -25,7 +25,8 @@ from ..errors import SpikeFitValueError
 from .common import DT_KEY
 from .safety import UnsafeNIRFileError
 
-__all__ = ["detect_dt", "graph_dt", "graph_input_shape", "none_node_hint", "looks_like_norse", "from_norse_convention", "CONVENTIONS"]
+__all__ = ["detect_dt", "graph_dt", "graph_input_shape", "none_node_hint", "looks_like_norse", "from_norse_convention",
+           "CONVENTIONS"]
 
 #: ``import_nir(convention=...)``: how the neurons' constants are read (``None``: detected).
 CONVENTIONS = ("nir", "norse")

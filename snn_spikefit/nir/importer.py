@@ -270,7 +270,6 @@ def _check_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[st
             raise none_node_hint(second, graph) from None
 
 
-
 @torch.no_grad()
 def _run_shapes(graph: nir.NIRGraph, order: list[str], pred: dict[str, list[str]], output: str,
                 built: dict[str, list[nn.Module]], adapter, recurrent: set[tuple[str, str]], *,

@@ -75,6 +75,7 @@ class _Space:
     input: bool = False
     output: bool = False
     branches: bool = False
+    nearest: dict[str, str] = field(default_factory=dict)  # neuron -> the layer nearest before it
 
 
 class _Union:
@@ -93,6 +94,17 @@ class _Union:
         if ra != rb:
             self.parent[rb] = ra
         return ra
+
+
+def _blocked(n, s, owns_input) -> str | None:
+    """Why channels cannot pass through node ``n`` (surgery ``s``; None for a neuron), or None."""
+    if n.is_neuron:
+        return f"spiking layer {n.name!r} owns its input weights" if owns_input(n.module) else None
+    kind = type(n.module).__name__
+    if s is None:
+        return f"{n.name!r} ({kind}) is not a module channel pruning can pass through"
+    why = s.problem(n.module)
+    return f"{n.name!r} ({kind}) has {why}" if why else None
 
 
 def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
@@ -122,25 +134,17 @@ def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
         for i in ins[1:]:  # a module of several inputs: none of them can be followed
             for k in {key, space[i]}:
                 log.append((k, "problem", f"{n.name!r} combines inputs {n.inputs}"))
+        s = None if n.is_neuron else surgery_for(n.module)
+        problem = _blocked(n, s, owns_input)
+        if problem:  # its input's channels and its output's both stop here
+            space[n.name] = f"#{n.name}"
+            log += [(key, "problem", problem), (space[n.name], "problem", problem)]
+            continue
         if n.is_neuron:
-            if owns_input(n.module):
-                log.append((key, "problem", f"spiking layer {n.name!r} owns its input weights"))
-                space[n.name] = f"#{n.name}"
-                log.append((space[n.name], "problem", f"spiking layer {n.name!r} owns its input weights"))
-                continue
             space[n.name], nearest[n.name] = key, nearest.get(ins[0], "")
             log.append((key, "neuron", n.name))
             if ins[0] in flat:
                 log.append((key, "problem", f"spiking layer {n.name!r} follows a Flatten"))
-            continue
-        s = surgery_for(n.module)
-        kind = type(n.module).__name__
-        problem = (f"{n.name!r} ({kind}) is not a module channel pruning can pass through" if s is None
-                   else (f"{n.name!r} ({kind}) has {s.problem(n.module)}" if s.problem(n.module) else None))
-        if problem:
-            log.append((key, "problem", problem))
-            space[n.name] = f"#{n.name}"
-            log.append((space[n.name], "problem", problem))
             continue
         if s.role == "layer":
             path, shapes = flat.get(ins[0], ((), ()))
@@ -181,7 +185,7 @@ def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
         spaces[u.find(space[graph.output])].output = True
     result = list(spaces.values())
     for sp in result:
-        sp.nearest = {m: nearest.get(m, "") for m in sp.neurons}  # type: ignore[attr-defined]
+        sp.nearest = {m: nearest.get(m, "") for m in sp.neurons}
     return result
 
 
@@ -203,11 +207,10 @@ def group_of(sp: _Space, graph: Graph) -> ChannelGroup:
             f"cannot prune spiking layers {sp.neurons} together (their channels are {joined}): "
             f"{'; '.join(why)}; pass ignore={sp.neurons[:1]} to leave the group unpruned")
     shape = graph.node(sp.neurons[0]).out_shape
-    nearest = sp.nearest  # type: ignore[attr-defined]
     return ChannelGroup(
         sp.neurons[0], sp.producers[0], tuple(sp.neurons), tuple(sp.producers), tuple(sp.between),
         tuple(sp.consumers), tuple(sp.adds), channels.pop(), 1 - len(shape),
-        tuple((n, nearest[n] or sp.producers[0]) for n in sp.neurons),
+        tuple((n, sp.nearest[n] or sp.producers[0]) for n in sp.neurons),
         tuple((sp.neurons[0] if i == 0 else f"{sp.neurons[0]}:{p}", p) for i, p in enumerate(sp.producers)))
 
 
@@ -232,9 +235,7 @@ def select_groups(graph: Graph, owns_input, ignored) -> tuple[list[ChannelGroup]
 def remove_group(model: nn.Module, adapter: Adapter, group: ChannelGroup, keep: Tensor) -> None:
     """Keep channels ``keep`` (sorted indices) in every member of ``group``."""
     modules = dict(model.named_modules())
-    for name in (*group.producers,):
-        surgery_for(modules[name]).out(modules[name], keep)
-    for name in group.between:
+    for name in (*group.producers, *group.between):
         surgery_for(modules[name]).out(modules[name], keep)
     for name in group.neurons:
         adapter.prune_neuron(modules[name], keep, group.channel_dim)
@@ -242,7 +243,8 @@ def remove_group(model: nn.Module, adapter: Adapter, group: ChannelGroup, keep: 
         index = keep
         for name, in_shape in zip(path, shapes):
             s = surgery_for(modules[name])
-            index = s.map_keep(modules[name], index, in_shape) if s.role == "flatten" else index
-            if s.role != "flatten":
+            if s.role == "flatten":
+                index = s.map_keep(modules[name], index, in_shape)
+            else:
                 s.out(modules[name], index)
         surgery_for(modules[consumer]).inp(modules[consumer], index)

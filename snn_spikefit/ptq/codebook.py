@@ -24,6 +24,7 @@ values), its scale ``s = r * max|w| / q`` with the clipping ratio ``r`` (of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ from torch import Tensor
 from ..quantize.codebook import quantize_codebook
 from ..quantize.init import init_codebook
 from ..quantize.quantizer import IntegerForm, code_dtype, int_dtype
-from .obs import gptq, hessian_error, nearest
+from .obs import gptq, gptq_factor, hessian_error, nearest, row_errors
 
 __all__ = ["LayerFit", "fit_layer", "uniform_codebook", "refit_codebook", "weighted_kmeans", "CLIP_RATIOS", "STARTS"]
 
@@ -72,11 +73,6 @@ def _zero_index(values: Tensor) -> Tensor:
     return values.abs().argmin(dim=1)
 
 
-def _row_errors(delta: Tensor, h: Tensor) -> Tensor:
-    d = delta.double()
-    return ((d @ h) * d).sum(dim=1)
-
-
 def uniform_codebook(w: Tensor, bits: int, h: Tensor, groups: int, gain2: Tensor | None = None) -> Tensor:
     """``[groups, 2^bits - 1]`` float grid ``s * (-q .. q)`` with the best clipping ratio per group."""
     q = 2 ** (bits - 1) - 1
@@ -88,7 +84,7 @@ def uniform_codebook(w: Tensor, bits: int, h: Tensor, groups: int, gain2: Tensor
         book = (r * amax / q)[:, None] * steps[None, :]
         values, _, _ = quantize_codebook(book, bits)
         vals = values.expand(rows, -1) if groups == 1 else values
-        err = _row_errors(vals.gather(1, nearest(w, vals)) - w, h)
+        err = row_errors(vals.gather(1, nearest(w, vals)) - w, h)
         if gain2 is not None:
             err = err * gain2.double()
         err = err.sum().reshape(1) if groups == 1 else err
@@ -120,8 +116,8 @@ def refit_codebook(codes: Tensor, target: Tensor, h: Tensor, old: Tensor, *, gai
     ridge = (1e-9 * scale)[:, None, None] * torch.eye(m, dtype=torch.float64)
     rhs = b + (1e-9 * scale)[:, None] * old.double()
     if fixed_zero is not None:
-        big = (1e9 * scale)[:, None, None] * torch.nn.functional.one_hot(fixed_zero, m).double()[:, :, None]
-        ridge = ridge + big * torch.nn.functional.one_hot(fixed_zero, m).double()[:, None, :]
+        hot = torch.nn.functional.one_hot(fixed_zero, m).double()
+        ridge = ridge + (1e9 * scale)[:, None, None] * hot[:, :, None] * hot[:, None, :]
     new = torch.linalg.solve(a + ridge, rhs).float()
     if fixed_zero is not None:
         new[torch.arange(groups), fixed_zero] = 0.0
@@ -194,20 +190,22 @@ def fit_layer(w: Tensor, h: Tensor, *, m: int | None, bits: int | None, groups: 
     ``mask``: pruned weights, held at 0.
     """
     sparse = mask is not None and bool(mask.any())
+    factor = gptq_factor(h)  # the same for every gptq call below: h does not change
     if m is None:
         book = uniform_codebook(w, bits, h, groups, gain2)
-        return _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2, iterations=1)
+        return _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2, iterations=1,
+                          factor=factor)
     best = None
     for how in starts:
         book = _start(w, h, m, groups, sparse, how, gain2 if groups == 1 else None)
         fit = _alternate(w, h, book, bits=bits, groups=groups, mask=mask, sparse=sparse, gain2=gain2,
-                         iterations=iterations)
+                         iterations=iterations, factor=factor)
         if best is None or fit.error < best.error:
             best = fit
     return best
 
 
-def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations) -> LayerFit:
+def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations, factor) -> LayerFit:
     """Assignment (GPTQ or nearest, the lower error) and closed-form refit, ``iterations`` rounds at most."""
     best: LayerFit | None = None
     last_codes = None
@@ -215,7 +213,7 @@ def _alternate(w, h, book, *, bits, groups, mask, sparse, gain2, iterations) -> 
         values, ints, scale = _used(book, bits)
         zero = _zero_index(values) if sparse else None
         step = None
-        for assign in (gptq, _nearest_assignment):  # error feedback can lose to plain rounding on coarse books
+        for assign in (partial(gptq, factor=factor), _nearest_assignment):  # error feedback can lose to plain rounding on coarse books
             codes, quantized, latent = assign(w, h, values, mask=mask if sparse else None, zero=zero)
             err = hessian_error(quantized - w, h, gain2)
             if step is None or err < step.error:

@@ -34,7 +34,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "nearest", "hessian_error", "MEMORY_BUDGET"]
+__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "gptq_factor", "nearest", "hessian_error", "row_errors",
+           "MEMORY_BUDGET"]
 
 #: Bytes of per-row inverse-Hessian copies :func:`obs_order` holds at once.
 MEMORY_BUDGET = 2**28
@@ -53,9 +54,10 @@ def obs_order(w: Tensor, hinv: Tensor, *, block: int | None = None) -> tuple[Ten
     chunk = max(1, min(rows, MEMORY_BUDGET // max(1, n * n * 8)))
     order = torch.empty(rows, n, dtype=torch.long)
     cost = torch.empty(rows, n, dtype=torch.float64)
+    hinv = hinv.double()
     for start in range(0, rows, chunk):
         stop = min(rows, start + chunk)
-        o, c = _order_chunk(w[start:stop].double().clone(), hinv.double(), block)
+        o, c = _order_chunk(w[start:stop].double().clone(), hinv, block)
         order[start:stop], cost[start:stop] = o, c
     return order, cost
 
@@ -134,8 +136,18 @@ def _nearest_sorted(w: Tensor, order: Tensor, bounds: Tensor) -> Tensor:
     return torch.gather(order, 1, torch.searchsorted(bounds, w.contiguous()))
 
 
+def gptq_factor(h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(perm, U)``: :func:`gptq`'s column order (largest ``diag H`` first) and the upper Cholesky
+    factor of ``H^-1`` in that order (``H^-1 = U^T U``). It depends on ``h`` alone: compute it once
+    for several :func:`gptq` calls on the same Hessian.
+    """
+    perm = torch.argsort(h.diagonal(), descending=True, stable=True)
+    hp = h[perm][:, perm]
+    return perm, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hp)), upper=True)
+
+
 def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, zero: Tensor | None = None,
-         block: int = 128) -> tuple[Tensor, Tensor, Tensor]:
+         block: int = 128, factor: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Round every weight to a codeword with error feedback: ``(codes, quantized, latent)``.
 
     Args:
@@ -144,6 +156,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
         values: ``[R, m]`` (one codebook per row) or ``[1, m]`` (shared), float32.
         mask: removed weights, held at codeword ``zero`` (the index of the value 0).
         zero: ``[R]`` or ``[1]`` index of the codeword equal to 0 (needed with ``mask``).
+        factor: :func:`gptq_factor` of ``h`` if already computed (None: computed here).
 
     Returns ``codes [R, n]``, ``quantized [R, n]`` (float32 values) and ``latent [R, n]``:
     the float32 weight each column had when it was rounded (0 at masked weights), whose
@@ -151,9 +164,7 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
     """
     rows, n = w.shape
     vals = values.expand(rows, -1) if values.shape[0] == 1 else values
-    perm = torch.argsort(h.diagonal(), descending=True, stable=True)
-    hp = h[perm][:, perm]
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hp)), upper=True)
+    perm, u = factor if factor is not None else gptq_factor(h)
     work = w.double()[:, perm].clone()
     mk = mask[:, perm] if mask is not None else None
     codes = torch.empty(rows, n, dtype=torch.long)
@@ -183,8 +194,13 @@ def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, ze
 
 def hessian_error(delta: Tensor, h: Tensor, gain2: Tensor | None = None) -> float:
     """``sum_r gain_r^2 delta_r^T H delta_r`` (the layer's membrane error of a weight change ``delta``)."""
-    d = delta.double()
-    per_row = ((d @ h) * d).sum(dim=1)
+    per_row = row_errors(delta, h)
     if gain2 is not None:
         per_row = per_row * gain2.double()
     return float(per_row.sum())
+
+
+def row_errors(delta: Tensor, h: Tensor) -> Tensor:
+    """``[R]`` float64: ``delta_r^T H delta_r`` of every row (no BatchNorm gain)."""
+    d = delta.double()
+    return ((d @ h) * d).sum(dim=1)

@@ -48,15 +48,18 @@ def inverse_cholesky(h: Tensor) -> Tensor:
     return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
 
 
+def _costs(w: Tensor, d: Tensor, gain2: Tensor | None) -> Tensor:
+    """OBS costs ``gain_r^2 w_rq^2 / U_qq^2`` of the weights ``w`` (``d``: the diagonal of ``U``)."""
+    score = w * w / (d * d)[None, :]
+    return score * gain2.double()[:, None] if gain2 is not None else score
+
+
 def _block_mask(w1: Tensor, d1: Tensor, count: int, gain2: Tensor | None) -> Tensor:
     """The ``count`` cheapest weights of a block by ``gain^2 w^2 / U_qq^2`` (ties: lower flat index)."""
     mask = torch.zeros_like(w1, dtype=torch.bool)
     if count <= 0:
         return mask
-    score = w1 * w1 / (d1 * d1)[None, :]
-    if gain2 is not None:
-        score = score * gain2.double()[:, None]
-    idx = torch.sort(score.flatten(), stable=True).indices[:count]
+    idx = torch.sort(_costs(w1, d1, gain2).flatten(), stable=True).indices[:count]
     mask.view(-1)[idx] = True
     return mask
 
@@ -67,10 +70,7 @@ def _block_counts(w: Tensor, d: Tensor, k: int, gain2: Tensor | None, block: int
     Columns differ in importance (an input that never spikes costs nothing to cut), so blocks do
     not all lose the same fraction; inside a block the mask is chosen again on the updated weights.
     """
-    score = w * w / (d * d)[None, :]
-    if gain2 is not None:
-        score = score * gain2.double()[:, None]
-    cols = torch.sort(score.flatten(), stable=True).indices[:k] % w.shape[1]
+    cols = torch.sort(_costs(w, d, gain2).flatten(), stable=True).indices[:k] % w.shape[1]
     return torch.bincount(cols // block, minlength=(w.shape[1] + block - 1) // block)
 
 
@@ -78,10 +78,11 @@ def _prune_block(w1: Tensor, u1: Tensor, m1: Tensor) -> Tensor:
     """Zero ``w1[m1]`` column by column, each error compensated inside the block; returns ``e / U_qq``."""
     err = torch.zeros_like(w1)
     for i in range(w1.shape[1]):
+        if not bool(m1[:, i].any()):  # nothing removed in this column: its error stays 0
+            continue
         col = w1[:, i]
         e = torch.where(m1[:, i], col, torch.zeros_like(col)) / u1[i, i]
-        if bool(m1[:, i].any()):
-            w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
+        w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
         err[:, i] = e
     return err
 

@@ -147,6 +147,20 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, object]]:
     return order[:-1]
 
 
+def graph_chain(graph: nir.NIRGraph, refusal: type[Exception], target: str) -> tuple[float, tuple[int, ...], list]:
+    """``(dt, input shape, chain)`` of ``graph`` for another target: its refusals are ``refusal`` naming ``target``."""
+    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
+    start = next((n for n in graph.nodes.values() if isinstance(n, nir.Input)), None)
+    if start is None:
+        raise refusal("the graph has no Input node")
+    in_shape = tuple(int(s) for s in next(iter(start.input_type.values())))
+    try:
+        chain = _chain(graph)
+    except LavaRefusal as exc:
+        raise refusal(str(exc).replace("Lava", target)) from None
+    return dt, in_shape, chain
+
+
 def compile_graph(graph: nir.NIRGraph, *, input_bits: int = 8) -> LavaProgram:
     """The Lava program of ``graph`` (float always; fixed point where every layer allows it)."""
     dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from .lava_program import DT_KEY, RESET_KEY, LavaRefusal, _chain
+from .lava_program import RESET_KEY, graph_chain
 from .linear_ops import LINEAR_NODES, _apply, _pair, affine_block, integer_weights
 
 __all__ = ["SinabsProgram", "SinabsRefusal", "compile_sinabs"]
@@ -125,15 +125,7 @@ def _neuron(prog: SinabsProgram, name: str, node, dt: float, factor: float, shap
 
 
 def compile_sinabs(graph: nir.NIRGraph) -> SinabsProgram:
-    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
-    start = next((n for n in graph.nodes.values() if isinstance(n, nir.Input)), None)
-    if start is None:
-        raise SinabsRefusal("the graph has no Input node")
-    in_shape = tuple(int(s) for s in next(iter(start.input_type.values())))
-    try:
-        chain = _chain(graph)
-    except LavaRefusal as exc:
-        raise SinabsRefusal(str(exc).replace("Lava", "sinabs")) from None
+    dt, in_shape, chain = graph_chain(graph, SinabsRefusal, "sinabs")
     prog, pending, shape = SinabsProgram([], in_shape=in_shape), [], in_shape
     for name, node in chain:
         if isinstance(node, LINEAR_NODES):

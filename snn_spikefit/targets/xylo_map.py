@@ -21,7 +21,7 @@ import nir
 import numpy as np
 
 from .env import run_worker
-from .lava_program import DT_KEY, LavaRefusal, _chain
+from .lava_program import DT_KEY, graph_chain
 from .linear_ops import LINEAR_NODES, affine_block
 from .xylo_spec import XyloRefusal, compile_xylo
 
@@ -42,12 +42,7 @@ class XyloMapping:
 
 
 def _raw_layers(graph: nir.NIRGraph, dt: float) -> list[dict]:
-    start = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
-    shape = tuple(int(s) for s in next(iter(start.input_type.values())))
-    try:
-        chain = _chain(graph)
-    except LavaRefusal as exc:
-        raise XyloRefusal(str(exc)) from None
+    _, shape, chain = graph_chain(graph, XyloRefusal, "Xylo")
     layers, pending = [], []
     for _, node in chain:
         if isinstance(node, LINEAR_NODES):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from .lava_program import DT_KEY, RESET_KEY, LavaRefusal, _chain
+from .lava_program import RESET_KEY, graph_chain
 from ..neurons.xylo_state import CHIP_STATE_KEY, xylo_threshold
 from .linear_ops import LINEAR_NODES, affine_block
 
@@ -170,15 +170,7 @@ def _layer(name: str, block, node, dt: float, quantum: float, max_count: int,
 
 def compile_xylo(graph: nir.NIRGraph, *, input_quantum: float = 1.0 / 15) -> XyloSpec:
     """The Xylo specification of ``graph``, or :class:`XyloRefusal` saying what cannot be represented."""
-    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
-    start = next((n for n in graph.nodes.values() if isinstance(n, nir.Input)), None)
-    if start is None:
-        raise XyloRefusal("the graph has no Input node")
-    in_shape = tuple(int(s) for s in next(iter(start.input_type.values())))
-    try:
-        chain = _chain(graph)
-    except LavaRefusal as exc:
-        raise XyloRefusal(str(exc).replace("Lava", "Xylo")) from None
+    dt, in_shape, chain = graph_chain(graph, XyloRefusal, "Xylo")
     blocks, pending, shape = [], [], in_shape
     for name, node in chain:
         if isinstance(node, LINEAR_NODES):
