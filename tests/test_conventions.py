@@ -120,7 +120,7 @@ def _registry_calls():
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(len(_registry_calls())))
 def test_every_registry_refuses_a_duplicate_with_one_message(index):
     kind, again = _registry_calls()[index]
     with pytest.raises(SpikeFitValueError, match=r"is already registered; pass replace=True to replace it "
