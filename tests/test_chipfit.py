@@ -384,6 +384,29 @@ def test_cli_refuses_distill_and_validation_without_fit(tmp_path):
         assert code != 0 and "--validation and --distill are not allowed without --fit" in stderr
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"margins": ()}, r"margins=\(\) is not allowed; use a non-empty tuple of numbers in \(0, 1\]"),
+    ({"margins": (0.5, 0.0)}, r"margins=\(0.5, 0.0\) is not allowed"),
+    ({"distill": "yes"}, r"distill='yes' is not allowed; use False, True or a dict"),
+    ({"granularity": "row"}, r"granularity='row' is not allowed; use one of \('layer', 'channel'\)"),
+])
+def test_sweep_takes_fit_to_chips_codebook_and_distill_arguments_and_refuses_bad_ones(digits, kwargs, match):
+    with pytest.raises(sf.SpikeFitValueError, match=match):
+        sf.chip_sweep(dense((300,)), digits, hardware="truenorth", max_epochs=0, progress=False, **kwargs)
+
+
+def test_cli_refuses_validation_with_sweep(tmp_path):
+    from test_cli import run_cli
+    (tmp_path / "factories.py").write_text(
+        "from snn_spikefit.zoo.snntorch import dense_snn\ndef small():\n    return dense_snn(64, 10, hidden=(8,))\n")
+    torch.save(dense((8,)).state_dict(), tmp_path / "small.pt")
+    code, _, stderr = run_cli("compress", tmp_path / "small.pt", "--model-factory", f"{tmp_path / 'factories.py'}:small",
+                              "--hardware", "truenorth", "--fit", "--sweep", "--validation", 0.1, "--limit", 64,
+                              "--no-progress", "--out", tmp_path / "x.nir")
+    assert code != 0 and "--validation=0.1 is not allowed with --sweep" in stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_akida_has_only_a_weight_bit_budget_and_the_report_says_why_cores_are_not_one(digits):
     from snn_spikefit.chipfit import profile_budgets
 

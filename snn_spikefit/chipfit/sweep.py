@@ -13,7 +13,7 @@ from ..errors import SpikeFitValueError
 from ..pipeline.steps import as_data
 from .allocate import allocate
 from .budgets import profile_budgets
-from .fit import _check_args, _Job
+from .fit import _check_args, _distill_kwargs, _Job, check_margins
 from .report import SweepReport, pareto_front
 
 __all__ = ["chip_sweep"]
@@ -28,21 +28,20 @@ def _values(name: str, values: Sequence) -> list:
 
 def chip_sweep(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, ms: Sequence[int | None] = (None,),
                bits: Sequence[int | None] = (None,), margins: Sequence[float] = (1.0, 0.75, 0.5),
-               objective: str = "accuracy", max_epochs: int = 2, lr: float = 1e-3, criterion: str | Callable = "fsc",
-               num_batches: int = 8, num_steps: int | None = None, seed: int | None = 0,
-               progress: bool | None = None) -> SweepReport:
+               objective: str = "accuracy", max_epochs: int = 2, lr: float = 1e-3, granularity: str | None = None,
+               criterion: str | Callable = "fsc", num_batches: int = 8, distill: bool | dict = False,
+               num_steps: int | None = None, seed: int | None = 0, progress: bool | None = None) -> SweepReport:
     """Fit a copy of ``model`` for every ``m`` x ``bits`` x ``margin``; the candidates and their Pareto front.
 
     ``margin`` scales the allocation budgets (0.5: use at most half of each), so smaller margins trade
     accuracy for energy and size. ``None`` in ``ms``/``bits`` means the chip's own setting (as
-    :func:`~snn_spikefit.wrap` chooses). Other arguments as for :func:`~snn_spikefit.chipfit.fit_to_chip`.
+    :func:`~snn_spikefit.wrap` chooses). Other arguments as for :func:`~snn_spikefit.chipfit.fit_to_chip`
+    (every candidate is kept, so there is no validation split to choose among them).
     """
     profile = as_profile(hardware)
     _check_args(objective, max_epochs, lr, profile)
-    margins = _values("margins", margins)
-    for mg in margins:
-        if isinstance(mg, bool) or not isinstance(mg, (int, float)) or not 0 < mg <= 1:
-            raise SpikeFitValueError(f"margin {mg!r} is not allowed; use numbers in (0, 1]")
+    margins = check_margins(margins)
+    _distill_kwargs(distill)
     loaded = as_data(data, num_steps, 0 if seed is None else seed)
     candidates = []
     with torch.random.fork_rng(enabled=seed is not None):
@@ -50,8 +49,8 @@ def chip_sweep(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, 
             torch.manual_seed(seed)
         for m in _values("ms", ms):
             for b in _values("bits", bits):
-                job = _Job(model, loaded, profile, m=m, bits=b, granularity=None, criterion=criterion,
-                           num_batches=num_batches, progress=progress)
+                job = _Job(model, loaded, profile, m=m, bits=b, granularity=granularity, criterion=criterion,
+                           num_batches=num_batches, progress=progress, distill=distill)
                 for mg in margins:
                     limits = {r: v * mg for r, v in job.limits.items()}
                     keep = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost).keep

@@ -19,7 +19,7 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
                    help="with --fit: what the channel cuts spare (default accuracy)")
     p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
                    help="with --fit: fraction of the training data held out to choose among the budget margins "
-                        "tried (default 0.2; 0: no split, the first margin that passes is kept)")
+                        "tried (default 0.2; 0: no split, the first margin that passes is kept; not with --sweep)")
     p.add_argument("--distill", action="store_true",
                    help="with --fit: distil from the original model while fine-tuning (membranes and logits)")
     p.add_argument("--sweep", action="store_true",
@@ -36,6 +36,9 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
     if args.prune:
         raise SpikeFitValueError(f"--prune={args.prune} is not allowed with --fit: the chip's budgets choose the "
                                  f"channels each layer keeps (leave --prune out)")
+    if args.sweep and args.validation is not None:
+        raise SpikeFitValueError(f"--validation={args.validation} is not allowed with --sweep: the sweep keeps every "
+                                 f"candidate and chooses none (leave --validation out)")
     progress = False if args.no_progress else None
     # --validation not given: fit_to_chip's own default; 0: no split
     validation = {} if args.validation is None else {"validation": args.validation or None}
@@ -44,7 +47,8 @@ def fit_main(args: argparse.Namespace, profile, out: Path, loaded, data) -> int:
             if args.sweep:
                 result = sf.chip_sweep(loaded.model, data, hardware=profile, ms=(args.m,), bits=(args.bits,),
                                        objective=args.objective, max_epochs=args.epochs, lr=args.lr,
-                                       criterion=args.criterion, seed=args.seed, progress=progress)
+                                       granularity=args.granularity, criterion=args.criterion,
+                                       distill=args.distill, seed=args.seed, progress=progress)
             else:
                 result = sf.fit_to_chip(loaded.model, data, hardware=profile, objective=args.objective,
                                         max_epochs=args.epochs, lr=args.lr, m=args.m, bits=args.bits,
