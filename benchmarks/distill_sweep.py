@@ -52,6 +52,8 @@ CONFIGS: dict[str, tuple[str, dict | None]] = {
     "ft-small-t1": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.1, "temperature": 1.0}),
     "ft-tiny": ("ft", {"membrane_weight": 0.03, "logit_weight": 0.03}),
     "ft-mem-small": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.0}),
+    "ft-small-t2": ("ft", {"membrane_weight": 0.1, "logit_weight": 0.1, "temperature": 2.0}),
+    "ft-mix-t1": ("ft", {"membrane_weight": 0.1, "logit_weight": 1.0, "temperature": 1.0}),
 }
 
 

@@ -73,8 +73,7 @@ def register_event_dataset(spec: EventDatasetSpec, *, replace: bool = False) -> 
     """Make another tonic dataset class usable by :func:`load_events` (and ``--data tonic:NAME``)."""
     if not isinstance(spec, EventDatasetSpec):
         raise SpikeFitTypeError(f"spec must be an EventDatasetSpec, got {type(spec).__name__}")
-    if EVENT_DATASETS.get(spec.name) != spec:  # the identical spec again is harmless
-        refuse_duplicate("an event data set named", spec.name, EVENT_DATASETS, replace=replace)
+    refuse_duplicate("an event data set named", spec.name, EVENT_DATASETS, replace=replace)
     EVENT_DATASETS[spec.name] = spec
     return spec
 

@@ -246,8 +246,7 @@ def register_profile(profile: HardwareProfile, *, replace: bool = False) -> Hard
     _load_builtin()
     if not isinstance(profile, HardwareProfile):
         raise SpikeFitTypeError(f"profile must be a HardwareProfile, got {type(profile).__name__}")
-    if _REGISTRY.get(profile.name) != profile:  # registering the identical profile again is harmless
-        refuse_duplicate("a profile named", profile.name, _REGISTRY, replace=replace)
+    refuse_duplicate("a profile named", profile.name, _REGISTRY, replace=replace)
     _REGISTRY[profile.name] = profile
     return profile
 
