@@ -1,5 +1,7 @@
+# python benchmarks/results/ptq_scripts/sparsity_rerun.py SEED > /tmp/sbc/sp_sSEED.log (one JSON line of rows)
 import sys, json
-sys.path.insert(0, '/work/wt/sbc')
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import torch
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True, warn_only=True)
