@@ -13,7 +13,9 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
   the suite's clustered post-training baseline (scikit-learn k-means on the INT8 grid), each
   with BatchNorm re-estimated on 16 training batches (the suite's treatment of k-means) and on
   the calibration samples only (what one-shot CAT is given), so both are compared on equal data;
-  one-shot CAT and SBC also with last session's settings (``PREVIOUS``), measured in the same run;
+  one-shot CAT also with last session's settings (``PREVIOUS``), measured in the same run (for
+  uniform SBC those settings are the defaults again, so it has no such row; results files written
+  before this change list it twice under two labels, with the same figures);
   SBC uniform also with BatchNorm re-estimated on the calibration samples (``recalibrate=True``);
 * 50 / 80 / 90 % unstructured sparsity: SBC (OBS masks: exact greedy OBS on rows of at most 256
   inputs, SparseGPT's blockwise masks and lazy updates above; at 90 % also exact OBS everywhere)
@@ -196,8 +198,6 @@ def run_one(cfg, name: str, seed: int, per_class: float, progress: bool, targets
         if not targets:
             b.add("uniform", "SBC + BN re-estimated on the calibration set", f"{bits}-bit",
                   lambda m, bits=bits: b.ptq(m, bits=bits, recalibrate=True))
-        b.add("uniform", "SBC, last session's settings (" + PREVIOUS_LABEL + ")", f"{bits}-bit",
-              lambda m, bits=bits: b.ptq(m, bits=bits, **PREVIOUS))
     for m_, bits in CODEBOOKS[:3] if targets else CODEBOOKS:
         _codebook_rows(b, m_, bits)
     for s in SPARSITIES:
