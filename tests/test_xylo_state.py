@@ -135,3 +135,27 @@ def test_xylo_rule_refusals_name_the_value():
     sf.freeze(net)
     with pytest.raises(UnsupportedLayerError, match="threshold 1000000.0 is .* state LSBs.*1..32767"):
         get_target("xylo").build(_graph(net, 16))
+
+
+def test_scale_and_theta_follow_every_change_of_the_codebook_and_threshold():
+    """The rule keeps its scale and theta between steps; any change of their inputs is seen, however made."""
+    from snn_spikefit.neurons.xylo_state import weight_lsb
+    from snn_spikefit.quantize.layers import quantizer_of
+
+    net = sf.wrap(_net(), hardware="xylo")
+    rule = sf.state_rules(net)["1"]
+    fresh = lambda: weight_lsb(net[0]).double() * rule.quantum  # noqa: E731  (no cache)
+    dyn = {"threshold": net[1].threshold}
+    theta = lambda: rule.theta(dyn, rule.scale).clone()  # noqa: E731
+    assert torch.equal(rule.scale, fresh())
+    first = theta()
+    codebook = quantizer_of(net[0], "weight").codebook
+    codebook.data.mul_(2.0)  # through .data: the parameter's version counter does not move
+    assert torch.equal(rule.scale, fresh()) and not torch.equal(theta(), first)
+    net.load_state_dict({k: v * 0.5 if k.endswith("codebook") else v for k, v in net.state_dict().items()})
+    assert torch.equal(rule.scale, fresh()) and torch.equal(theta(), first)
+    net[1].threshold.data.fill_(2.0)  # the threshold alone
+    assert torch.equal(theta(), xylo_threshold(net[1].threshold, rule.scale).clamp(1, 2 ** 15 - 1))
+    before = rule.scale.clone()
+    sf.freeze(net)  # the codebook becomes a frozen one: its scale is the same LSB
+    assert torch.equal(rule.scale, before) and torch.equal(rule.scale, fresh())

@@ -113,7 +113,9 @@ class XyloRule:
         if lsb is None:
             raise UnsupportedLayerError(f"Xylo state needs integer weights into the neuron ({type(source).__name__} "
                                         f"has no integer codebook): wrap(..., bits=8) first")
-        self._lsb = lsb.double().clone()
+        self._scale = lsb.double().clone() * self.quantum
+        self._seen: tuple[Any, Tensor] | None = None      # (quantizer, the tensor its LSB came from)
+        self._theta: tuple[Tensor, Tensor, Tensor] | None = None  # (scale, threshold, theta)
 
     def __repr__(self) -> str:
         return f"XyloRule(scale={self.scale.tolist()}, most={self.most})"
@@ -122,14 +124,29 @@ class XyloRule:
 
     @property
     def scale(self) -> Tensor:
-        """The state LSB now: the input layer's weight LSB times ``quantum`` (float64)."""
-        lsb = weight_lsb(self.source)
-        if lsb is not None:  # the last one is kept for a layer whose codebook was stripped
-            self._lsb = lsb.double().clone()
-        return self._lsb * self.quantum
+        """The state LSB now: the input layer's weight LSB times ``quantum`` (float64).
+
+        Recomputed only when the codebook it comes from has other values (a step calls this three
+        times; the codebook changes once per optimizer step); the last one is kept for a layer whose
+        codebook was stripped.
+        """
+        from ..quantize.layers import quantizer_of
+
+        q = quantizer_of(self.source, "weight")
+        src = _lsb_source(q)
+        seen = self._seen
+        if src is not None and not (seen is not None and seen[0] is q and _same(seen[1], src)):
+            self._scale = weight_lsb(self.source).double().clone() * self.quantum
+            self._seen = (q, src.detach().clone())
+        return self._scale
 
     def theta(self, dyn: dict[str, Any], s: Tensor) -> Tensor:
-        return xylo_threshold(dyn["threshold"], s).clamp(1, HI)
+        """``theta`` for the threshold in ``dyn`` at state LSB ``s`` (kept while both stay the same)."""
+        thr = torch.as_tensor(dyn["threshold"]).detach()
+        c = self._theta
+        if c is None or not (_same(c[0], s) and _same(c[1], thr)):
+            c = self._theta = (s.detach().clone(), thr.clone(), xylo_threshold(thr, s).clamp(1, HI))
+        return c[2]
 
     def fire(self, dyn: dict[str, Any], mem: Tensor) -> Tensor:
         """``n' = min(floor(V' / theta), N)`` for ``V' >= theta`` (the count, with its surrogate)."""
@@ -154,6 +171,23 @@ class XyloRule:
         i_float = alpha * (i + x)
         v_float = beta * (v - n.to(x.dtype) * (theta.double() * s).to(x.dtype)) + i_float
         return {"current": _exact(i_new, s, i_float), "membrane": _exact(v_new, s, v_float)}
+
+
+def _lsb_source(q: Any) -> Tensor | None:
+    """The tensor :func:`weight_lsb` computes from: a codebook's values, a frozen codebook's scale, or None."""
+    from ..quantize.codebook import CodebookWeight, FrozenCodebook
+
+    if isinstance(q, FrozenCodebook):
+        return q.scale
+    if isinstance(q, CodebookWeight) and q.bits is not None:
+        return q.codebook
+    return None
+
+
+def _same(kept: Tensor, now: Tensor) -> bool:
+    """``kept`` (a copy taken earlier) still equals ``now``: same shape, dtype, device and values."""
+    return (kept.shape == now.shape and kept.dtype == now.dtype and kept.device == now.device
+            and torch.equal(kept, now.detach()))
 
 
 def _exact(ints: Tensor, scale: Tensor, surrogate: Tensor) -> Tensor:
