@@ -12,7 +12,27 @@ from torch import Tensor, nn
 
 from . import all_reduce_sum as _sum
 
-__all__ = ["GlobalBatchStats"]
+__all__ = ["GlobalBatchStats", "global_moments"]
+
+
+def global_moments(x: Tensor, reduce, dtype: torch.dtype) -> tuple[int, Tensor, Tensor, Tensor]:
+    """``(n, mean, biased var, x - mean)`` per channel (axis 1) of ``x`` over every rank, in two all-reduces.
+
+    ``reduce`` sums a tensor over ranks (differentiable or not); the count travels with the first
+    sums, in float64 (exact to 2**53); ``x`` is computed on in ``dtype``. Two passes: the variance is
+    of ``x - mean``, never ``E[x^2] - mean^2``.
+    """
+    dims = [d for d in range(x.ndim) if d != 1]
+    shape = [1] * x.ndim
+    shape[1] = x.shape[1]
+    xs = x.to(dtype)
+    count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device)
+    head = reduce(torch.cat([count, xs.sum(dims).double()]))
+    n = int(head[0].item())
+    mean = (head[1:] / n).to(dtype).reshape(shape)
+    centred = xs - mean
+    var = reduce(centred.pow(2).sum(dims)) / n
+    return n, mean.reshape(-1), var, centred
 
 
 class GlobalBatchStats:
@@ -25,20 +45,15 @@ class GlobalBatchStats:
 
     def _hook(self, bn: nn.modules.batchnorm._BatchNorm, inputs: tuple, output: Tensor) -> Tensor:
         x = inputs[0]
-        dims = [d for d in range(x.ndim) if d != 1]
         shape = [1] * x.ndim
         shape[1] = x.shape[1]
-        xd = x.detach().double()
-        count_sum = _sum(torch.cat([torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device),
-                                    xd.sum(dim=dims)]))
-        n, mean = count_sum[0], count_sum[1:] / count_sum[0]
-        var_b = _sum((xd - mean.reshape(shape)).pow(2).sum(dim=dims)) / n
+        n, mean, var_b, centred = global_moments(x.detach(), _sum, torch.float64)
         var_u = var_b * n / (n - 1) if n > 1 else var_b
         acc = self.acc[id(bn)]
         acc[0] = mean if acc[0] is None else acc[0] + mean
         acc[1] = var_u if acc[1] is None else acc[1] + var_u
         acc[2] += 1
-        out = (xd - mean.reshape(shape)) / torch.sqrt(var_b.reshape(shape) + bn.eps)
+        out = centred / torch.sqrt(var_b.reshape(shape) + bn.eps)
         if bn.affine:
             out = out * bn.weight.detach().double().reshape(shape) + bn.bias.detach().double().reshape(shape)
         return out.to(output.dtype)

@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import all_reduce_sum, is_distributed, unwrap_ddp
+from . import is_distributed, unwrap_ddp
+from .batchnorm import global_moments
 
 __all__ = ["SyncBatchNorm1d", "SyncBatchNorm2d", "SyncBatchNorm3d", "sync_batchnorm", "unsync_batchnorm"]
 
@@ -62,15 +63,10 @@ class _GlobalBatchNorm:
         if not (self.training and is_distributed()):
             return super().forward(x)  # type: ignore[misc]
         self._check_input_dim(x)  # type: ignore[attr-defined]
-        dims = [d for d in range(x.ndim) if d != 1]
         shape = [1] * x.ndim
         shape[1] = x.shape[1]
-        # an exact count (int64), and float16/bfloat16 statistics in float32 (as F.batch_norm computes them)
-        n = int(all_reduce_sum(torch.tensor([x.numel() // x.shape[1]], dtype=torch.int64, device=x.device)))
-        xs = x.to(torch.promote_types(x.dtype, torch.float32))
-        mean = _all_reduce(xs.sum(dims)) / n
-        centred = xs - mean.reshape(shape)
-        var = _all_reduce(centred.pow(2).sum(dims)) / n
+        # float16/bfloat16 statistics in float32 (as F.batch_norm computes them); the count exact
+        n, mean, var, centred = global_moments(x, _all_reduce, torch.promote_types(x.dtype, torch.float32))
         out = centred * torch.rsqrt(var.reshape(shape) + self.eps)  # type: ignore[attr-defined]
         if self.affine:  # type: ignore[attr-defined]
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)  # type: ignore[attr-defined]
