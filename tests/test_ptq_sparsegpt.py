@@ -5,8 +5,8 @@ import torch
 
 import snn_spikefit as sf
 from snn_spikefit.errors import SpikeFitValueError
-from snn_spikefit.ptq.obs import hessian_error, obs_order, obs_prune, row_counts
-from snn_spikefit.ptq.sparsegpt import inverse_cholesky, sparsegpt_prune
+from snn_spikefit.ptq.obs import hessian_error, inverse_cholesky, obs_order, obs_prune, row_counts
+from snn_spikefit.ptq.sparsegpt import sparsegpt_prune
 from tests.conftest import needs_snntorch
 
 

@@ -34,8 +34,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "gptq_factor", "nearest", "hessian_error", "row_errors",
-           "MEMORY_BUDGET"]
+__all__ = ["obs_order", "obs_prune", "row_counts", "gptq", "gptq_factor", "inverse_cholesky", "nearest",
+           "hessian_error", "row_errors", "MEMORY_BUDGET"]
 
 #: Bytes of per-row inverse-Hessian copies :func:`obs_order` holds at once.
 MEMORY_BUDGET = 2**28
@@ -136,6 +136,11 @@ def _nearest_sorted(w: Tensor, order: Tensor, bounds: Tensor) -> Tensor:
     return torch.gather(order, 1, torch.searchsorted(bounds, w.contiguous()))
 
 
+def inverse_cholesky(h: Tensor) -> Tensor:
+    """Upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``), in ``h``'s dtype."""
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+
 def gptq_factor(h: Tensor) -> tuple[Tensor, Tensor]:
     """``(perm, U)``: :func:`gptq`'s column order (largest ``diag H`` first) and the upper Cholesky
     factor of ``H^-1`` in that order (``H^-1 = U^T U``). It depends on ``h`` alone: compute it once
@@ -143,7 +148,7 @@ def gptq_factor(h: Tensor) -> tuple[Tensor, Tensor]:
     """
     perm = torch.argsort(h.diagonal(), descending=True, stable=True)
     hp = h[perm][:, perm]
-    return perm, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hp)), upper=True)
+    return perm, inverse_cholesky(hp)
 
 
 def gptq(w: Tensor, h: Tensor, values: Tensor, *, mask: Tensor | None = None, zero: Tensor | None = None,

@@ -36,16 +36,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["sparsegpt_prune", "inverse_cholesky", "BLOCK"]
+from .obs import inverse_cholesky
+
+__all__ = ["sparsegpt_prune", "BLOCK"]
 
 #: Columns per block (SparseGPT's default).
 BLOCK = 128
-
-
-def inverse_cholesky(h: Tensor) -> Tensor:
-    """Upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``), float64."""
-    h = h.double()
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
 
 
 def _costs(w: Tensor, d: Tensor, gain2: Tensor | None) -> Tensor:
@@ -104,7 +100,7 @@ def sparsegpt_prune(w: Tensor, h: Tensor, k: int, *, gain2: Tensor | None = None
     rows, n = w.shape
     if mask is None and not 0 <= k <= rows * n:
         raise ValueError(f"k={k} weights cannot be removed from a layer of {rows * n}")
-    u = inverse_cholesky(h)
+    u = inverse_cholesky(h.double())
     d = u.diagonal()
     work = w.double().clone()
     out_mask = torch.zeros(rows, n, dtype=torch.bool) if mask is None else mask.clone()
