@@ -11,6 +11,10 @@ One training step (``sf.run`` over T steps, cross-entropy + commitment, backward
 * ``xylo``: CAT with Xylo's neuron (the library as it is);
 * ``xylo, no reuse``: the same with each rule's state LSB and threshold recomputed at every use, as
   before they were kept between steps (three LSBs and two thresholds per neuron and step).
+
+and the backward of the spike count's surrogate (31 arctangents per neuron) on a ``[batch, hidden]``
+membrane, in place (what a step runs) against the out-of-place sum it runs under ``create_graph``
+(the formulation before).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import torch
 
 import snn_spikefit as sf
-from snn_spikefit.neurons.xylo_state import XyloRule
+from snn_spikefit.neurons.xylo_state import MAX_SPIKES_HIDDEN, XyloRule, _Count
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,7 +75,37 @@ def main(argv=None) -> int:
     for a, b in (("cat", "fp32"), ("xylo", "fp32"), ("xylo, no reuse", "fp32"), ("xylo", "xylo, no reuse")):
         ratios = sorted(t / u for t, u in zip(times[a], times[b]))
         print(f"  {a:>15} / {b:<15} median {statistics.median(ratios):.3f}  [{ratios[0]:.3f}-{ratios[-1]:.3f}]")
+    _surrogate_rows(args)
     return 0
+
+
+class _Saved:
+    def __init__(self, mem, thr):
+        self.saved_tensors, self.most = (mem, thr), MAX_SPIKES_HIDDEN
+
+
+def _surrogate_rows(args) -> None:
+    ctx = _Saved(torch.randn(args.batch, args.hidden) * 3, torch.tensor(0.5))
+    grad = torch.randn(args.batch, args.hidden)
+
+    def run(enabled: bool):
+        def fn():
+            with torch.set_grad_enabled(enabled):  # mem needs no grad: no graph is built either way
+                for _ in range(args.steps):
+                    _Count.backward(ctx, grad)
+        return fn
+
+    assert torch.equal(run_once(ctx, grad, False), run_once(ctx, grad, True))
+    times = interleaved({"in place": run(False), "out of place": run(True)}, args.rounds)
+    ratios = sorted(t / u for t, u in zip(times["in place"], times["out of place"]))
+    print(f"  surrogate backward ({args.steps} calls of [{args.batch}, {args.hidden}]) in place / out of place "
+          f"median {statistics.median(ratios):.3f}  [{ratios[0]:.3f}-{ratios[-1]:.3f}]; out of place "
+          f"{1e3 * statistics.median(times['out of place']):.1f} ms; equal to the bit")
+
+
+def run_once(ctx, grad, enabled: bool):
+    with torch.set_grad_enabled(enabled):
+        return _Count.backward(ctx, grad)[0]
 
 
 if __name__ == "__main__":

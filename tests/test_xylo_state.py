@@ -159,3 +159,19 @@ def test_scale_and_theta_follow_every_change_of_the_codebook_and_threshold():
     before = rule.scale.clone()
     sf.freeze(net)  # the codebook becomes a frozen one: its scale is the same LSB
     assert torch.equal(rule.scale, before) and torch.equal(rule.scale, fresh())
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_count_surrogate_is_the_sum_of_arctangents_at_every_level(create_graph):
+    import math
+
+    from snn_spikefit.neurons.xylo_state import _Count
+
+    torch.manual_seed(0)
+    mem = (torch.randn(5, 7, dtype=torch.float64) * 3).requires_grad_()
+    thr, grad = torch.tensor(0.7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    count = torch.div(mem.detach(), thr, rounding_mode="floor").clamp(0, 31)
+    (g,) = torch.autograd.grad(_Count.apply(mem, count, thr, 31), mem, grad, create_graph=create_graph)
+    by_hand = sum(1 / (1 + (math.pi * (mem.detach() - k * thr)) ** 2) for k in range(1, 32)) * grad
+    torch.testing.assert_close(g.detach(), by_hand, rtol=1e-12, atol=0)
+    assert g.requires_grad == create_graph
