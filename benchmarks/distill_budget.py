@@ -29,7 +29,7 @@ from snn_spikefit.train import fit, recalibrate_bn
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.distill_sweep import _Sweep, _defaults  # noqa: E402
+from benchmarks.distill_sweep import _defaults, _Sweep, commands, read_runs  # noqa: E402
 from benchmarks.suite import _seed_all  # noqa: E402
 
 #: name -> (epoch multiplier, learning rate, the m it is run for)
@@ -81,19 +81,6 @@ def table(rows: list[dict]) -> Table:
     return t
 
 
-def _read(files) -> list[dict]:
-    rows = []
-    for f in files:
-        lines = Path(f).read_text().splitlines()
-        keys = lines[0].split(",")
-        for line in lines[1:]:
-            r = dict(zip(keys, line.split(",")))
-            r["seed"], r["val"] = int(r["seed"]), float(r["val"])
-            r["m"] = r["m"] if r["m"] == "-" else int(r["m"])
-            rows.append(r)
-    return rows
-
-
 def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     head = (f"# CAT's gap to the FP32 control: training budget and distillation\n\n`{command}`\n\n"
@@ -119,12 +106,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     command = "python benchmarks/distill_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.merge:
-        rows = _read(args.merge)
-        runs = []
-        for f in args.merge:
-            md = Path(str(f).replace("_runs.csv", ".md"))
-            runs += [ln.strip("`") for ln in md.read_text().splitlines() if ln.startswith("`python")] if md.exists() else []
-        _write(Path(args.out), args.tag, "; ".join(runs + [command]), rows, 0.0)
+        _write(Path(args.out), args.tag, "; ".join(commands(args.merge) + [command]), read_runs(args.merge), 0.0)
         return 0
     begin, rows = time.perf_counter(), []
     for seed in args.seeds:

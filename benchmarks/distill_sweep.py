@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _merge(out: Path, tag: str, command: str, files) -> int:
-    """One table from the runs of several processes (their commands are listed in each CSV's folder)."""
+def read_runs(files) -> list[dict]:
+    """The rows of ``_runs.csv`` files (``seed``, ``m``, ``val`` typed; ``m`` is ``"-"`` for FP32 rows)."""
     rows = []
     for f in files:
         lines = Path(f).read_text().splitlines()
@@ -138,6 +138,21 @@ def _merge(out: Path, tag: str, command: str, files) -> int:
             r["seed"], r["val"] = int(r["seed"]), float(r["val"])
             r["m"] = r["m"] if r["m"] == "-" else int(r["m"])
             rows.append(r)
+    return rows
+
+
+def commands(files) -> list[str]:
+    """The commands recorded in the ``.md`` next to each ``_runs.csv``."""
+    runs = []
+    for f in files:
+        md = Path(str(f).replace("_runs.csv", ".md"))
+        runs += [ln.strip("`") for ln in md.read_text().splitlines() if ln.startswith("`python")] if md.exists() else []
+    return runs
+
+
+def _merge(out: Path, tag: str, command: str, files) -> int:
+    """One table from the runs of several processes (their commands are listed in each CSV's folder)."""
+    rows = read_runs(files)
     seen, kept = set(), []  # FP32 / control rows repeat in every process of a seed: keep one
     for r in rows:
         key = (r["seed"], r["m"], r["config"])
@@ -147,11 +162,7 @@ def _merge(out: Path, tag: str, command: str, files) -> int:
     rows = kept
     rows.sort(key=lambda r: (str(r["m"]) != "-", str(r["m"]), list(CONFIGS).index(r["config"])
                              if r["config"] in CONFIGS else -1, r["seed"]))
-    runs = []  # the commands that made them, from the .md next to each CSV
-    for f in files:
-        md = Path(str(f).replace("_runs.csv", ".md"))
-        runs += [ln.strip("`") for ln in md.read_text().splitlines() if ln.startswith("`python")] if md.exists() else []
-    _write(out, tag, "; ".join(runs + [command]), rows, 0.0)
+    _write(out, tag, "; ".join(commands(files) + [command]), rows, 0.0)
     return 0
 
 
