@@ -154,6 +154,10 @@ def test_scale_and_theta_follow_every_change_of_the_codebook_and_threshold():
     assert torch.equal(rule.scale, fresh()) and not torch.equal(theta(), first)
     net.load_state_dict({k: v * 0.5 if k.endswith("codebook") else v for k, v in net.state_dict().items()})
     assert torch.equal(rule.scale, fresh()) and torch.equal(theta(), first)
+    quantizer_of(net[0], "weight").bits = 4  # the same codebook values on a coarser grid
+    assert torch.equal(rule.scale, fresh()) and not torch.equal(theta(), first)
+    quantizer_of(net[0], "weight").bits = 8
+    assert torch.equal(rule.scale, fresh()) and torch.equal(theta(), first)
     net[1].threshold.data.fill_(2.0)  # the threshold alone
     assert torch.equal(theta(), xylo_threshold(net[1].threshold, rule.scale).clamp(1, 2 ** 15 - 1))
     before = rule.scale.clone()

@@ -120,7 +120,7 @@ class XyloRule:
             raise UnsupportedLayerError(f"Xylo state needs integer weights into the neuron ({type(source).__name__} "
                                         f"has no integer codebook): wrap(..., bits=8) first")
         self._scale = lsb.double().clone() * self.quantum
-        self._seen: tuple[Any, Tensor] | None = None      # (quantizer, the tensor its LSB came from)
+        self._seen: tuple[Any, Any, Tensor] | None = None  # (quantizer, its bits, the tensor its LSB came from)
         self._theta: tuple[Tensor, Tensor, Tensor] | None = None  # (scale, threshold, theta)
 
     def __repr__(self) -> str:
@@ -132,18 +132,19 @@ class XyloRule:
     def scale(self) -> Tensor:
         """The state LSB now: the input layer's weight LSB times ``quantum`` (float64).
 
-        Recomputed only when the codebook it comes from has other values (a step calls this three
-        times; the codebook changes once per optimizer step); the last one is kept for a layer whose
-        codebook was stripped.
+        Recomputed only when the codebook it comes from has other values or bits (a step calls this
+        three times; the codebook changes once per optimizer step); the last one is kept for a layer
+        whose codebook was stripped.
         """
         from ..quantize.layers import quantizer_of
 
         q = quantizer_of(self.source, "weight")
         src = _lsb_source(q)
         seen = self._seen
-        if src is not None and not (seen is not None and seen[0] is q and _same(seen[1], src)):
+        if src is not None and not (seen is not None and seen[0] is q and seen[1] == q.bits
+                                    and _same(seen[2], src)):
             self._scale = weight_lsb(self.source).double().clone() * self.quantum
-            self._seen = (q, src.detach().clone())
+            self._seen = (q, q.bits, src.detach().clone())
         return self._scale
 
     def theta(self, dyn: dict[str, Any], s: Tensor) -> Tensor:
