@@ -67,15 +67,14 @@ def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
 
 def weight_lsb(module: nn.Module) -> Tensor | None:
     """The integer weight LSB (codebook scale, ``[groups]``) of ``module.weight`` now, or ``None``."""
-    from ..quantize.codebook import CodebookWeight, FrozenCodebook, quantize_codebook
+    from ..quantize.codebook import FrozenCodebook, quantize_codebook
     from ..quantize.layers import quantizer_of
 
     q = quantizer_of(module, "weight")
-    if isinstance(q, FrozenCodebook):
-        return None if q.scale is None else q.scale.detach()
-    if isinstance(q, CodebookWeight):
-        return None if q.bits is None else quantize_codebook(q.codebook.detach(), q.bits)[2]
-    return None
+    src = _lsb_source(q)
+    if src is None or isinstance(q, FrozenCodebook):
+        return None if src is None else src.detach()
+    return quantize_codebook(src.detach(), q.bits)[2]
 
 
 def _decay(y: Tensor, k: Tensor) -> Tensor:
