@@ -196,6 +196,29 @@ def test_sync_batchnorm_is_the_same_module_and_plain_batchnorm_in_one_process():
     assert unsync_batchnorm(net) == 2 and type(net[1]) is nn.BatchNorm2d
 
 
+@pytest.mark.parametrize("dtype, work", [(torch.float16, torch.float32), (torch.float32, torch.float64)])
+def test_global_moments_in_one_process_are_the_batch_moments_in_two_reduces(dtype, work):
+    """With the identity as the all-reduce: torch's biased moments per channel, computed in ``work``."""
+    from snn_spikefit.distributed.batchnorm import global_moments
+
+    torch.manual_seed(0)
+    x = (torch.randn(5, 3, 4, 2) * 2 + 1).to(dtype).requires_grad_()
+    calls = []
+    n, mean, var, centred = global_moments(x, lambda t: calls.append(t.dtype) or t, work)
+    assert calls == [torch.float64, work] and n == 5 * 4 * 2
+    assert mean.dtype == var.dtype == centred.dtype == work and mean.shape == var.shape == (3,)
+    ref_var, ref_mean = torch.var_mean(x.detach().to(torch.float64), dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-6, atol=1e-6)
+    assert torch.equal(centred, x.to(work) - mean.reshape(1, 3, 1, 1))
+    # differentiable through both reduces (SyncBatchNorm backpropagates through them): d mean / dx = 1 / n,
+    # d var / dx = 2 (x - mean) / n
+    (gm,) = torch.autograd.grad(mean.sum(), x, retain_graph=True)
+    torch.testing.assert_close(gm.double(), torch.full(x.shape, 1 / n, dtype=torch.float64), rtol=1e-3, atol=0)
+    (gv,) = torch.autograd.grad(var.sum(), x)
+    torch.testing.assert_close(gv.double(), (2 * centred / n).detach().double(), rtol=1e-3, atol=1e-3)
+
+
 def test_mismatch_error_names_what_differs():
     err = DistributedMismatchError("prune round 1: the kept channels differs between ranks")
     assert isinstance(err, sf.SpikeFitError)
