@@ -179,3 +179,16 @@ def test_count_surrogate_is_the_sum_of_arctangents_at_every_level(create_graph):
     by_hand = sum(1 / (1 + (math.pi * (mem.detach() - k * thr)) ** 2) for k in range(1, 32)) * grad
     torch.testing.assert_close(g.detach(), by_hand, rtol=1e-12, atol=0)
     assert g.requires_grad == create_graph
+
+
+def test_count_surrogate_in_place_is_the_differentiable_sum_to_the_bit():
+    """The in-place backward (create_graph=False) gives the bits the out-of-place one gives (float32)."""
+    from snn_spikefit.neurons.xylo_state import _Count
+
+    torch.manual_seed(1)
+    mem = (torch.randn(64, 200) * 3).requires_grad_()
+    thr, grad = torch.tensor(0.5), torch.randn(64, 200)
+    count = torch.div(mem.detach(), thr, rounding_mode="floor").clamp(0, 31)
+    (plain,) = torch.autograd.grad(_Count.apply(mem, count, thr, 31), mem, grad)
+    (graph,) = torch.autograd.grad(_Count.apply(mem, count, thr, 31), mem, grad, create_graph=True)
+    assert torch.equal(plain, graph.detach())
