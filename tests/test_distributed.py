@@ -12,7 +12,7 @@ lr * d / eps; no gradient here sits that close to 0 with a non-zero rounding dif
 at float32 rounding of the weights, 6e-8 ~ one ulp of weights near 0.5). CAT is discontinuous (a weight
 on a codebook boundary or a membrane on its threshold flips), which these tolerances would show. FSC scores
 to 1e-6 relative (float64 sums), BN statistics to 1e-6 (float64 sums per call), BN trained with
-``sync_batchnorm`` to 1e-6 (float32 sums of the global batch in a different order).
+``sync_batchnorm`` to 1e-6 (float32 sums per rank, in a different order; the mean's all-reduced in float64).
 """
 
 import copy
