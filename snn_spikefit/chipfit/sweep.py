@@ -55,7 +55,7 @@ def chip_sweep(model: nn.Module, data: Any, *, hardware: str | HardwareProfile, 
                     limits = {r: v * mg for r, v in job.limits.items()}
                     keep = allocate(job.layout, job.scores, limits, objective=objective, cost=job.cost).keep
                     name = f"m={job.settings['m']} bits={job.settings['bits']} x{mg:g}"
-                    *_, cand = job.candidate(keep, epochs=max_epochs, lr=lr, name=name, margin=float(mg))
+                    *_, cand = job.candidate(keep, epochs=max_epochs, lr=lr, name=name, margin=mg)
                     candidates.append(cand)
     limits = profile_budgets(profile)
     return SweepReport(profile.name, tuple(candidates), tuple(pareto_front(candidates)), limits)
