@@ -165,6 +165,27 @@ def test_scale_and_theta_follow_every_change_of_the_codebook_and_threshold():
     assert torch.equal(rule.scale, before) and torch.equal(rule.scale, fresh())
 
 
+def test_a_deep_copy_or_a_double_copy_keeps_its_own_scale():
+    """The kept scale belongs to the rule's own model: a copy's changes are seen by the copy only."""
+    import copy
+
+    from snn_spikefit.neurons.xylo_state import weight_lsb
+    from snn_spikefit.quantize.layers import quantizer_of
+
+    net = sf.wrap(_net(), hardware="xylo")
+    rule = sf.state_rules(net)["1"]
+    before = rule.scale.clone()
+    twin = copy.deepcopy(net)
+    quantizer_of(twin[0], "weight").codebook.data.mul_(3.0)
+    twin_rule = sf.state_rules(twin)["1"]
+    assert torch.equal(twin_rule.scale, weight_lsb(twin[0]).double() * twin_rule.quantum)
+    assert torch.equal(rule.scale, before) and not torch.equal(twin_rule.scale, before)
+    wide = copy.deepcopy(net).double()
+    wide_rule = sf.state_rules(wide)["1"]
+    assert quantizer_of(wide[0], "weight").codebook.dtype == torch.float64
+    assert torch.equal(wide_rule.scale, weight_lsb(wide[0]).double() * wide_rule.quantum)
+
+
 @pytest.mark.parametrize("create_graph", [False, True])
 def test_count_surrogate_is_the_sum_of_arctangents_at_every_level(create_graph):
     import math
