@@ -390,7 +390,7 @@ def test_cli_refuses_distill_and_validation_without_fit(tmp_path):
     ({"distill": "yes"}, r"distill='yes' is not allowed; use False, True or a dict"),
     ({"granularity": "row"}, r"granularity='row' is not allowed; use one of \('layer', 'channel'\)"),
 ])
-def test_sweep_takes_fit_to_chips_codebook_and_distill_arguments_and_refuses_bad_ones(digits, kwargs, match):
+def test_sweep_refuses_bad_margins_codebook_and_distill_arguments_by_name(digits, kwargs, match):
     with pytest.raises(sf.SpikeFitValueError, match=match):
         sf.chip_sweep(dense((300,)), digits, hardware="truenorth", max_epochs=0, progress=False, **kwargs)
 
@@ -427,3 +427,15 @@ def test_a_margin_no_allocation_meets_is_skipped_and_said(digits):
     assert report.ok and [c.margin for c in report.candidates] == [1.0]
     assert [a[2:] for a in report.allocation] == [(100, 70)]
     assert any(n.startswith("margin 0.8 not tried: no channel allocation meets the fan_in budget") for n in report.notes)
+
+
+def test_check_margins_takes_any_iterable_of_numbers_in_0_1():
+    import numpy as np
+
+    from snn_spikefit.chipfit.fit import check_margins
+
+    assert check_margins(np.array([1.0, 0.5])) == (1.0, 0.5) and check_margins(m for m in (0.9,)) == (0.9,)
+    assert check_margins([1]) == (1.0,) and all(type(v) is float for v in check_margins(np.array([0.5])))
+    for bad in ("1", 0.5, [], [True], [np.float32(0.5), 2]):
+        with pytest.raises(sf.SpikeFitValueError, match=r"margins=.* is not allowed; use a non-empty tuple"):
+            check_margins(bad)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from collections.abc import Iterable
 from dataclasses import replace
+from numbers import Real
 from typing import Any, Callable
 
 import torch
@@ -178,9 +180,10 @@ def _check_args(objective, max_epochs, lr, profile: HardwareProfile) -> None:
 
 
 def check_margins(margins: Any) -> tuple[float, ...]:
-    """``margins`` as a non-empty tuple of numbers in (0, 1]; anything else is refused by name."""
-    values = tuple(margins) if isinstance(margins, (list, tuple)) else None
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in values):
+    """``margins`` (a list, tuple or other iterable) as a non-empty tuple of numbers in (0, 1]; anything else is
+    refused by name."""
+    values = tuple(margins) if isinstance(margins, Iterable) and not isinstance(margins, (str, bytes)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, Real) or not 0 < v <= 1 for v in values):
         raise SpikeFitValueError(f"margins={margins!r} is not allowed; use a non-empty tuple of numbers in (0, 1] "
                                  f"(1.0: keep as many channels as fit; 0.9: use at most 90% of each budget)")
     return tuple(float(v) for v in values)
