@@ -2,7 +2,7 @@
 
     python benchmarks/results/distill_scripts/kd_variants.py SEED
 
-Measured (seeds 0 / 1): kd-only-t1 (no cross-entropy, logits at tau 1) 83.6 / 82.25; kd-only-t4-mem (no
+Measured (seeds 0 / 1; the printed lines are in kd_variants.log): kd-only-t1 (no cross-entropy, logits at tau 1) 83.6 / 82.25; kd-only-t4-mem (no
 cross-entropy, logits 1.0 at tau 4, membranes 0.1) 82.25 / 81.3; mix-t2 (membranes 0.1, logits 0.5 at tau 2)
 83.15 / 82.8; memvar-0.3 (variance-normalised membranes 0.3, logits 0.1) 82.95 / 82.0. The Distiller's
 defaults give 83.85 / 83.6 on the same seeds (distill_sweep.md, ft-small).

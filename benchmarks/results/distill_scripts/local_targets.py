@@ -7,7 +7,7 @@ benchmarks/distill_sweep.py / distill_budget.py.
 
     python benchmarks/results/distill_scripts/local_targets.py SEED M [CONFIG,...]
 
-Measured (CAT m=2 b=4, validation accuracy): local 83.65 / 83.55 / 82.85 (seeds 0, 1, 2; mean 83.35),
+Measured (CAT m=2 b=4, validation accuracy; the printed lines are in local_targets.log): local 83.65 / 83.55 / 82.85 (seeds 0, 1, 2; mean 83.35),
 local-1 82.65, local-mem1 82.5 (seed 0); the Distiller's own targets give 83.32 (distill_budget.md, x1),
 no distillation 82.87.
 """
