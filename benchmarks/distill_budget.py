@@ -25,12 +25,10 @@ import torch
 
 import snn_spikefit as sf
 from snn_spikefit.table import Table
-from snn_spikefit.train import fit, recalibrate_bn
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.distill_sweep import _defaults, _Sweep, commands, read_runs  # noqa: E402
-from benchmarks.suite import _seed_all  # noqa: E402
 
 #: name -> (epoch multiplier, learning rate, the m it is run for)
 SETTINGS = {"x1": (1, 1e-3, (2, 4)), "x4": (4, 1e-3, (2, 4)), "lr 3e-3": (1, 3e-3, (2,))}
@@ -38,12 +36,7 @@ METHODS = ("FP32 + fine-tune", "CAT", "CAT distilled")
 
 
 def _train(sw: _Sweep, model, teacher, mult: int, lr: float) -> float:
-    _seed_all(sw.seed)
-    fit(model, sw._loader(True), epochs=2 * sw.budget.finetune_epochs * mult, num_steps=sw.cfg.num_steps, lr=lr,
-        progress=False, recalibrate=False, schedule=sw.cfg.finetune_schedule, teacher=teacher)
-    recalibrate_bn(model, sw._loader(False), num_steps=sw.cfg.num_steps, num_batches=sw.cfg.recal_batches,
-                   progress=False)
-    return sw.score(model)
+    return sw.score(sw.finetune(model, teacher, None, epochs_times=mult, lr=lr))
 
 
 def run_seed(seed: int, settings) -> list[dict]:

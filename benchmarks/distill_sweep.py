@@ -79,14 +79,15 @@ class _Sweep:
         data = Subset(self.train, range(self.budget.finetune)) if finetune else self.train
         return make_loader(data, self.cfg.batch_size, shuffle=True, seed=self.seed, drop_last=True)
 
-    def finetune(self, model, teacher, kwargs):
+    def finetune(self, model, teacher, kwargs, *, epochs_times: int = 1, lr: float | None = None):
+        """The suite's fine-tune (``epochs_times`` its epochs, at ``lr``: the suite's by default), BN recalibrated."""
         if kwargs and kwargs.get("layers") == "last":
             names = [n for n, _ in sf.get_adapter(model).neurons(model)]
             kwargs = {**kwargs, "layers": {names[-1]: names[-1]}}
         _seed_all(self.seed)
-        fit(model, self._loader(True), epochs=2 * self.budget.finetune_epochs, num_steps=self.cfg.num_steps,
-            lr=self.cfg.finetune_lr, progress=self.progress, recalibrate=False, schedule=self.cfg.finetune_schedule,
-            teacher=teacher, distill=kwargs)
+        fit(model, self._loader(True), epochs=2 * self.budget.finetune_epochs * epochs_times,
+            num_steps=self.cfg.num_steps, lr=self.cfg.finetune_lr if lr is None else lr, progress=self.progress,
+            recalibrate=False, schedule=self.cfg.finetune_schedule, teacher=teacher, distill=kwargs)
         recalibrate_bn(model, self._loader(False), num_steps=self.cfg.num_steps, num_batches=self.cfg.recal_batches,
                        progress=False)
         return model
