@@ -15,9 +15,9 @@ commitment, on the same training samples):
   estimate already rejects is not trained (0.0 only passes on a chip whose budgets are codebook ones:
   Akida); of those passing ``check``, the one with the best validation accuracy is kept.
 
-Both report *test* accuracy (digits test split, 450 samples). The uniform grid trains up to 10
-candidates to choose from, fit_to_chip at most 3 (more tries favour the baseline). For reference the
-table also gives the uniform ratio best on the test split (an oracle no user has) and the mean over
+Both report *test* accuracy (the digits test split: 449 samples; 355 for Xylo's 8 classes). The uniform
+grid trains up to 10 candidates to choose from, fit_to_chip at most 3 (more tries favour the baseline).
+For reference the table also gives the uniform ratio best on the test split (an oracle no user has) and the mean over
 the passing ratios. With ``--distill`` both fine-tune with distillation from the original (the
 uniform grid's teacher membranes cut to each ratio's kept channels, as fit_to_chip's are).
 Writes ``benchmarks/results/chipfit_vs_uniform.md`` (``--out``).
