@@ -83,8 +83,7 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
             f"wall {wall:.0f} s (0: merged)\n\n")
     (out / f"distill_budget{tag}.md").write_text(head + table(rows).to_markdown() + "\n")
     keys = ["seed", "setting", "m", "method", "val"]
-    (out / f"distill_budget{tag}_runs.csv").write_text(
-        "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    Table(keys, [[r[k] for k in keys] for r in rows]).to_csv(out / f"distill_budget{tag}_runs.csv")
 
 
 def main(argv=None) -> int:

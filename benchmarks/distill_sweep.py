@@ -188,8 +188,7 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
             f"wall {wall:.0f} s (shared machine; 0: merged)\n\n")
     (out / f"distill_sweep{tag}.md").write_text(head + t.to_markdown() + "\n")
     keys = list(rows[0])
-    (out / f"distill_sweep{tag}_runs.csv").write_text(
-        "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    Table(keys, [[r[k] for k in keys] for r in rows]).to_csv(out / f"distill_sweep{tag}_runs.csv")
 
 
 if __name__ == "__main__":
