@@ -131,8 +131,8 @@ class ResidualSNN(nn.Module):
 
     def forward(self, x, state=None):
         state = {} if state is None else state
-        h, new = self.stem_lif(self.stem(x), state.get("stem")), {}
-        h, new["stem"] = h
+        h, s = self.stem_lif(self.stem(x), state.get("stem"))
+        new = {"stem": s}
         for i, block in enumerate(self.blocks):
             h, new[i] = block(h, state.get(i))
         return self.fc(self.flat(self.pool(h))), new
