@@ -65,7 +65,6 @@ class ChannelGroup:
 
 @dataclass
 class _Space:
-    nodes: list[str] = field(default_factory=list)
     producers: list[str] = field(default_factory=list)
     neurons: list[str] = field(default_factory=list)
     between: list[str] = field(default_factory=list)
@@ -178,7 +177,6 @@ def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
                     ).append(value)
     for n in graph.nodes:
         sp = spaces.setdefault(u.find(space[n.name]), _Space())
-        sp.nodes.append(n.name)
         if len(graph.consumers(n.name)) > 1 or (graph.output == n.name and graph.consumers(n.name)):
             sp.branches = True
     if graph.output is not None:
