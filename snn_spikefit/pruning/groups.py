@@ -106,8 +106,8 @@ def _blocked(n, s, owns_input) -> str | None:
     return f"{n.name!r} ({kind}) has {why}" if why else None
 
 
-def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
-    """Assign every traced tensor to a space; returns the union, space per node, flatten paths, producers, log."""
+def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, list]:
+    """Assign every traced tensor to a space; returns the union, space per node, producers, log."""
     u = _Union()
     space: dict[str, str] = {INPUT: INPUT}
     flat: dict[str, tuple[tuple[str, ...], tuple]] = {}   # node -> (modules from Flatten on, their in shapes)
@@ -157,12 +157,12 @@ def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
             flat[n.name] = ((*path, n.name), (*shapes, n.in_shape))
         else:
             log.append((key, "between", n.name))
-    return u, space, flat, nearest, log
+    return u, space, nearest, log
 
 
 def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
     """Every channel space of ``graph`` with what it holds (``owns_input(module)``: a neuron with input weights)."""
-    u, space, flat, nearest, log = _walk(graph, owns_input)
+    u, space, nearest, log = _walk(graph, owns_input)
     spaces: dict[str, _Space] = {}
     for key, event, value in log:
         sp = spaces.setdefault(u.find(key), _Space())
