@@ -176,6 +176,8 @@ def local_neuron_state(model: nn.Module, neurons: list[nn.Module]) -> None:
              for b, _ in mod.named_buffers(recurse=False)}
     ignore = getattr(model, "parameters_to_ignore", None)
     if isinstance(ignore, set) and hasattr(model, "_assign_modules_buffers"):
+        if names <= ignore:  # an earlier run of this DDP model did it (run calls this once per batch)
+            return
         ignore.update(names)
         model._assign_modules_buffers()  # DDP tests this list before it refreshes it: none left, no broadcast
     elif names:  # a torch without that set: no buffer is broadcast (neuron state must not be)
