@@ -67,11 +67,16 @@ def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
 
 def weight_lsb(module: nn.Module) -> Tensor | None:
     """The integer weight LSB (codebook scale, ``[groups]``) of ``module.weight`` now, or ``None``."""
-    from ..quantize.codebook import FrozenCodebook, quantize_codebook
     from ..quantize.layers import quantizer_of
 
     q = quantizer_of(module, "weight")
-    src = _lsb_source(q)
+    return _lsb(q, _lsb_source(q))
+
+
+def _lsb(q: Any, src: Tensor | None) -> Tensor | None:
+    """:func:`weight_lsb` of quantizer ``q`` whose :func:`_lsb_source` is ``src``."""
+    from ..quantize.codebook import FrozenCodebook, quantize_codebook
+
     if src is None or isinstance(q, FrozenCodebook):
         return None if src is None else src.detach()
     return quantize_codebook(src.detach(), q.bits)[2]
@@ -118,7 +123,7 @@ class XyloRule:
         if lsb is None:
             raise UnsupportedLayerError(f"Xylo state needs integer weights into the neuron ({type(source).__name__} "
                                         f"has no integer codebook): wrap(..., bits=8) first")
-        self._scale = lsb.double().clone() * self.quantum
+        self._scale = lsb.double() * self.quantum  # a new tensor: the product
         self._seen: tuple[Any, Any, Tensor] | None = None  # (quantizer, its bits, the tensor its LSB came from)
         self._theta: tuple[Tensor, Tensor, Tensor] | None = None  # (scale, threshold, theta)
 
@@ -142,7 +147,7 @@ class XyloRule:
         seen = self._seen
         if src is not None and not (seen is not None and seen[0] is q and seen[1] == q.bits
                                     and _same(seen[2], src)):
-            self._scale = weight_lsb(self.source).double().clone() * self.quantum
+            self._scale = _lsb(q, src).double() * self.quantum
             self._seen = (q, q.bits, src.detach().clone())
         return self._scale
 
