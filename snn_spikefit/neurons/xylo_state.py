@@ -15,8 +15,9 @@ that is 0 and ``y != 0``, each step::
     n'  = min(floor(V' / theta), N)  if V' >= theta  else 0      N = 31 (hidden), 1 (readout)
 
 ``theta = floor(threshold / s) + 1`` (the smallest integer above ``threshold / s``, computed as
-:func:`~snn_spikefit.neurons.state.grid_threshold` + 1, the grid threshold :meth:`~snn_spikefit.neurons.state.StateRule.threshold_int`
-also gives: snnTorch's strict ``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
+:func:`~snn_spikefit.neurons.state.grid_threshold` + 1, the grid threshold
+:meth:`~snn_spikefit.neurons.state.StateRule.threshold_int` also gives: snnTorch's strict
+``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
 ``k_s, k_m`` are the nearest shifts of the neuron's ``alpha, beta`` (``1 - 2**-k``; ``k_s >= 1``, since
 ``dash_syn = 0`` empties the current). The neuron stores ``s V'`` (pre-reset, so its own ``fire`` sees it) and
 ``s I'`` and emits the count ``n'`` (several spikes a step, as Xylo's hidden neurons). Gradients are
@@ -41,8 +42,8 @@ from torch import Tensor, nn
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 from .state import _exact, _to_int, grid_threshold, quantize_state, shift_decay, state_rules
 
-__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO", "HI", "INPUT_QUANTUM",
-           "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
+__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO",
+           "HI", "INPUT_QUANTUM", "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
 
 LO, HI = -(2 ** 15), 2 ** 15 - 1
 INPUT_QUANTUM = 1.0 / 15
