@@ -213,3 +213,24 @@ def test_count_surrogate_in_place_is_the_differentiable_sum_to_the_bit():
     (plain,) = torch.autograd.grad(_Count.apply(mem, count, thr, 31), mem, grad)
     (graph,) = torch.autograd.grad(_Count.apply(mem, count, thr, 31), mem, grad, create_graph=True)
     assert torch.equal(plain, graph.detach())
+
+
+def test_a_xylo_trained_net_comes_back_from_nir_with_xylos_update_and_the_same_spikes():
+    from snn_spikefit.neurons.xylo_state import CHIP_STATE_KEY
+
+    net = _net(threshold=0.05)
+    with torch.no_grad():
+        net[0].weight.mul_(6.0)
+    sf.wrap(net, hardware="xylo")
+    sf.freeze(net)
+    graph = _graph(net, 16)
+    marked = sorted(k for k, n in graph.nodes.items() if (n.metadata or {}).get(CHIP_STATE_KEY) == "xylo")
+    assert marked == sorted(sf.state_rules(net))  # every neuron trained in Xylo's order is marked
+    back = sf.import_nir(graph, "snntorch")
+    assert sorted(n for n, r in sf.state_rules(back).items() if isinstance(r, XyloRule)) == marked
+    x = torch.rand(30, 4, 16) * 15 // 1 / 15  # Xylo's input grid: 0..15 events per step
+    assert torch.equal(sf.run(net, x, num_steps=None), sf.run(back, x, num_steps=None))
+    # one node more marked than Xylo's update fits: refused, the names given
+    graph.nodes["0"].metadata = {CHIP_STATE_KEY: "xylo"}
+    with pytest.raises(UnsupportedLayerError, match=r"NIR nodes \['0', .*\] carry spikefit.chip_state='xylo' but"):
+        sf.import_nir(graph, "snntorch")

@@ -227,7 +227,7 @@ def restore_chip_state(graph: Any, model: nn.Module) -> nn.Module:
         return model
     quantize_state(model, hardware="xylo")
     got = sorted(n for n, r in state_rules(model).items() if isinstance(r, XyloRule))
-    if len(got) != len(marked):
+    if got != sorted(k.replace(".", "_") for k in marked):  # the importer's module names (nir.importer._named)
         raise UnsupportedLayerError(f"NIR nodes {marked} carry {CHIP_STATE_KEY}='xylo' but Xylo's update fits "
                                     f"the imported neurons {got}; export the model again")
     return model
