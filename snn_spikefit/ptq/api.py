@@ -200,13 +200,17 @@ def _defaults(m, damping, asymmetric, bias_correction):
 
 def _run_layers(model, plans, ks, batches, num_steps, options, rows, *, quantize, asymmetric, recalibrate,
                 progress) -> list:
-    """Compress every layer in model order (each one's Hessian on the model as compressed so far)."""
-    results = []
+    """Compress every layer in model order (each one's Hessian on the model as compressed so far).
+
+    With ``asymmetric`` the original model's inputs come from a copy, run only once a layer has been
+    written (until then the model is the original and its inputs are the reference's)."""
+    results, written = [], False
     reference = copy.deepcopy(model).eval() if asymmetric and len(plans) > 1 else None
     for plan, k in _progress(list(zip(plans, ks)), progress):
         t0 = time.perf_counter()
         final, fit, mask, err = (None, None, None, 0.0) if k == 0 and not quantize else _apply_layer(
-            model, plan, k, batches, num_steps, options, reference)
+            model, plan, k, batches, num_steps, options, reference if written else None)
+        written = written or final is not None
         results.append(fit)
         rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
         if recalibrate and final is not None:  # the next layer's Hessian sees outputs with fitting statistics
