@@ -170,7 +170,7 @@ def _compress_layer(plan: Plan, acc: HessianAccumulator, k: int, *, m, bits, gra
     final = work.float()
     if m is not None or bits is not None:
         groups = rows.shape[0] if granularity == "channel" else 1
-        fit = fit_layer(work.float(), hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
+        fit = fit_layer(final, hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
                         iterations=iterations, starts=CAT_STARTS)
         final = fit.quantized
     base = hessian_error(rows, h, gain2)
