@@ -138,7 +138,7 @@ def _inputs(model: nn.Module, module: nn.Module, name: str, x: Tensor, num_steps
 def _hessian(model: nn.Module, plan: Plan, batches: list[Tensor], num_steps,
              reference: nn.Module | None = None) -> HessianAccumulator:
     acc = HessianAccumulator(plan.module, plan.decays)
-    ref_module = dict(reference.named_modules())[plan.name] if reference is not None else None
+    ref_module = reference.get_submodule(plan.name) if reference is not None else None
     for x in batches:
         ref = _inputs(reference, ref_module, plan.name, x, num_steps) if reference is not None else None
         acc.add(_inputs(model, plan.module, plan.name, x, num_steps), ref)
