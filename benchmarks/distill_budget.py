@@ -25,12 +25,10 @@ import torch
 
 import snn_spikefit as sf
 from snn_spikefit.table import Table
-from snn_spikefit.train import fit, recalibrate_bn
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.distill_sweep import _defaults, _Sweep, commands, read_runs  # noqa: E402
-from benchmarks.suite import _seed_all  # noqa: E402
 
 #: name -> (epoch multiplier, learning rate, the m it is run for)
 SETTINGS = {"x1": (1, 1e-3, (2, 4)), "x4": (4, 1e-3, (2, 4)), "lr 3e-3": (1, 3e-3, (2,))}
@@ -38,12 +36,7 @@ METHODS = ("FP32 + fine-tune", "CAT", "CAT distilled")
 
 
 def _train(sw: _Sweep, model, teacher, mult: int, lr: float) -> float:
-    _seed_all(sw.seed)
-    fit(model, sw._loader(True), epochs=2 * sw.budget.finetune_epochs * mult, num_steps=sw.cfg.num_steps, lr=lr,
-        progress=False, recalibrate=False, schedule=sw.cfg.finetune_schedule, teacher=teacher)
-    recalibrate_bn(model, sw._loader(False), num_steps=sw.cfg.num_steps, num_batches=sw.cfg.recal_batches,
-                   progress=False)
-    return sw.score(model)
+    return sw.score(sw.finetune(model, teacher, None, epochs_times=mult, lr=lr))
 
 
 def run_seed(seed: int, settings) -> list[dict]:
@@ -90,8 +83,7 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
             f"wall {wall:.0f} s (0: merged)\n\n")
     (out / f"distill_budget{tag}.md").write_text(head + table(rows).to_markdown() + "\n")
     keys = ["seed", "setting", "m", "method", "val"]
-    (out / f"distill_budget{tag}_runs.csv").write_text(
-        "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    Table(keys, [[r[k] for k in keys] for r in rows]).to_csv(out / f"distill_budget{tag}_runs.csv")
 
 
 def main(argv=None) -> int:

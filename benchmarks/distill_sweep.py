@@ -79,14 +79,15 @@ class _Sweep:
         data = Subset(self.train, range(self.budget.finetune)) if finetune else self.train
         return make_loader(data, self.cfg.batch_size, shuffle=True, seed=self.seed, drop_last=True)
 
-    def finetune(self, model, teacher, kwargs):
+    def finetune(self, model, teacher, kwargs, *, epochs_times: int = 1, lr: float | None = None):
+        """The suite's fine-tune (``epochs_times`` its epochs, at ``lr``: the suite's by default), BN recalibrated."""
         if kwargs and kwargs.get("layers") == "last":
             names = [n for n, _ in sf.get_adapter(model).neurons(model)]
             kwargs = {**kwargs, "layers": {names[-1]: names[-1]}}
         _seed_all(self.seed)
-        fit(model, self._loader(True), epochs=2 * self.budget.finetune_epochs, num_steps=self.cfg.num_steps,
-            lr=self.cfg.finetune_lr, progress=self.progress, recalibrate=False, schedule=self.cfg.finetune_schedule,
-            teacher=teacher, distill=kwargs)
+        fit(model, self._loader(True), epochs=2 * self.budget.finetune_epochs * epochs_times,
+            num_steps=self.cfg.num_steps, lr=self.cfg.finetune_lr if lr is None else lr, progress=self.progress,
+            recalibrate=False, schedule=self.cfg.finetune_schedule, teacher=teacher, distill=kwargs)
         recalibrate_bn(model, self._loader(False), num_steps=self.cfg.num_steps, num_batches=self.cfg.recal_batches,
                        progress=False)
         return model
@@ -187,8 +188,7 @@ def _write(out: Path, tag: str, command: str, rows: list[dict], wall: float) -> 
             f"wall {wall:.0f} s (shared machine; 0: merged)\n\n")
     (out / f"distill_sweep{tag}.md").write_text(head + t.to_markdown() + "\n")
     keys = list(rows[0])
-    (out / f"distill_sweep{tag}_runs.csv").write_text(
-        "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    Table(keys, [[r[k] for k in keys] for r in rows]).to_csv(out / f"distill_sweep{tag}_runs.csv")
 
 
 if __name__ == "__main__":

@@ -117,8 +117,7 @@ def train_row(recipe: Recipe, levels: int, steps: int, seed: int, fit_ds, image_
 def measure(model, ds, steps: int) -> dict:
     loader = make_loader(ds, 256)
     binary = sf.evaluate(model, loader, hardware="generic-45nm", num_steps=steps, progress=False)
-    ops = binary.to_dict()
-    graded_acs = sum(layer["graded"] for layer in ops["layers"])
+    graded_acs = sum(layer.graded for layer in binary.layers)
     # the same counted ops priced by the library under the graded profile (one evaluate pass, not two)
     graded_mj, _ = _energy(GRADED, binary.acs, binary.macs, binary.neuron_updates, graded_acs)
     thresholds = [round(float(m.threshold.detach()), 4) for m in model.modules() if isinstance(m, MultiLevelNeuron)]

@@ -48,6 +48,12 @@ ADD = "add"
 ADD_FUNCTIONS = frozenset({torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__})
 
 
+def plain_add(func, args: tuple, kwargs, out: Any) -> bool:
+    """``out = func(*args, **kwargs)`` added two tensors: one of :data:`ADD_FUNCTIONS`, no ``alpha`` or ``out=``."""
+    return (func in ADD_FUNCTIONS and len(args) == 2 and not kwargs and isinstance(out, Tensor)
+            and all(isinstance(a, Tensor) for a in args))
+
+
 class AddOp(nn.Module):
     """Stands for an addition traced in ``forward`` (the :attr:`TraceNode.module` of an ``"add"`` node)."""
 
@@ -146,8 +152,7 @@ class _AddWatch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if (func in ADD_FUNCTIONS and not self.done and self.depth == 0 and len(args) == 2 and not kwargs
-                and all(isinstance(a, Tensor) for a in args) and isinstance(out, Tensor)
+        if (not self.done and self.depth == 0 and plain_add(func, args, kwargs, out)
                 and args[0].shape == args[1].shape == out.shape):
             self.on_add(self.scopes[-1], [self.producers.get(id(a), UNKNOWN) for a in args], args[0], out)
         return out

@@ -439,3 +439,27 @@ def test_check_margins_takes_any_iterable_of_numbers_in_0_1():
     for bad in ("1", 0.5, [], [True], [np.float32(0.5), 2]):
         with pytest.raises(sf.SpikeFitValueError, match=r"margins=.* is not allowed; use a non-empty tuple"):
             check_margins(bad)
+
+
+@pytest.mark.parametrize("validation", [None, 0.2])
+def test_when_no_candidate_passes_the_last_one_tried_is_reported(digits, validation):
+    from snn_spikefit.deploy.rules import check_rules, register_check_rule
+
+    original = check_rules()["neurons"]
+
+    def reserve(ctx):  # 300 neurons held back: no allocation ever passes
+        total = sum(f.neurons for f in ctx.layers if f.neurons is not None) + 300
+        if ctx.profile.max_neurons is not None and total > ctx.profile.max_neurons:
+            ctx.add("neurons", "max_neurons", "(model)", ctx.profile.max_neurons, total, "reserve")
+
+    register_check_rule("neurons", reserve, replace=True)
+    try:
+        torch.manual_seed(0)
+        report = sf.fit_to_chip(dense((300,)), digits, hardware=sf.HardwareProfile("n200", max_neurons=200),
+                                max_epochs=0, margins=(1.0,), max_tries=3, validation=validation, progress=False)
+    finally:
+        register_check_rule("neurons", original, replace=True)
+    kept = [next(iter(c.keep.values())) for c in report.candidates]
+    assert len(kept) == 3 and kept == sorted(kept, reverse=True) and not report.ok
+    assert report.chosen == 2 and report.allocation[0][3] == kept[-1]
+    assert f"no candidate passes check: reported is the last one tried ({report.candidates[2].name})" in report.notes

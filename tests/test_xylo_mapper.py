@@ -7,6 +7,8 @@ mapper does not refuse (more than 16 inputs, a bias, a decay that is no bit shif
 does instead: a warning, or a silently truncated ``dash``.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,7 @@ def test_what_check_fails_fails_in_the_mapper_for_the_same_reason(xylo):  # noqa
         hits = [v for v in report.violations if v.rule == rule]
         assert not report.ok and any(ours in v.hint for v in hits), [str(v) for v in report.violations]
         assert not mapped.ok and mapped.error.startswith("DRCError")
-        assert __import__("re").search(theirs, mapped.error), mapped.error
+        assert re.search(theirs, mapped.error), mapped.error
         assert compiled in mapped.ours  # our compiler refuses it for that reason too
     assert "up to 8 output channels" in " ".join(_map(_frozen(_dense(n_out=10)), xylo)[1].warnings)
 

@@ -18,9 +18,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["lif_box", "conv_snn", "dense_snn", "ResidualBlock", "ResidualSNN", "sew_resnet", "sparse_resnet"]
+from ._residual import check_kind, kind_builders
 
-BLOCKS = ("sew", "sparse")
+__all__ = ["lif_box", "conv_snn", "dense_snn", "ResidualBlock", "ResidualSNN", "sew_resnet", "sparse_resnet"]
 
 
 def lif_box(beta: float = 0.5, threshold: float = 1.0, *, dt: float = 1e-3, subtract: bool = False) -> nn.Module:
@@ -99,9 +99,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, kind: str = "sew", *, beta: float = 0.5, threshold: float = 1.0,
                  dt: float = 1e-3) -> None:
         super().__init__()
-        if kind not in BLOCKS:
-            raise ValueError(f"kind={kind!r} is not allowed; use one of {BLOCKS}")
-        self.kind = kind
+        self.kind = check_kind(kind)
         self.conv1, self.n1 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
         self.conv2, self.n2 = nn.Conv2d(channels, channels, 3, padding=1), lif_box(beta, threshold, dt=dt)
         if kind == "sparse":
@@ -133,20 +131,11 @@ class ResidualSNN(nn.Module):
 
     def forward(self, x, state=None):
         state = {} if state is None else state
-        h, new = self.stem_lif(self.stem(x), state.get("stem")), {}
-        h, new["stem"] = h
+        h, s = self.stem_lif(self.stem(x), state.get("stem"))
+        new = {"stem": s}
         for i, block in enumerate(self.blocks):
             h, new[i] = block(h, state.get(i))
         return self.fc(self.flat(self.pool(h))), new
 
 
-def sew_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
-               blocks: int = 2, **kw) -> ResidualSNN:
-    """A small SEW-ResNet-style Norse SNN (spikes added on the shortcut)."""
-    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sew", **kw)
-
-
-def sparse_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
-                  blocks: int = 2, **kw) -> ResidualSNN:
-    """A small Sparse-ResNet-style Norse SNN (a barrier cell re-spikes each block's sum)."""
-    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sparse", **kw)
+sew_resnet, sparse_resnet = kind_builders(ResidualSNN, "Norse SNN")

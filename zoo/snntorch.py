@@ -14,10 +14,10 @@ from typing import Sequence, Union
 
 from torch import nn
 
+from ._residual import check_kind, kind_builders
+
 __all__ = ["conv_snn", "dense_snn", "vgg_snn", "recurrent_snn", "xylo_snn", "ResidualBlock", "ResidualSNN",
            "sew_resnet", "sparse_resnet"]
-
-BLOCKS = ("sew", "sparse")
 
 
 def _leaky(beta: float, threshold: float, learn_threshold: bool = False) -> nn.Module:
@@ -165,9 +165,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, kind: str = "sew", *, beta: float = 0.5, threshold: float = 1.0) -> None:
         super().__init__()
-        if kind not in BLOCKS:
-            raise ValueError(f"kind={kind!r} is not allowed; use one of {BLOCKS}")
-        self.kind = kind
+        self.kind = check_kind(kind)
         self.conv1, self.n1 = nn.Conv2d(channels, channels, 3, padding=1), _leaky(beta, threshold)
         self.conv2, self.n2 = nn.Conv2d(channels, channels, 3, padding=1), _leaky(beta, threshold)
         if kind == "sparse":
@@ -195,13 +193,4 @@ class ResidualSNN(nn.Module):
         return self.fc(self.flat(self.pool(self.blocks(self.stem_lif(self.stem(x))))))
 
 
-def sew_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
-               blocks: int = 2, **kw) -> ResidualSNN:
-    """A small SEW-ResNet-style SNN (spikes added on the shortcut)."""
-    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sew", **kw)
-
-
-def sparse_resnet(in_channels: int = 1, num_classes: int = 10, image_size: int = 8, channels: int = 8,
-                  blocks: int = 2, **kw) -> ResidualSNN:
-    """A small Sparse-ResNet-style SNN (a barrier neuron re-spikes each block's sum)."""
-    return ResidualSNN(in_channels, num_classes, image_size, channels, blocks, "sparse", **kw)
+sew_resnet, sparse_resnet = kind_builders(ResidualSNN, "SNN")

@@ -9,9 +9,9 @@ are ``nn.Conv2d``/``nn.Linear``/... subclasses, so ``step_mode='m'`` gives the s
 multi-step mode (time-major ``[T, B, ...]``), which :func:`snn_spikefit.run` steps as well.
 
 SEW-ResNet (``spikingjelly.activation_based.model.sew_resnet``, single-step) runs, is recorded and
-takes codebooks through the adapter (tried by hand on ``sew_resnet18``); channel surgery refuses
-residual adds (``pruning/surgery.py``; not tried on it) and NIR export was not tried past its BatchNorm:
-not in the zoo yet.
+takes codebooks through the adapter (tried by hand on ``sew_resnet18``); channel pruning groups the
+channels joined by residual adds (``pruning/groups.py``; not tried on it) and NIR export was not tried
+past its BatchNorm: not in the zoo yet.
 
 >>> net = dense_snn(64, 10, hidden=(32,))
 >>> [type(m).__name__ for m in net]

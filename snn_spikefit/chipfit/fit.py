@@ -106,10 +106,9 @@ class _Job:
         fit(model, self.data.train, epochs=epochs, num_steps=self.data.num_steps, lr=lr,
             progress=self.progress, desc=f"fine-tune {name}", **extra)
 
-    def candidate(self, keep: dict[str, int], *, epochs: int, lr: float, name: str, margin: float,
-                  work: nn.Module | None = None, m=None, bits=None):
+    def candidate(self, keep: dict[str, int], *, epochs: int, lr: float, name: str, margin: float):
         """Prune a copy of the wrapped model to ``keep``, fine-tune, freeze, check, measure."""
-        model = copy.deepcopy(self.work if work is None else work)
+        model = copy.deepcopy(self.work)
         adapter = get_adapter(model)
         kept = self._kept(keep)
         for g in self.groups:
@@ -126,8 +125,7 @@ class _Job:
         val = None if self.val is None else accuracy(model, self.val, num_steps=self.data.num_steps)
         facts = layer_facts(model, self.sample, self.steps)
         usage = {r: v for r, v in rule_usage(facts, self.profile).items() if r in self.limits}
-        cand = Candidate(name, m if m is not None else self.settings["m"],
-                         bits if bits is not None else self.settings["bits"], margin, dict(keep), usage,
+        cand = Candidate(name, self.settings["m"], self.settings["bits"], margin, dict(keep), usage,
                          report.ok, measured.accuracy, measured.energy_mj, measured.size_mb, measured.dr_acc, val)
         return model, report, measured, facts, cand
 

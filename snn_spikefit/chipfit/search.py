@@ -33,6 +33,8 @@ def _better(cand, best) -> bool:
         return True
     if cand.ok != best.ok:
         return cand.ok
+    if not cand.ok:  # none passes so far: the last one tried is reported
+        return True
     return cand.val_accuracy is not None and cand.val_accuracy > best.val_accuracy
 
 
@@ -90,10 +92,12 @@ def search(job, before, *, objective: str, max_epochs: int, lr: float, max_tries
 
 def _notes(job, candidates, chosen: int) -> tuple[str, ...]:
     notes = []
-    if job.val is not None:
+    if job.val is not None and candidates[chosen].ok:
         n = sum(len(y) for _, y in job.val)
         notes.append(f"chosen: {candidates[chosen].name}, the passing candidate with the highest accuracy on "
                      f"{n} validation samples held out of the training data; accuracy is on the test split")
+    elif not candidates[chosen].ok:
+        notes.append(f"no candidate passes check: reported is the last one tried ({candidates[chosen].name})")
     profile: HardwareProfile = job.profile
     soft = [r for r in profile_budgets(profile) if _FIELD[r] in profile.uncertain]
     if soft:

@@ -23,6 +23,7 @@ The test split is never touched: candidates are chosen on validation accuracy an
 from __future__ import annotations
 
 from dataclasses import replace
+from numbers import Real
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ def check_fraction(validation: Any) -> float | None:
     """``validation`` as a fraction in (0, 0.5], or ``None``; anything else is refused by name."""
     if validation is None:
         return None
-    if isinstance(validation, bool) or not isinstance(validation, (int, float)) or not 0 < validation <= 0.5:
+    if isinstance(validation, bool) or not isinstance(validation, Real) or not 0 < validation <= 0.5:
         raise SpikeFitValueError(f"validation={validation!r} is not allowed; use a fraction of the training data "
                                  f"in (0, 0.5] to hold out (0.2: a fifth), or None (no selection)")
     return float(validation)

@@ -18,10 +18,10 @@ sees is in :mod:`snn_spikefit.deploy.rules`). The built-in rules, in the order t
                                  over positions on chips without convolution)
 ``inputs``                       input channels of the model
 ``neuron_model``                 the adapter's name of each spiking neuron's model
-``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ``speck_memory``                 Speck: kernel / neuron / bias memory per core, one core per layer (:mod:`.chip_rules`)
-``bias_bits``                   biases are integers of the weight LSB (Speck, <= 127) (:mod:`.chip_rules`)
+``bias_bits``                    biases are integers of the weight LSB (Speck, <= 127) (:mod:`.chip_rules`)
 ``xylo_layers``                  Xylo: readout and hidden neurons, bit-shift decays, subtract reset, no bias
+``neuron_state``                 decays, thresholds, membrane ranges (:mod:`snn_spikefit.neurons.check`)
 ``graded_spikes``                multi-level neurons on a chip without graded spikes (:mod:`snn_spikefit.neurons.multilevel`)
 ============================  ==============================================================
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..adapter import get_adapter
-from ..trace import ADD_FUNCTIONS
+from ..trace import plain_add
 
 __all__ = ["SpikeSums", "may_add", "storage"]
 
@@ -43,8 +43,8 @@ class SpikeSums(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in ADD_FUNCTIONS and len(args) == 2 and not kwargs and isinstance(out, Tensor):
+        if plain_add(func, args, kwargs, out):
             key = storage(out)
-            if key and all(isinstance(a, Tensor) and self.emitted.get(storage(a)) is not None for a in args):
+            if key and all(self.emitted.get(storage(a)) is not None for a in args):
                 self.emitted[key] = out
         return out

@@ -162,7 +162,7 @@ def local_neuron_state(model: nn.Module, neurons: list[nn.Module]) -> None:
     on by default). A spiking model is called once per timestep, and snnTorch keeps the membrane as a buffer:
     the copy writes rank 0's membrane into the tensor rank 1's autograd graph saved at the last step, without
     a version bump, so rank 1's gradient is computed from rank 0's membranes (measured: 1.4e-3 off the mean of
-    the two half-batch gradients after one step; 1e-9 with this). Neuron state belongs to each rank's own
+    the two half-batch gradients after one step; 0.0 with this). Neuron state belongs to each rank's own
     samples, so its buffers are added to the names DDP leaves alone (``parameters_to_ignore``, the set
     ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model`` fills); BatchNorm's running
     statistics and other buffers are still broadcast. A no-op for a model that is not DDP.
@@ -176,6 +176,8 @@ def local_neuron_state(model: nn.Module, neurons: list[nn.Module]) -> None:
              for b, _ in mod.named_buffers(recurse=False)}
     ignore = getattr(model, "parameters_to_ignore", None)
     if isinstance(ignore, set) and hasattr(model, "_assign_modules_buffers"):
+        if names <= ignore:  # an earlier run of this DDP model did it (run calls this once per batch)
+            return
         ignore.update(names)
         model._assign_modules_buffers()  # DDP tests this list before it refreshes it: none left, no broadcast
     elif names:  # a torch without that set: no buffer is broadcast (neuron state must not be)

@@ -29,10 +29,9 @@ one process it is plain BatchNorm. :func:`unsync_batchnorm` gives the plain clas
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import is_distributed, unwrap_ddp
+from . import all_reduce_sum, is_distributed, unwrap_ddp
 from .batchnorm import global_moments
 
 __all__ = ["SyncBatchNorm1d", "SyncBatchNorm2d", "SyncBatchNorm3d", "sync_batchnorm", "unsync_batchnorm"]
@@ -43,9 +42,7 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: Tensor) -> Tensor:
-        out = t.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        return all_reduce_sum(t)  # a new tensor (only called in a group of more than one process)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:

@@ -45,7 +45,6 @@ from ..deploy.hardware import HardwareProfile, as_profile
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..quantize.layers import COMPRESSIBLE_TYPES, compressed_layers
 from ..runtime import check_module
-from .xylo_state import grid_threshold, xylo_rules
 
 __all__ = ["StateFormat", "StateRule", "quantize_state", "strip_state", "state_rules", "DECAYS",
            "default_scales"]
@@ -137,9 +136,7 @@ class StateFormat:
             c = code.to(torch.int64)
             return torch.sign(x) * torch.bitwise_right_shift(x.abs() * c, self.decay_bits)
         if self.decay == "shift":
-            dx = torch.bitwise_right_shift(x, code.to(torch.int64))
-            dx = torch.where((dx == 0) & (x != 0), torch.sign(x), dx)
-            return x - dx
+            return shift_decay(x, code)
         return torch.round(x.double() * code).to(torch.int64)
 
     # -- range -----------------------------------------------------------------------------
@@ -153,6 +150,22 @@ class StateFormat:
             w = torch.where(x > top, x - 2 * top, x)
             return torch.where(w <= -top, x + 2 * top, w)
         return x.clamp(-(top - 1), top - 1)
+
+
+def shift_decay(x: Tensor, code: Tensor) -> Tensor:
+    """``x - d`` with ``d = x >> code`` (arithmetic shift), or ``sign(x)`` where that is 0 and ``x != 0``."""
+    dx = torch.bitwise_right_shift(x, code.to(torch.int64))
+    return x - torch.where((dx == 0) & (x != 0), torch.sign(x), dx)
+
+
+def grid_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
+    """The largest integer ``k`` with ``float32(k s) <= threshold`` (the framework's compare, float32)."""
+    thr = torch.as_tensor(threshold).detach().to(torch.float32)
+    s = torch.as_tensor(s, dtype=torch.float64).to(thr.device)
+    k = torch.floor(thr.double() / s)
+    k = torch.where((k + 1) * s <= thr.double(), k + 1, k)  # float rounding of the division
+    k = torch.where((k * s).float() > thr, k - 1, k)
+    return k.to(torch.int64)
 
 
 def _to_int(t: Tensor, scale: Tensor) -> Tensor:
@@ -290,6 +303,8 @@ def quantize_state(model: nn.Module, *, hardware: str | HardwareProfile | None =
         if unknown:
             raise SpikeFitValueError(f"scale names no neuron {unknown}; neurons: {[n for n, _ in neurons]}")
         scales.update(scale)
+    from .xylo_state import xylo_rules  # it builds on this module
+
     xylo = xylo_rules(model, fmt, neurons) if fmt.order == "xylo" and scale is None else {}
     plans = [(name, m, xylo.get(name) or StateRule(fmt, scale if isinstance(scale, (int, float)) else scales[name]))
              for name, m in neurons]

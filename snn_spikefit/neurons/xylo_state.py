@@ -15,8 +15,9 @@ that is 0 and ``y != 0``, each step::
     n'  = min(floor(V' / theta), N)  if V' >= theta  else 0      N = 31 (hidden), 1 (readout)
 
 ``theta = floor(threshold / s) + 1`` (the smallest integer above ``threshold / s``, computed as
-:func:`grid_threshold` + 1, the grid threshold :meth:`~snn_spikefit.neurons.state.StateRule.threshold_int`
-also gives: snnTorch's strict ``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
+:func:`~snn_spikefit.neurons.state.grid_threshold` + 1, the grid threshold
+:meth:`~snn_spikefit.neurons.state.StateRule.threshold_int` also gives: snnTorch's strict
+``v > threshold`` and Xylo's ``V >= theta`` fire on the same grid points).
 ``k_s, k_m`` are the nearest shifts of the neuron's ``alpha, beta`` (``1 - 2**-k``; ``k_s >= 1``, since
 ``dash_syn = 0`` empties the current). The neuron stores ``s V'`` (pre-reset, so its own ``fire`` sees it) and
 ``s I'`` and emits the count ``n'`` (several spikes a step, as Xylo's hidden neurons). Gradients are
@@ -39,25 +40,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpikeFitValueError, UnsupportedLayerError
+from .state import _exact, _to_int, grid_threshold, quantize_state, shift_decay, state_rules
 
-__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO", "HI", "INPUT_QUANTUM",
-           "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
+__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO",
+           "HI", "INPUT_QUANTUM", "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
 
 LO, HI = -(2 ** 15), 2 ** 15 - 1
 INPUT_QUANTUM = 1.0 / 15
 MAX_SPIKES_HIDDEN, MAX_SPIKES_OUT = 31, 1
 #: NIR node metadata key of a neuron trained with this rule (value ``"xylo"``; :mod:`..targets.xylo_spec`)
 CHIP_STATE_KEY = "spikefit.chip_state"
-
-
-def grid_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
-    """The largest integer ``k`` with ``float32(k s) <= threshold`` (the framework's compare, float32)."""
-    thr = torch.as_tensor(threshold).detach().to(torch.float32)
-    s = torch.as_tensor(s, dtype=torch.float64).to(thr.device)
-    k = torch.floor(thr.double() / s)
-    k = torch.where((k + 1) * s <= thr.double(), k + 1, k)  # float rounding of the division
-    k = torch.where((k * s).float() > thr, k - 1, k)
-    return k.to(torch.int64)
 
 
 def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
@@ -67,19 +59,19 @@ def xylo_threshold(threshold: Tensor | float, s: Tensor | float) -> Tensor:
 
 def weight_lsb(module: nn.Module) -> Tensor | None:
     """The integer weight LSB (codebook scale, ``[groups]``) of ``module.weight`` now, or ``None``."""
-    from ..quantize.codebook import FrozenCodebook, quantize_codebook
     from ..quantize.layers import quantizer_of
 
     q = quantizer_of(module, "weight")
-    src = _lsb_source(q)
+    return _lsb(q, _lsb_source(q))
+
+
+def _lsb(q: Any, src: Tensor | None) -> Tensor | None:
+    """:func:`weight_lsb` of quantizer ``q`` whose :func:`_lsb_source` is ``src``."""
+    from ..quantize.codebook import FrozenCodebook, quantize_codebook
+
     if src is None or isinstance(q, FrozenCodebook):
         return None if src is None else src.detach()
     return quantize_codebook(src.detach(), q.bits)[2]
-
-
-def _decay(y: Tensor, k: Tensor) -> Tensor:
-    d = torch.bitwise_right_shift(y, k.to(torch.int64))
-    return y - torch.where((d == 0) & (y != 0), torch.sign(y), d)
 
 
 class _Count(torch.autograd.Function):
@@ -118,7 +110,7 @@ class XyloRule:
         if lsb is None:
             raise UnsupportedLayerError(f"Xylo state needs integer weights into the neuron ({type(source).__name__} "
                                         f"has no integer codebook): wrap(..., bits=8) first")
-        self._scale = lsb.double().clone() * self.quantum
+        self._scale = lsb.double() * self.quantum  # a new tensor: the product
         self._seen: tuple[Any, Any, Tensor] | None = None  # (quantizer, its bits, the tensor its LSB came from)
         self._theta: tuple[Tensor, Tensor, Tensor] | None = None  # (scale, threshold, theta)
 
@@ -142,7 +134,7 @@ class XyloRule:
         seen = self._seen
         if src is not None and not (seen is not None and seen[0] is q and seen[1] == q.bits
                                     and _same(seen[2], src)):
-            self._scale = weight_lsb(self.source).double().clone() * self.quantum
+            self._scale = _lsb(q, src).double() * self.quantum
             self._seen = (q, q.bits, src.detach().clone())
         return self._scale
 
@@ -170,10 +162,9 @@ class XyloRule:
         k_s = fmt.decay_code(torch.as_tensor(dyn["current_decay"], device=x.device), "current").clamp(min=1)
         alpha, beta = fmt.decay_value(k_s).to(x.dtype), fmt.decay_value(k_m).to(x.dtype)
         i, v = state["current"], state["membrane"]
-        as_int = lambda t: torch.round(t.detach().double() / s).to(torch.int64)  # noqa: E731
-        i_new = _decay((as_int(i) + as_int(x)).clamp(LO, HI), k_s)
-        u = as_int(v) - n * theta
-        v_new = (u + (i_new - (u - _decay(u, k_m))).clamp(LO, HI)).clamp(LO, HI)
+        i_new = shift_decay((_to_int(i, s) + _to_int(x, s)).clamp(LO, HI), k_s)
+        u = _to_int(v, s) - n * theta
+        v_new = (u + (i_new - (u - shift_decay(u, k_m))).clamp(LO, HI)).clamp(LO, HI)
         i_float = alpha * (i + x)
         v_float = beta * (v - n.to(x.dtype) * (theta.double() * s).to(x.dtype)) + i_float
         return {"current": _exact(i_new, s, i_float), "membrane": _exact(v_new, s, v_float)}
@@ -194,11 +185,6 @@ def _same(kept: Tensor, now: Tensor) -> bool:
     """``kept`` (a copy taken earlier) still equals ``now``: same shape, dtype, device and values."""
     return (kept.shape == now.shape and kept.dtype == now.dtype and kept.device == now.device
             and torch.equal(kept, now.detach()))
-
-
-def _exact(ints: Tensor, scale: Tensor, surrogate: Tensor) -> Tensor:
-    value = (ints.double() * scale).to(surrogate.dtype)
-    return value + (surrogate - surrogate.detach())
 
 
 def xylo_rules(model: nn.Module, fmt: Any, neurons: list[tuple[str, nn.Module]]) -> dict[str, XyloRule]:
@@ -239,8 +225,6 @@ def restore_chip_state(graph: Any, model: nn.Module) -> nn.Module:
     marked = sorted(k for k, n in graph.nodes.items() if (getattr(n, "metadata", None) or {}).get(CHIP_STATE_KEY))
     if not marked:
         return model
-    from .state import quantize_state, state_rules
-
     quantize_state(model, hardware="xylo")
     got = sorted(n for n, r in state_rules(model).items() if isinstance(r, XyloRule))
     if len(got) != len(marked):

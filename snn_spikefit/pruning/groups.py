@@ -65,7 +65,6 @@ class ChannelGroup:
 
 @dataclass
 class _Space:
-    nodes: list[str] = field(default_factory=list)
     producers: list[str] = field(default_factory=list)
     neurons: list[str] = field(default_factory=list)
     between: list[str] = field(default_factory=list)
@@ -107,8 +106,8 @@ def _blocked(n, s, owns_input) -> str | None:
     return f"{n.name!r} ({kind}) has {why}" if why else None
 
 
-def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
-    """Assign every traced tensor to a space; returns the union, space per node, flatten paths, producers, log."""
+def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, list]:
+    """Assign every traced tensor to a space; returns the union, space per node, producers, log."""
     u = _Union()
     space: dict[str, str] = {INPUT: INPUT}
     flat: dict[str, tuple[tuple[str, ...], tuple]] = {}   # node -> (modules from Flatten on, their in shapes)
@@ -158,12 +157,12 @@ def _walk(graph: Graph, owns_input) -> tuple[_Union, dict, dict, dict, list]:
             flat[n.name] = ((*path, n.name), (*shapes, n.in_shape))
         else:
             log.append((key, "between", n.name))
-    return u, space, flat, nearest, log
+    return u, space, nearest, log
 
 
 def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
     """Every channel space of ``graph`` with what it holds (``owns_input(module)``: a neuron with input weights)."""
-    u, space, flat, nearest, log = _walk(graph, owns_input)
+    u, space, nearest, log = _walk(graph, owns_input)
     spaces: dict[str, _Space] = {}
     for key, event, value in log:
         sp = spaces.setdefault(u.find(key), _Space())
@@ -178,7 +177,6 @@ def channel_spaces(graph: Graph, owns_input) -> list[_Space]:
                     ).append(value)
     for n in graph.nodes:
         sp = spaces.setdefault(u.find(space[n.name]), _Space())
-        sp.nodes.append(n.name)
         if len(graph.consumers(n.name)) > 1 or (graph.output == n.name and graph.consumers(n.name)):
             sp.branches = True
     if graph.output is not None:

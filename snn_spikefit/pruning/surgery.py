@@ -271,7 +271,7 @@ def _walk(graph: Graph, start: str, direction: str) -> tuple[list[str], str | No
                               + (" and the model output" if graph.output == cur else ""))
             nxt = outs[0]
             if nxt.inputs != [cur]:
-                raise _cannot(start, f"{nxt.name!r} combines inputs {nxt.inputs} (e.g. a residual add)")
+                raise _cannot(start, f"{nxt.name!r} combines inputs {nxt.inputs} (a module of several inputs)")
         if nxt.is_neuron:
             raise _cannot(start, f"it connects directly to spiking layer {nxt.name!r}")
         s = surgery_for(nxt.module)

@@ -147,9 +147,14 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, object]]:
     return order[:-1]
 
 
+def graph_dt(graph: nir.NIRGraph) -> float:
+    """The time step ``graph`` was exported with (metadata ``spikefit.dt``; 1 ms when absent)."""
+    return float((graph.metadata or {}).get(DT_KEY, 1e-3))
+
+
 def graph_chain(graph: nir.NIRGraph, refusal: type[Exception], target: str) -> tuple[float, tuple[int, ...], list]:
-    """``(dt, input shape, chain)`` of ``graph`` for another target: its refusals are ``refusal`` naming ``target``."""
-    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
+    """``(dt, input shape, chain)`` of ``graph`` for a target: its refusals are ``refusal`` naming ``target``."""
+    dt = graph_dt(graph)
     start = next((n for n in graph.nodes.values() if isinstance(n, nir.Input)), None)
     if start is None:
         raise refusal("the graph has no Input node")
@@ -163,11 +168,9 @@ def graph_chain(graph: nir.NIRGraph, refusal: type[Exception], target: str) -> t
 
 def compile_graph(graph: nir.NIRGraph, *, input_bits: int = 8) -> LavaProgram:
     """The Lava program of ``graph`` (float always; fixed point where every layer allows it)."""
-    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
-    start = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
-    in_shape = tuple(int(s) for s in next(iter(start.input_type.values())))
+    dt, in_shape, chain = graph_chain(graph, LavaRefusal, "Lava")
     layers, pending, shape = [], [], in_shape
-    for name, node in _chain(graph):
+    for name, node in chain:
         if isinstance(node, LINEAR_NODES):
             pending.append(node)
             continue

@@ -107,7 +107,7 @@ def _neuron_kind(name: str, node) -> None:
 
 
 def _neuron(prog: SinabsProgram, name: str, node, dt: float, factor: float, shape) -> None:
-    _neuron_kind(name, node)
+    """The IF layer ``node`` (its kind already checked by :func:`_neuron_kind`) as a sinabs IAF op."""
     reset = str((node.metadata or {}).get(RESET_KEY, "value"))
     if reset not in ("subtract", "value"):
         raise SinabsRefusal(f"layer {name!r} resets by {reset!r}; Speck subtracts the threshold or returns to zero")

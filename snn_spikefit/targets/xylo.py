@@ -4,8 +4,9 @@
 our integer codes as the weights, thresholds and bit-shift decays derived exactly, or a refusal
 naming what Xylo cannot represent and the fix); ``network.run(inputs)`` runs :mod:`.xylo_worker`
 in the Xylo environment (numpy + ``xylosim==0.1.3``, built from its sdist, and ``rockpool==3.1.0``,
-whose own mapper :mod:`.xylo_map` runs; found or created by :func:`.env.target_python`) and returns every layer's spikes with Xylo's lag taken out (layer ``k``
-answers ``k`` steps after the input). ``network.simulate`` is our integer model
+whose own mapper :mod:`.xylo_map` runs; found or created by :func:`.env.target_python`) and
+returns every layer's spikes with Xylo's lag taken out (layer ``k`` answers ``k`` steps after the
+input). ``network.simulate`` is our integer model
 (:mod:`.xylo_int`). Xylo has no floating point: its only mode is ``"fixed"``, where agreement is
 with our integer model and the difference to our float simulation is Xylo's arithmetic (shift
 rounding, reset before the leak, several spikes a step). No samna (not installable offline): no

@@ -21,7 +21,7 @@ import nir
 import numpy as np
 
 from .env import run_worker
-from .lava_program import DT_KEY, graph_chain
+from .lava_program import graph_chain, graph_dt
 from .linear_ops import LINEAR_NODES, affine_block
 from .xylo_spec import XyloRefusal, compile_xylo
 
@@ -66,7 +66,7 @@ def _raw_layers(graph: nir.NIRGraph, dt: float) -> list[dict]:
 
 def mapper_layers(graph: nir.NIRGraph) -> tuple[dict[str, np.ndarray], str]:
     """The arrays the mapper worker reads, and our compiler's refusal ("" when it compiled)."""
-    dt = float((graph.metadata or {}).get(DT_KEY, 1e-3))
+    dt = graph_dt(graph)
     try:
         spec = compile_xylo(graph)
     except XyloRefusal as exc:
