@@ -14,8 +14,9 @@ with no fine-tuning, and is measured by :func:`snn_spikefit.evaluate` on the tes
   with BatchNorm re-estimated on 16 training batches (the suite's treatment of k-means) and on
   the calibration samples only (what one-shot CAT is given), so both are compared on equal data;
   one-shot CAT also with last session's settings (``PREVIOUS``), measured in the same run (for
-  uniform SBC those settings are the defaults again, so it has no such row; results files written
-  before this change list it twice under two labels, with the same figures);
+  uniform SBC those settings are the defaults again, so it has no such row; ``ptq_full_targets.md``
+  was run while its default still had the asymmetric target and bias correction on: its header says
+  how its two 4-bit rows were relabelled);
   SBC uniform also with BatchNorm re-estimated on the calibration samples (``recalibrate=True``);
 * 50 / 80 / 90 % unstructured sparsity: SBC (OBS masks: exact greedy OBS on rows of at most 256
   inputs, SparseGPT's blockwise masks and lazy updates above; at 90 % also exact OBS everywhere)

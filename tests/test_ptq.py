@@ -289,6 +289,16 @@ def test_a_layer_it_cannot_handle_is_named_and_can_be_excluded():
     assert [r.layer for r in report.layers] == ["3"] and not sf.is_wrapped(net[0])
 
 
+@needs_snntorch
+def test_a_kernel_larger_than_any_probe_input_is_compressed():
+    # a 9 x 9 kernel on 12 x 12 inputs: the support check looks at the layer, not at an 8 x 8 trial unfold
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 9), _leaky(0.5), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    report = sf.compress_posttraining(net, torch.rand(6, 1, 12, 12), m=3, bits=8, progress=False)
+    assert [r.layer for r in report.layers] == ["0", "3"]
+    assert int(sf.compressed_layers(net)[0].weight.unique().numel()) <= 3
+
+
 class _Twice(nn.Module):
     """Calls its second layer twice per step: compression fails after the first layer was done."""
 

@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from ..quantize.bias import bias_lsb
 from ..targets.sinabs_program import BIAS_SLACK  # the slack the Speck target allows (float32 k * scale)
 from .rules import CheckContext, register_check_rule
 
@@ -119,8 +120,7 @@ def bias_bits(ctx: CheckContext) -> None:
         if not isinstance(scale, torch.Tensor) or getattr(f.quantizer, "codebook_int", None) is None:
             ctx.skip("bias_bits", f.name, "integer biases need the layer's frozen integer weights (sf.freeze)")
             continue
-        s = scale.double().reshape(-1)
-        k = bias.detach().double() / (s if s.numel() == bias.numel() else s[0])
+        k = bias.detach().double() / bias_lsb(bias, scale)
         grid = torch.round(k)
         off, top, most = float((k - grid).abs().max()), int(grid.abs().max()), 2 ** (limit - 1) - 1
         if off > BIAS_SLACK:

@@ -138,7 +138,7 @@ def _inputs(model: nn.Module, module: nn.Module, name: str, x: Tensor, num_steps
 def _hessian(model: nn.Module, plan: Plan, batches: list[Tensor], num_steps,
              reference: nn.Module | None = None) -> HessianAccumulator:
     acc = HessianAccumulator(plan.module, plan.decays)
-    ref_module = dict(reference.named_modules())[plan.name] if reference is not None else None
+    ref_module = reference.get_submodule(plan.name) if reference is not None else None
     for x in batches:
         ref = _inputs(reference, ref_module, plan.name, x, num_steps) if reference is not None else None
         acc.add(_inputs(model, plan.module, plan.name, x, num_steps), ref)
@@ -170,7 +170,7 @@ def _compress_layer(plan: Plan, acc: HessianAccumulator, k: int, *, m, bits, gra
     final = work.float()
     if m is not None or bits is not None:
         groups = rows.shape[0] if granularity == "channel" else 1
-        fit = fit_layer(work.float(), hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
+        fit = fit_layer(final, hd, m=m, bits=bits, groups=groups, mask=mask, gain2=gain2,
                         iterations=iterations, starts=CAT_STARTS)
         final = fit.quantized
     base = hessian_error(rows, h, gain2)
@@ -200,13 +200,17 @@ def _defaults(m, damping, asymmetric, bias_correction):
 
 def _run_layers(model, plans, ks, batches, num_steps, options, rows, *, quantize, asymmetric, recalibrate,
                 progress) -> list:
-    """Compress every layer in model order (each one's Hessian on the model as compressed so far)."""
-    results = []
+    """Compress every layer in model order (each one's Hessian on the model as compressed so far).
+
+    With ``asymmetric`` the original model's inputs come from a copy, run only once a layer has been
+    written (until then the model is the original and its inputs are the reference's)."""
+    results, written = [], False
     reference = copy.deepcopy(model).eval() if asymmetric and len(plans) > 1 else None
     for plan, k in _progress(list(zip(plans, ks)), progress):
         t0 = time.perf_counter()
         final, fit, mask, err = (None, None, None, 0.0) if k == 0 and not quantize else _apply_layer(
-            model, plan, k, batches, num_steps, options, reference)
+            model, plan, k, batches, num_steps, options, reference if written else None)
+        written = written or final is not None
         results.append(fit)
         rows.append(_row(plan, final, fit, mask, err, time.perf_counter() - t0))
         if recalibrate and final is not None:  # the next layer's Hessian sees outputs with fitting statistics

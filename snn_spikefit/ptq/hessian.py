@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedLayerError
 
-__all__ = ["leak_kernel", "patches", "HessianAccumulator", "damped", "SUPPORTED_TYPES"]
+__all__ = ["leak_kernel", "patches", "check_supported", "HessianAccumulator", "damped", "SUPPORTED_TYPES"]
 
 #: Layer types whose Hessian this module builds.
 SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -61,25 +61,31 @@ def patches(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     (1 for ``Linear``). A convolution is unfolded with its own kernel, stride,
     padding and dilation (``Conv1d`` as a height-1 ``Conv2d``).
     """
+    check_supported(module)
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return rows, rows.shape[0] // max(1, x.shape[0]) if x.ndim > 1 else 1
+    one_d = isinstance(module, nn.Conv1d)
+    pair = (lambda v: (1, v[0])) if one_d else (lambda v: tuple(v))
+    img = x.unsqueeze(-2) if one_d else x
+    cols = F.unfold(img, pair(module.kernel_size), dilation=pair(module.dilation),
+                    padding=(0, module.padding[0]) if one_d else tuple(module.padding), stride=pair(module.stride))
+    n, f, L = cols.shape
+    return cols.transpose(1, 2).reshape(n * L, f), L
+
+
+def check_supported(module: nn.Module) -> None:
+    """Raise ``UnsupportedLayerError`` unless :func:`patches` can unfold ``module``'s inputs."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise UnsupportedLayerError(
                 f"{type(module).__name__} with groups={module.groups}, padding={module.padding!r}, "
                 f"padding_mode={module.padding_mode!r}: post-training compression supports groups=1 and "
                 f"numeric zero padding")
-        one_d = isinstance(module, nn.Conv1d)
-        pair = (lambda v: (1, v[0])) if one_d else (lambda v: tuple(v))
-        img = x.unsqueeze(-2) if one_d else x
-        cols = F.unfold(img, pair(module.kernel_size), dilation=pair(module.dilation),
-                        padding=(0, module.padding[0]) if one_d else tuple(module.padding), stride=pair(module.stride))
-        n, f, L = cols.shape
-        return cols.transpose(1, 2).reshape(n * L, f), L
-    raise UnsupportedLayerError(
-        f"{type(module).__name__} is not supported by post-training compression; supported: "
-        f"{[t.__name__ for t in SUPPORTED_TYPES]}")
+    elif not isinstance(module, nn.Linear):
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} is not supported by post-training compression; supported: "
+            f"{[t.__name__ for t in SUPPORTED_TYPES]}")
 
 
 class HessianAccumulator:

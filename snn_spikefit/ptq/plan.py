@@ -19,7 +19,7 @@ from ..adapter import Adapter, get_adapter
 from ..errors import SpikeFitTypeError, SpikeFitValueError, UnsupportedLayerError
 from ..quantize.wrap import as_patterns, select_layers
 from ..trace import trace
-from .hessian import SUPPORTED_TYPES, patches
+from .hessian import SUPPORTED_TYPES, check_supported
 
 __all__ = ["Plan", "calibration_batches", "layer_plans"]
 
@@ -102,12 +102,11 @@ def layer_plans(model: nn.Module, batches: list[Tensor], num_steps, include, exc
                 f"layer {name!r} ({kind}) cannot be compressed post-training (supported: "
                 f"{[t.__name__ for t in SUPPORTED_TYPES]} weights without parametrizations); "
                 f"pass exclude=[{name!r}] to leave it as it is")
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            try:  # refuse before anything runs
-                patches(module, torch.zeros(1, module.in_channels, *([8] * (module.weight.ndim - 2))))
-            except UnsupportedLayerError as exc:
-                raise UnsupportedLayerError(f"layer {name!r}: {exc}; pass exclude=[{name!r}] to leave it as it is"
-                                            ) from None
+        try:  # refuse before anything runs
+            check_supported(module)
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"layer {name!r}: {exc}; pass exclude=[{name!r}] to leave it as it is"
+                                        ) from None
     sample = batches[0] if num_steps is not None else batches[0][0]
     graph = trace(model, sample)
     out = []

@@ -27,7 +27,7 @@ from ..transaction import transactional
 from .codebook import FrozenCodebook
 from .layers import compressed_layers
 
-__all__ = ["round_biases", "round_biases_for", "BiasReport"]
+__all__ = ["round_biases", "round_biases_for", "bias_lsb", "BiasReport"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class BiasReport(Report):
 
     def __str__(self) -> str:
         return str(self.table())
+
+
+def bias_lsb(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``[C]`` float64: the weight LSB of each bias, ``s_c`` (``scale``: one per layer or per output channel)."""
+    s = scale.detach().double().reshape(-1)
+    return s if s.numel() == bias.numel() else s[0].expand(bias.numel())
 
 
 def _integer_layers(model: nn.Module) -> list:
@@ -70,19 +76,19 @@ def round_biases(model: nn.Module, *, bits: int | None = None) -> BiasReport:
     if not layers:
         raise NotWrappedError(f"round_biases needs a model frozen with integer codebooks (sf.wrap(..., bits=8), "
                               f"sf.freeze); {type(model).__name__} has none")
+    lim = None if bits is None else 2 ** (bits - 1) - 1
     rows = []
     for c in layers:
         bias = getattr(c.module, "bias", None)
         if not isinstance(bias, torch.Tensor):
             continue
-        scale = c.quantizer.scale.double()
-        s = scale.expand(bias.shape[0]) if scale.numel() == 1 else scale
-        k = torch.round(bias.double() / s)
-        lim = None if bits is None else 2 ** (bits - 1) - 1
+        s = bias_lsb(bias, c.quantizer.scale)
+        exact = bias.double() / s
+        k = torch.round(exact)
         clipped = 0 if lim is None else int((k.abs() > lim).sum())
         if lim is not None:
             k = k.clamp(-lim, lim)
-        change = float((k - bias.double() / s).abs().max()) if bias.numel() else 0.0
+        change = float((k - exact).abs().max()) if bias.numel() else 0.0
         bias.copy_((k * s).to(bias.dtype))
         rows.append((c.name, change, clipped, int(bias.numel())))
     return BiasReport(rows)

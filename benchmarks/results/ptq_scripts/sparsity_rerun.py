@@ -12,10 +12,10 @@ cfg = MODES['full']; seed = int(sys.argv[1])
 run = _Run(cfg, 'fashion-mnist', seed, False)
 b = ptq._Bench(run, 16)
 for s in ptq.SPARSITIES:
-    model = b.add("sparsity", "SBC (LAMP; exact OBS up to 256 inputs, SparseGPT above)", f"{s:.0%}", lambda m, s=s: b.ptq(m, sparsity=s))
-    b.rows[-1].update({f"synapse_kbit_{c}": ptq.synapse_bits(model, c) / 1e3 for c in ptq.CHIPS})
-model = b.add("sparsity", "SBC (LAMP; exact OBS everywhere)", "90%", lambda m: b.ptq(m, sparsity=0.9, pruner="obs"))
-b.rows[-1].update({f"synapse_kbit_{c}": ptq.synapse_bits(model, c) / 1e3 for c in ptq.CHIPS})
+    b.add("sparsity", "SBC (LAMP; exact OBS up to 256 inputs, SparseGPT above)", f"{s:.0%}",
+          lambda m, s=s: b.ptq(m, sparsity=s), memory=True)
+b.add("sparsity", "SBC (LAMP; exact OBS everywhere)", "90%", lambda m: b.ptq(m, sparsity=0.9, pruner="obs"),
+      memory=True)
 epoch = ptq._epoch_seconds(run)
 for r in b.rows: r["epoch_cpu_s"] = epoch
 print(json.dumps(b.rows), flush=True)
