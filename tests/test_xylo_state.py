@@ -234,3 +234,22 @@ def test_a_xylo_trained_net_comes_back_from_nir_with_xylos_update_and_the_same_s
     graph.nodes["0"].metadata = {CHIP_STATE_KEY: "xylo"}
     with pytest.raises(UnsupportedLayerError, match=r"NIR nodes \['0', .*\] carry spikefit.chip_state='xylo' but"):
         sf.import_nir(graph, "snntorch")
+
+
+def test_xylo_marked_neurons_in_a_graph_that_is_not_a_chain_are_refused():
+    import nir
+
+    from snn_spikefit.neurons.xylo_state import CHIP_STATE_KEY
+
+    w = np.ones((4, 16), dtype=np.float32) * 0.1
+    cuba = nir.CubaLIF(tau_syn=np.full(4, 2e-3), tau_mem=np.full(4, 8e-3), r=np.full(4, 8.0), v_leak=np.zeros(4),
+                       v_threshold=np.ones(4), w_in=np.full(4, 2.0), metadata={CHIP_STATE_KEY: "xylo"})
+    nodes = {"input": nir.Input(np.array([16])), "a": nir.Linear(w), "b": nir.Linear(w), "lif": cuba,
+             "output": nir.Output(np.array([4]))}
+    edges = [("input", "a"), ("input", "b"), ("a", "lif"), ("b", "lif"), ("lif", "output")]
+    graph = nir.NIRGraph(nodes, edges)
+    with pytest.raises(UnsupportedLayerError, match=r"NIR nodes \['lif'\] carry spikefit.chip_state='xylo', but the "
+                                                    r"graph is not a chain"):
+        sf.import_nir(graph, "snntorch")
+    cuba.metadata = {}
+    assert sf.import_nir(graph, "snntorch") is not None  # the same graph unmarked imports

@@ -42,8 +42,8 @@ from torch import Tensor, nn
 from ..errors import SpikeFitValueError, UnsupportedLayerError
 from .state import _exact, _to_int, grid_threshold, quantize_state, shift_decay, state_rules
 
-__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state", "LO",
-           "HI", "INPUT_QUANTUM", "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
+__all__ = ["XyloRule", "xylo_threshold", "grid_threshold", "weight_lsb", "xylo_rules", "restore_chip_state",
+           "refuse_chip_state", "LO", "HI", "INPUT_QUANTUM", "MAX_SPIKES_HIDDEN", "MAX_SPIKES_OUT", "CHIP_STATE_KEY"]
 
 LO, HI = -(2 ** 15), 2 ** 15 - 1
 INPUT_QUANTUM = 1.0 / 15
@@ -215,6 +215,18 @@ def xylo_rules(model: nn.Module, fmt: Any, neurons: list[tuple[str, nn.Module]])
             for name, src in inputs.items()}
 
 
+def _marked(graph: Any) -> list[str]:
+    return sorted(k for k, n in graph.nodes.items() if (getattr(n, "metadata", None) or {}).get(CHIP_STATE_KEY))
+
+
+def refuse_chip_state(graph: Any, why: str) -> None:
+    """Refuse a graph with nodes marked ``spikefit.chip_state`` that the importer cannot give Xylo's update."""
+    marked = _marked(graph)
+    if marked:
+        raise UnsupportedLayerError(f"NIR nodes {marked} carry {CHIP_STATE_KEY}='xylo', but {why}: Xylo's update "
+                                    f"is restored only in a chain, and these neurons would run a different update")
+
+
 def restore_chip_state(graph: Any, model: nn.Module) -> nn.Module:
     """After import: neurons exported with ``spikefit.chip_state = "xylo"`` get Xylo's update back.
 
@@ -222,7 +234,7 @@ def restore_chip_state(graph: Any, model: nn.Module) -> nn.Module:
     (the current-based subtract-reset neurons behind integer weights); a model where that set differs
     from the marked nodes is refused by name, so an imported model never runs a different neuron.
     """
-    marked = sorted(k for k, n in graph.nodes.items() if (getattr(n, "metadata", None) or {}).get(CHIP_STATE_KEY))
+    marked = _marked(graph)
     if not marked:
         return model
     quantize_state(model, hardware="xylo")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..neurons.xylo_state import restore_chip_state
+from ..neurons.xylo_state import refuse_chip_state, restore_chip_state
 from ..adapter import get_adapter, nir_frameworks
 from ..quantize.codebook import FrozenCodebook
 from ..quantize.layers import install_frozen, weight_names
@@ -379,6 +379,7 @@ def _build(graph: nir.NIRGraph, adapter, dt: float, max_bytes: int) -> nn.Module
     inp = next(k for k, n in graph.nodes.items() if isinstance(n, nir.Input))
     chain = all(pred[name] == [prev] for name, prev in zip(order + [output], [inp] + order))
     if not chain or not order:
+        refuse_chip_state(graph, "the graph is not a chain of layers")
         return NIRGraphModule(built, pred, output, stateful=adapter.calls_with_state, recurrent=recurrent,
                               shapes=shapes, input_name=inp)
     container = adapter.nir_container([item for name in order for item in _named(name, built[name])])
